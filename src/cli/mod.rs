@@ -1,0 +1,286 @@
+//! The command line: argument parsing (pure), dispatch to the library, rendering of reports
+//! as text or JSON, and exit codes. The only layer that prints.
+
+mod attach;
+mod doctor;
+mod host;
+mod network;
+mod verify;
+
+use crate::error::Error;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Exit codes, in one place.
+pub mod exit {
+    /// Success, whether or not anything changed.
+    pub const OK: u8 = 0;
+    /// The command ran and failed (an error, a failed check, any VM that failed).
+    pub const FAILURE: u8 = 1;
+    /// The command line was malformed.
+    pub const USAGE: u8 = 2;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Globals {
+    /// libvirt URI (default: libvirt's own default, which honours LIBVIRT_DEFAULT_URI)
+    #[arg(short = 'c', long = "connect", global = true, value_name = "URI")]
+    pub connect: Option<String>,
+    /// Output format
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Show what would change and change nothing
+    #[arg(short = 'n', long = "dry-run", global = true)]
+    pub dry_run: bool,
+    /// Print only errors
+    #[arg(short = 'q', long = "quiet", global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail
+    #[arg(short = 'v', long = "verbose", global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vbridge",
+    version,
+    about = "Put KVM virtual machines on the real LAN through a host bridge",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub globals: Globals,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Define, start and autostart a libvirt network with <forward mode='bridge'/>
+    NetDefine(network::NetDefineArgs),
+    /// Stop and undefine that network
+    NetUndefine(network::NetUndefineArgs),
+    /// Put a VM's NIC on the bridge (persistent XML), or hot-plug a new one
+    Attach(attach::AttachArgs),
+    /// Remove a NIC by MAC (live and persistent)
+    Detach(attach::DetachArgs),
+    /// Define a VM's latest backup again
+    Undo(attach::UndoArgs),
+    /// Check that a running VM's bridged NICs have LAN addresses that answer
+    Verify(verify::VerifyArgs),
+    /// Find the broken link between a VM and the LAN, and fix it
+    Doctor(doctor::DoctorArgs),
+    /// Create the host bridge on a NIC (netplan, or live with rollback)
+    HostBridge(host::HostBridgeArgs),
+    /// Persistent TAP devices on a bridge
+    #[command(subcommand)]
+    Tap(host::TapCommand),
+}
+
+/// A command's result, renderable as text or JSON.
+pub trait Report {
+    fn json(&self) -> serde_json::Value;
+    fn text(&self, globals: &Globals) -> String;
+    /// False turns the exit code into FAILURE (a VM that failed, a check that failed).
+    fn success(&self) -> bool {
+        true
+    }
+}
+
+/// Wrap a serialisable value and a text renderer into a `Report`.
+pub struct Rendered<T: Serialize> {
+    pub value: T,
+    pub render: fn(&T, &Globals) -> String,
+    pub success: fn(&T) -> bool,
+}
+
+impl<T: Serialize> Report for Rendered<T> {
+    fn json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.value).unwrap_or_else(
+            |e| serde_json::json!({"error": {"kind": "internal", "message": e.to_string()}}),
+        )
+    }
+    fn text(&self, globals: &Globals) -> String {
+        (self.render)(&self.value, globals)
+    }
+    fn success(&self) -> bool {
+        (self.success)(&self.value)
+    }
+}
+
+pub fn report<T: Serialize + 'static>(
+    value: T,
+    render: fn(&T, &Globals) -> String,
+    success: fn(&T) -> bool,
+) -> Box<dyn Report> {
+    Box::new(Rendered {
+        value,
+        render,
+        success,
+    })
+}
+
+fn always(_: &impl Serialize) -> bool {
+    true
+}
+
+pub type CmdResult = Result<Box<dyn Report>, Error>;
+
+fn dispatch(cli: &Cli) -> CmdResult {
+    let g = &cli.globals;
+    match &cli.command {
+        Command::NetDefine(a) => network::define(a, g),
+        Command::NetUndefine(a) => network::undefine(a, g),
+        Command::Attach(a) => attach::attach(a, g),
+        Command::Detach(a) => attach::detach(a, g),
+        Command::Undo(a) => attach::undo(a, g),
+        Command::Verify(a) => verify::run(a, g),
+        Command::Doctor(a) => doctor::run(a, g),
+        Command::HostBridge(a) => host::host_bridge(a, g),
+        Command::Tap(a) => host::tap(a, g),
+    }
+}
+
+/// Did the raw command line ask for JSON? Used only to render usage errors as JSON.
+fn wants_json(args: &[String]) -> bool {
+    args.windows(2)
+        .any(|w| (w[0] == "-o" || w[0] == "--output") && w[1] == "json")
+        || args.iter().any(|a| a == "--output=json" || a == "-ojson")
+}
+
+fn print_error(json: bool, err: &Error) {
+    if json {
+        let v = serde_json::json!({ "error": err });
+        println!("{v}");
+    } else {
+        let mut msg = format!("vbridge: error: {}", err.message);
+        if let Some(h) = &err.hint {
+            msg.push_str(&format!("\n  hint: {h}"));
+        }
+        eprintln!("{msg}");
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    crate::libvirt::init();
+    let args: Vec<String> = std::env::args().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind as K;
+            if matches!(
+                e.kind(),
+                K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                let code = if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
+                    exit::USAGE
+                } else {
+                    exit::OK
+                };
+                return ExitCode::from(code);
+            }
+            if wants_json(&args) {
+                let v = serde_json::json!({"error": {"kind": "usage", "message": e.kind().to_string(), "detail": e.to_string()}});
+                println!("{v}");
+            } else {
+                let _ = e.print();
+            }
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let json = cli.globals.output == Format::Json;
+    match dispatch(&cli) {
+        Ok(report) => {
+            let ok = report.success();
+            let mut out = std::io::stdout().lock();
+            if json {
+                let _ = writeln!(out, "{}", report.json());
+            } else if !cli.globals.quiet || !ok {
+                let text = report.text(&cli.globals);
+                if !text.is_empty() {
+                    let _ = write!(out, "{text}");
+                    if !text.ends_with('\n') {
+                        let _ = writeln!(out);
+                    }
+                }
+            }
+            ExitCode::from(if ok { exit::OK } else { exit::FAILURE })
+        }
+        Err(err) => {
+            print_error(json, &err);
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(line.split_whitespace())
+    }
+
+    #[test]
+    fn command_lines() {
+        let valid = [
+            "vbridge net-define",
+            "vbridge -c test:///default net-define --name n --bridge br1 --no-start --no-autostart --force",
+            "vbridge net-undefine --name n",
+            "vbridge attach web",
+            "vbridge attach web db --bridge br1 --all -o json -n",
+            "vbridge attach web --mac 52:54:00:00:00:01",
+            "vbridge attach web --index 2",
+            "vbridge attach --xml dom.xml",
+            "vbridge attach web --hotplug",
+            "vbridge detach web --mac 52:54:00:00:00:01",
+            "vbridge undo web",
+            "vbridge verify web --timeout 5",
+            "vbridge doctor",
+            "vbridge doctor web --fix --persist",
+            "vbridge host-bridge eth1 --dhcp --netplan --root-dir /tmp/x",
+            "vbridge host-bridge eth1 --address 10.0.0.2/24 --gateway 10.0.0.1 --live",
+            "vbridge tap add tap0 --bridge br0",
+            "vbridge tap del tap0",
+        ];
+        for line in valid {
+            if let Err(e) = parse(line) {
+                panic!("{line}: {e}");
+            }
+        }
+        let invalid = [
+            "vbridge",
+            "vbridge attach",
+            "vbridge attach web --mac 52:54:00:00:00:01 --index 1",
+            "vbridge attach web --all --index 1",
+            "vbridge attach web --xml f.xml",
+            "vbridge attach web --index 0",
+            "vbridge attach web -o yaml",
+            "vbridge detach web",
+            "vbridge -q -v doctor",
+            "vbridge frobnicate",
+        ];
+        for line in invalid {
+            assert!(parse(line).is_err(), "{line} was accepted");
+        }
+    }
+
+    #[test]
+    fn json_usage_detection() {
+        let a = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert!(wants_json(&a("vbridge -o json attach")));
+        assert!(wants_json(&a("vbridge attach --output=json")));
+        assert!(!wants_json(&a("vbridge attach web")));
+    }
+}

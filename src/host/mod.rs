@@ -1,0 +1,1 @@
+//! Host networking: sysfs reads, netlink writes, netplan rendering, TAP devices.

@@ -1,0 +1,21 @@
+//! vbridge: put KVM virtual machines on the real LAN.
+//!
+//! The library behind the `vbridge` command. Every mutating operation is split into a pure
+//! plan (what would change, computed from what was observed) and an apply step.
+
+pub mod domxml;
+pub mod error;
+pub mod host;
+pub mod libvirt;
+pub mod template;
+pub mod validate;
+
+mod cli;
+
+pub use error::{Error, ErrorKind, Result};
+
+/// The `vbridge` binary's entry point (kept here so the CLI module can stay private).
+#[doc(hidden)]
+pub fn cli_main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,118 @@
+//! Checks on names and addresses a user types, done before anything touches libvirt or the host.
+
+use crate::error::{Error, Result};
+
+/// A Linux interface name as the kernel accepts it (`dev_valid_name`): 1-15 bytes, not `.`
+/// or `..`, no `/`, `:` or whitespace.
+pub fn interface_name(name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 15 {
+        Some("it is longer than 15 bytes, the kernel's limit (IFNAMSIZ)")
+    } else if name == "." || name == ".." {
+        Some("`.` and `..` are not allowed")
+    } else if name.contains('/') {
+        Some("it contains '/'")
+    } else if name.contains(':') {
+        Some("it contains ':'")
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("it contains whitespace or a control character")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(
+            Error::invalid(format!("{name:?} is not a valid interface name: {why}"))
+                .with_hint("use 1-15 characters such as br0, without '/', ':' or spaces"),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// A libvirt object name (network, domain) that vbridge places into XML. libvirt refuses
+/// '/' in names; control characters and empty names make no sense either. Everything else
+/// is escaped when rendered.
+pub fn object_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid(format!("the {what} name is empty")));
+    }
+    if name.contains('/') || name.chars().any(|c| c.is_control()) {
+        return Err(Error::invalid(format!(
+            "{name:?} is not a valid {what} name: it contains '/' or a control character"
+        )));
+    }
+    Ok(())
+}
+
+/// Parse a unicast MAC address written as six colon-separated hex pairs; returns it in the
+/// lower-case form libvirt prints.
+pub fn mac(mac: &str) -> Result<String> {
+    let bad = || {
+        Error::invalid(format!("{mac:?} is not a valid MAC address"))
+            .with_hint("write it as six hex pairs separated by ':', e.g. 52:54:00:12:34:56")
+    };
+    let parts: Vec<&str> = mac.split(':').collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut bytes = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        bytes[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if bytes[0] & 1 == 1 {
+        return Err(Error::invalid(format!(
+            "{mac:?} is a multicast MAC address; a NIC needs a unicast one"
+        ))
+        .with_hint("the lowest bit of the first byte must be 0, e.g. 52:54:00:..."));
+    }
+    Ok(format_mac(&bytes))
+}
+
+pub fn format_mac(b: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4], b[5]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names() {
+        for ok in ["br0", "a", "br-lan.100", "123456789012345"] {
+            interface_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "1234567890123456",
+            "br/0",
+            "br 0",
+            "br:0",
+            ".",
+            "..",
+            "br\n",
+        ] {
+            assert!(interface_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(mac("52:54:00:AB:cd:01").unwrap(), "52:54:00:ab:cd:01");
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52-54-00-ab-cd-01",
+            "zz:54:00:ab:cd:01",
+            "01:00:5e:00:00:01",
+            "52:54:00:ab:cd:0",
+        ] {
+            assert!(mac(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! vbridge's integration tests, compiled into one binary.
+
+mod common;
