@@ -1,2 +1,99 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The built `vbridge` binary.
+pub fn vbridge_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vbridge"))
+}
+
+/// Root-only tests call this first. Without root they skip with a notice for a person
+/// running `cargo test`, but in CI (`CI` set) a missing privilege is a failure, not a skip.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: needs root, and CI must run it (CI is set)");
+    }
+    eprintln!("SKIPPED {test}: needs root (run the README's test command as root)");
+    false
+}
+
+/// A name unique to this process and call, short enough for interface names
+/// (prefix of at most 6 bytes + 9 = 15).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let pid = std::process::id() % 100_000;
+    format!("{prefix}{pid:05}{n:03}")
+}
+
+/// Run a program with an argument vector; panic with its stderr if it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = run_status(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run a program with an argument vector and return its output, whatever its status.
+pub fn run_status(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+/// A network namespace created for one test and deleted when dropped, in every outcome.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Create a namespace with a unique name starting with `prefix`, loopback up.
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NS ARGS...`
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut v = vec!["-n", self.name.as_str()];
+        v.extend_from_slice(args);
+        run("ip", &v)
+    }
+
+    /// Run a program inside the namespace and return its output, whatever its status.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
+        let mut v = vec!["netns", "exec", self.name.as_str(), program];
+        v.extend_from_slice(args);
+        run_status("ip", &v)
+    }
+
+    /// Run the vbridge binary inside the namespace.
+    pub fn vbridge(&self, args: &[&str]) -> Output {
+        let bin = vbridge_bin();
+        self.exec(bin.to_str().unwrap(), args)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
