@@ -1,7 +1,336 @@
 //! The libvirt adapter: the only module that names `virt::`. Every libvirt error is mapped
-//! to the crate's `Error` here, once.
+//! to the crate's `Error` here, once, with a hint where the cause is a usual one.
 
-/// Stop libvirt from printing errors on its own; we report them.
+use crate::error::{Error, ErrorKind, Result};
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::ErrorNumber as N;
+use virt::network::Network;
+use virt::sys;
+
+/// Stop libvirt from printing errors on its own; vbridge reports them.
 pub fn init() {
     virt::error::clear_error_callback();
+}
+
+/// Map a libvirt error to the crate's error, once.
+fn map(err: virt::error::Error) -> Error {
+    let msg = err.message().to_string();
+    let code = err.code();
+    let kind = match code.known() {
+        Some(N::NoDomain | N::NoNetwork | N::NoNetworkPort) => ErrorKind::NotFound,
+        Some(N::AuthFailed | N::AccessDenied | N::AuthCancelled | N::AuthUnavailable) => {
+            ErrorKind::Permission
+        }
+        Some(N::NoConnect) => ErrorKind::Connection,
+        Some(N::XmlError | N::XmlDetail | N::InvalidArg | N::InvalidMac) => ErrorKind::InvalidInput,
+        Some(N::OperationInvalid) => ErrorKind::Conflict,
+        Some(N::NoSupport | N::OperationUnsupported | N::ConfigUnsupported) => {
+            ErrorKind::Unsupported
+        }
+        _ => ErrorKind::Libvirt,
+    };
+    let mut e = Error::new(kind, format!("libvirt: {msg}"));
+    if msg.contains("Cannot get interface MTU") || msg.contains("No such device") {
+        e = e.with_hint(
+            "the host bridge does not exist: create it first (see `vbridge host-bridge`), then retry",
+        );
+    } else if msg.contains("does not support hotplugging") {
+        e = e.with_hint("add <acpi/> under <features> (takes effect after a power-off), or use `vbridge attach` without --hotplug");
+    } else if kind == ErrorKind::Permission || msg.contains("Permission denied") {
+        e.kind = ErrorKind::Permission;
+        e = e.with_hint("run as root, or as a user in the libvirt group");
+    }
+    e
+}
+
+/// Whether a URI names a hypervisor on this machine (no host part), so host-side checks
+/// (sysfs) describe the same host as libvirt does. `None` is libvirt's default: local.
+pub fn uri_is_local(uri: Option<&str>) -> bool {
+    match uri {
+        None => true,
+        Some(u) => match u.split_once("://") {
+            Some((_, rest)) => rest.starts_with('/') || rest.is_empty(),
+            None => true,
+        },
+    }
+}
+
+/// An open connection to libvirt.
+pub struct Conn {
+    inner: Connect,
+    requested: Option<String>,
+}
+
+impl Conn {
+    /// Connect to `uri`, or to libvirt's default (which honours `LIBVIRT_DEFAULT_URI`).
+    pub fn open(uri: Option<&str>) -> Result<Conn> {
+        match Connect::open(uri) {
+            Ok(inner) => Ok(Conn {
+                inner,
+                requested: uri.map(str::to_string),
+            }),
+            Err(err) => {
+                let shown = uri.unwrap_or("libvirt's default URI");
+                let mut e = map(err);
+                if e.kind != ErrorKind::Permission {
+                    e.kind = ErrorKind::Connection;
+                    e = e.with_hint(format!(
+                        "is libvirtd running and is the URI right? try `virsh -c {shown} list --all`"
+                    ));
+                }
+                Err(e.context(format!("cannot connect to {shown}")))
+            }
+        }
+    }
+
+    /// The URI as libvirt reports it.
+    pub fn uri(&self) -> String {
+        self.inner
+            .uri()
+            .ok()
+            .or_else(|| self.requested.clone())
+            .unwrap_or_default()
+    }
+
+    /// Host-side checks (sysfs) apply to this connection's host.
+    pub fn is_local(&self) -> bool {
+        uri_is_local(Some(&self.uri()))
+    }
+
+    /// The driver name ("QEMU", "Test", ...).
+    pub fn driver(&self) -> String {
+        self.inner.driver_type().unwrap_or_default()
+    }
+
+    /// A domain by name or UUID.
+    pub fn domain(&self, name: &str) -> Result<Dom> {
+        let found = match self.inner.lookup_domain_by_name(name) {
+            Ok(d) => Ok(d),
+            Err(e) if looks_like_uuid(name) => {
+                self.inner.lookup_domain_by_uuid_string(name).map_err(|_| e)
+            }
+            Err(e) => Err(e),
+        };
+        let inner = found.map_err(|e| {
+            let e = map(e);
+            if e.kind == ErrorKind::NotFound {
+                Error::not_found(format!("no domain named {name:?}"))
+                    .with_hint("list them with `virsh list --all` (same URI)")
+            } else {
+                e
+            }
+        })?;
+        Dom::wrap(inner)
+    }
+
+    /// Every domain, active or not.
+    pub fn domains(&self) -> Result<Vec<Dom>> {
+        let list = self.inner.list_all_domains(0).map_err(map)?;
+        list.into_iter().map(Dom::wrap).collect()
+    }
+
+    /// Define (or redefine) a domain from XML.
+    pub fn define_domain(&self, xml: &str) -> Result<Dom> {
+        let d = self.inner.define_domain_xml(xml).map_err(map)?;
+        Dom::wrap(d)
+    }
+
+    /// A network by name, or None when there is none.
+    pub fn network(&self, name: &str) -> Result<Option<Net>> {
+        match self.inner.lookup_network_by_name(name) {
+            Ok(n) => Ok(Some(Net { inner: n })),
+            Err(e) if e.code().is(N::NoNetwork) => Ok(None),
+            Err(e) => Err(map(e)),
+        }
+    }
+
+    /// Every network.
+    pub fn networks(&self) -> Result<Vec<Net>> {
+        let list = self.inner.list_all_networks(0).map_err(map)?;
+        Ok(list.into_iter().map(|inner| Net { inner }).collect())
+    }
+
+    /// Define (or redefine) a persistent network from XML.
+    pub fn define_network(&self, xml: &str) -> Result<Net> {
+        let n = self.inner.define_network_xml(xml).map_err(map)?;
+        Ok(Net { inner: n })
+    }
+}
+
+fn looks_like_uuid(s: &str) -> bool {
+    s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+/// An address libvirt reported for a guest NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestAddress {
+    pub mac: Option<String>,
+    pub ip: String,
+    pub prefix: u64,
+}
+
+/// Where libvirt looks for guest addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressSource {
+    /// libvirt's own dnsmasq leases (only for libvirt-managed NAT/routed networks).
+    Lease,
+    /// The QEMU guest agent.
+    Agent,
+    /// The host's ARP table.
+    Arp,
+}
+
+/// A domain.
+pub struct Dom {
+    inner: Domain,
+    name: String,
+}
+
+impl Dom {
+    fn wrap(inner: Domain) -> Result<Dom> {
+        let name = inner.name().map_err(map)?;
+        Ok(Dom { inner, name })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn uuid(&self) -> Result<String> {
+        self.inner.uuid_string().map_err(map)
+    }
+
+    pub fn is_active(&self) -> Result<bool> {
+        self.inner.is_active().map_err(map)
+    }
+
+    /// The persistent definition, secrets included (what `virsh edit` edits).
+    pub fn persistent_xml(&self) -> Result<String> {
+        self.inner
+            .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_SECURE)
+            .map_err(map)
+            .map_err(|e| e.context(format!("domain {}", self.name)))
+    }
+
+    /// The running state's XML (equals the persistent one when shut off).
+    pub fn live_xml(&self) -> Result<String> {
+        self.inner
+            .xml_desc(sys::VIR_DOMAIN_XML_SECURE)
+            .map_err(map)
+            .map_err(|e| e.context(format!("domain {}", self.name)))
+    }
+
+    /// Add a device to the persistent config, and to the running VM when `live`.
+    pub fn attach_device(&self, xml: &str, live: bool) -> Result<()> {
+        self.inner
+            .attach_device_flags(xml, affect(live))
+            .map_err(map)
+            .map_err(|e| e.context(format!("domain {}", self.name)))
+    }
+
+    /// Remove a device from the persistent config, and from the running VM when `live`.
+    pub fn detach_device(&self, xml: &str, live: bool) -> Result<()> {
+        self.inner
+            .detach_device_flags(xml, affect(live))
+            .map_err(map)
+            .map_err(|e| e.context(format!("domain {}", self.name)))
+    }
+
+    /// Addresses libvirt knows for the guest's NICs from one source.
+    pub fn addresses(&self, source: AddressSource) -> Result<Vec<GuestAddress>> {
+        let src = match source {
+            AddressSource::Lease => sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+            AddressSource::Agent => sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+            AddressSource::Arp => sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
+        };
+        let list = self.inner.interface_addresses(src, 0).map_err(map)?;
+        Ok(list
+            .into_iter()
+            .flat_map(|i| {
+                let mac = i.hwaddr.map(|m| m.to_ascii_lowercase());
+                i.addrs.into_iter().map(move |a| GuestAddress {
+                    mac: mac.clone(),
+                    ip: a.addr,
+                    prefix: a.prefix,
+                })
+            })
+            .collect())
+    }
+}
+
+fn affect(live: bool) -> u32 {
+    if live {
+        sys::VIR_DOMAIN_AFFECT_CONFIG | sys::VIR_DOMAIN_AFFECT_LIVE
+    } else {
+        sys::VIR_DOMAIN_AFFECT_CONFIG
+    }
+}
+
+/// A virtual network.
+pub struct Net {
+    inner: Network,
+}
+
+impl Net {
+    pub fn name(&self) -> Result<String> {
+        self.inner.name().map_err(map)
+    }
+
+    pub fn uuid(&self) -> Result<String> {
+        self.inner.uuid_string().map_err(map)
+    }
+
+    /// The persistent definition (the live one for a transient network).
+    pub fn xml(&self) -> Result<String> {
+        let flags = if self.is_persistent()? {
+            sys::VIR_NETWORK_XML_INACTIVE
+        } else {
+            0
+        };
+        self.inner.xml_desc(flags).map_err(map)
+    }
+
+    pub fn is_active(&self) -> Result<bool> {
+        self.inner.is_active().map_err(map)
+    }
+
+    pub fn is_persistent(&self) -> Result<bool> {
+        self.inner.is_persistent().map_err(map)
+    }
+
+    pub fn autostart(&self) -> Result<bool> {
+        self.inner.autostart().map_err(map)
+    }
+
+    pub fn start(&self) -> Result<()> {
+        self.inner.create().map_err(map)
+    }
+
+    pub fn set_autostart(&self, on: bool) -> Result<()> {
+        self.inner.set_autostart(on).map_err(map)
+    }
+
+    pub fn stop(&self) -> Result<()> {
+        self.inner.destroy().map_err(map)
+    }
+
+    pub fn undefine(&self) -> Result<()> {
+        self.inner.undefine().map_err(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_uris() {
+        assert!(uri_is_local(None));
+        assert!(uri_is_local(Some("qemu:///system")));
+        assert!(uri_is_local(Some("qemu:///system?socket=/run/x/libvirt-sock")));
+        assert!(uri_is_local(Some("test:///default")));
+        assert!(!uri_is_local(Some("qemu+ssh://root@kvm1/system")));
+        assert!(!uri_is_local(Some("qemu+tcp://10.0.0.2/system")));
+    }
 }
