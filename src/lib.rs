@@ -7,6 +7,7 @@ pub mod domxml;
 pub mod error;
 pub mod host;
 pub mod libvirt;
+pub mod network;
 pub mod template;
 pub mod validate;
 

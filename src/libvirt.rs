@@ -283,12 +283,15 @@ impl Net {
 
     /// The persistent definition (the live one for a transient network).
     pub fn xml(&self) -> Result<String> {
-        let flags = if self.is_persistent()? {
-            sys::VIR_NETWORK_XML_INACTIVE
-        } else {
-            0
-        };
-        self.inner.xml_desc(flags).map_err(map)
+        if self.is_persistent()? {
+            match self.inner.xml_desc(sys::VIR_NETWORK_XML_INACTIVE) {
+                Ok(x) => return Ok(x),
+                // The test driver knows no flags; its live XML is the definition.
+                Err(e) if e.code().is_any(vec![N::NoSupport, N::InvalidArg]) => {}
+                Err(e) => return Err(map(e)),
+            }
+        }
+        self.inner.xml_desc(0).map_err(map)
     }
 
     pub fn is_active(&self) -> Result<bool> {
@@ -328,7 +331,9 @@ mod tests {
     fn local_uris() {
         assert!(uri_is_local(None));
         assert!(uri_is_local(Some("qemu:///system")));
-        assert!(uri_is_local(Some("qemu:///system?socket=/run/x/libvirt-sock")));
+        assert!(uri_is_local(Some(
+            "qemu:///system?socket=/run/x/libvirt-sock"
+        )));
         assert!(uri_is_local(Some("test:///default")));
         assert!(!uri_is_local(Some("qemu+ssh://root@kvm1/system")));
         assert!(!uri_is_local(Some("qemu+tcp://10.0.0.2/system")));

@@ -1,7 +1,8 @@
 //! `vbridge net-define` and `vbridge net-undefine`.
 
-use super::{CmdResult, Globals};
-use crate::error::Error;
+use super::{report, CmdResult, Globals};
+use crate::libvirt::Conn;
+use crate::network::{self, Action, NetDefine, NetReport};
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -30,10 +31,69 @@ pub struct NetUndefineArgs {
     pub name: String,
 }
 
-pub fn define(_a: &NetDefineArgs, _g: &Globals) -> CmdResult {
-    Err(Error::unsupported("not yet"))
+pub fn define(a: &NetDefineArgs, g: &Globals) -> CmdResult {
+    let conn = Conn::open(g.connect.as_deref())?;
+    let want = NetDefine {
+        name: a.name.clone(),
+        bridge: a.bridge.clone(),
+        start: !a.no_start,
+        autostart: !a.no_autostart,
+        force: a.force,
+    };
+    let r = network::define(&conn, &want, g.dry_run)?;
+    Ok(report(r, render, |_| true))
 }
 
-pub fn undefine(_a: &NetUndefineArgs, _g: &Globals) -> CmdResult {
-    Err(Error::unsupported("not yet"))
+pub fn undefine(a: &NetUndefineArgs, g: &Globals) -> CmdResult {
+    let conn = Conn::open(g.connect.as_deref())?;
+    let r = network::undefine(&conn, &a.name, g.dry_run)?;
+    Ok(report(r, render, |_| true))
+}
+
+fn verb(a: &Action) -> &'static str {
+    match a {
+        Action::Stop => "stopped",
+        Action::Define => "defined",
+        Action::Redefine => "redefined",
+        Action::Start => "started",
+        Action::Autostart => "set to autostart",
+        Action::Undefine => "undefined",
+    }
+}
+
+fn render(r: &NetReport, g: &Globals) -> String {
+    let mut out = String::new();
+    let what = if r.bridge.is_empty() {
+        format!("network {}", r.name)
+    } else {
+        format!("network {} (bridge {})", r.name, r.bridge)
+    };
+    if r.actions.is_empty() {
+        out.push_str(&format!("{what}: unchanged"));
+    } else {
+        let done: Vec<&str> = r.actions.iter().map(verb).collect();
+        let prefix = if r.dry_run { "would be " } else { "" };
+        out.push_str(&format!("{what}: {prefix}{}", done.join(", ")));
+    }
+    if !r.dry_run && r.persistent {
+        out.push_str(&format!(
+            " [{}, {}]",
+            if r.active { "active" } else { "inactive" },
+            if r.autostart {
+                "autostart"
+            } else {
+                "no autostart"
+            }
+        ));
+    }
+    out.push('\n');
+    for w in &r.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    if let Some(xml) = &r.xml {
+        if g.dry_run || g.verbose {
+            out.push_str(xml);
+        }
+    }
+    out
 }
