@@ -3,9 +3,12 @@
 //! The library behind the `vbridge` command. Every mutating operation is split into a pure
 //! plan (what would change, computed from what was observed) and an apply step.
 
+pub mod attach;
+pub mod backup;
 pub mod domxml;
 pub mod error;
 pub mod host;
+pub mod hotplug;
 pub mod libvirt;
 pub mod network;
 pub mod template;

@@ -221,18 +221,18 @@ impl Dom {
             .map_err(|e| e.context(format!("domain {}", self.name)))
     }
 
-    /// Add a device to the persistent config, and to the running VM when `live`.
-    pub fn attach_device(&self, xml: &str, live: bool) -> Result<()> {
+    /// Add a device to the persistent config and/or the running VM.
+    pub fn attach_device(&self, xml: &str, config: bool, live: bool) -> Result<()> {
         self.inner
-            .attach_device_flags(xml, affect(live))
+            .attach_device_flags(xml, affect(config, live))
             .map_err(map)
             .map_err(|e| e.context(format!("domain {}", self.name)))
     }
 
-    /// Remove a device from the persistent config, and from the running VM when `live`.
-    pub fn detach_device(&self, xml: &str, live: bool) -> Result<()> {
+    /// Remove a device from the persistent config and/or the running VM.
+    pub fn detach_device(&self, xml: &str, config: bool, live: bool) -> Result<()> {
         self.inner
-            .detach_device_flags(xml, affect(live))
+            .detach_device_flags(xml, affect(config, live))
             .map_err(map)
             .map_err(|e| e.context(format!("domain {}", self.name)))
     }
@@ -259,12 +259,15 @@ impl Dom {
     }
 }
 
-fn affect(live: bool) -> u32 {
-    if live {
-        sys::VIR_DOMAIN_AFFECT_CONFIG | sys::VIR_DOMAIN_AFFECT_LIVE
-    } else {
-        sys::VIR_DOMAIN_AFFECT_CONFIG
+fn affect(config: bool, live: bool) -> u32 {
+    let mut flags = 0;
+    if config {
+        flags |= sys::VIR_DOMAIN_AFFECT_CONFIG;
     }
+    if live {
+        flags |= sys::VIR_DOMAIN_AFFECT_LIVE;
+    }
+    flags
 }
 
 /// A virtual network.

@@ -1,8 +1,15 @@
 //! `vbridge attach`, `vbridge detach`, `vbridge undo`.
 
-use super::{CmdResult, Globals};
+use super::{report, CmdResult, Globals};
+use crate::attach::{self, AttachOptions, AttachReport, DomainResult, NicResult};
+use crate::backup::StateDir;
+use crate::domxml::{Nic, Selection};
 use crate::error::Error;
+use crate::hotplug;
+use crate::libvirt::Conn;
 use clap::{ArgGroup, Args};
+use serde::Serialize;
+use std::io::Read;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -46,14 +53,172 @@ pub struct UndoArgs {
     pub domain: String,
 }
 
-pub fn attach(_a: &AttachArgs, _g: &Globals) -> CmdResult {
-    Err(Error::unsupported("not yet"))
+impl AttachArgs {
+    fn selection(&self) -> Selection {
+        if let Some(m) = &self.mac {
+            Selection::Mac(m.clone())
+        } else if let Some(i) = self.index {
+            Selection::Index(i as usize)
+        } else if self.all {
+            Selection::All
+        } else {
+            Selection::Auto
+        }
+    }
 }
 
-pub fn detach(_a: &DetachArgs, _g: &Globals) -> CmdResult {
-    Err(Error::unsupported("not yet"))
+/// `attach --xml`: the rewritten document and what changed in it.
+#[derive(Serialize)]
+struct XmlReport {
+    changed: bool,
+    interfaces: Vec<NicResult>,
+    xml: String,
 }
 
-pub fn undo(_a: &UndoArgs, _g: &Globals) -> CmdResult {
-    Err(Error::unsupported("not yet"))
+pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
+    if let Some(path) = &a.xml {
+        return attach_xml(a, path);
+    }
+    let conn = Conn::open(g.connect.as_deref())?;
+    let r = if a.hotplug {
+        let domains = a
+            .domains
+            .iter()
+            .map(|d| {
+                hotplug::hotplug(&conn, d, &a.bridge, a.mac.as_deref(), g.dry_run)
+                    .unwrap_or_else(|e| DomainResult::failed(d, e))
+            })
+            .collect();
+        AttachReport {
+            dry_run: g.dry_run,
+            domains,
+        }
+    } else {
+        let opts = AttachOptions {
+            bridge: a.bridge.clone(),
+            selection: a.selection(),
+            dry_run: g.dry_run,
+        };
+        attach::attach(&conn, &a.domains, &opts, &StateDir::from_env())?
+    };
+    Ok(report(r, render, AttachReport::ok))
+}
+
+fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
+    let mut xml = String::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut xml)
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut xml))
+    };
+    read.map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    let rw = attach::rewrite_document(&xml, &a.bridge, &a.selection())?;
+    let r = XmlReport {
+        changed: rw.changed(),
+        interfaces: rw
+            .changes
+            .into_iter()
+            .map(|c| NicResult {
+                mac: c.mac,
+                changed: c.changed,
+                before: Some(c.before),
+                after: Some(c.after),
+            })
+            .collect(),
+        xml: rw.xml,
+    };
+    // Text mode prints the document itself, byte for byte, for pipes.
+    Ok(report(r, |r, _| r.xml.clone(), |_| true))
+}
+
+pub fn detach(a: &DetachArgs, g: &Globals) -> CmdResult {
+    let conn = Conn::open(g.connect.as_deref())?;
+    let d = hotplug::detach(&conn, &a.domain, &a.mac, g.dry_run)
+        .unwrap_or_else(|e| DomainResult::failed(&a.domain, e));
+    Ok(report(
+        AttachReport {
+            dry_run: g.dry_run,
+            domains: vec![d],
+        },
+        render,
+        AttachReport::ok,
+    ))
+}
+
+pub fn undo(a: &UndoArgs, g: &Globals) -> CmdResult {
+    let conn = Conn::open(g.connect.as_deref())?;
+    let d = attach::undo(&conn, &a.domain, &StateDir::from_env(), g.dry_run)
+        .unwrap_or_else(|e| DomainResult::failed(&a.domain, e));
+    Ok(report(
+        AttachReport {
+            dry_run: g.dry_run,
+            domains: vec![d],
+        },
+        render,
+        AttachReport::ok,
+    ))
+}
+
+fn describe(n: &Nic) -> String {
+    let src = if let Some(b) = n.source.get("bridge") {
+        format!("bridge {b}")
+    } else if let Some(net) = n.source.get("network") {
+        format!("network {net}")
+    } else if let Some(dev) = n.source.get("dev") {
+        format!("dev {dev}")
+    } else {
+        "no source".to_string()
+    };
+    format!(
+        "{} ({src}, model {})",
+        n.kind,
+        n.model.as_deref().unwrap_or("default")
+    )
+}
+
+fn render(r: &AttachReport, g: &Globals) -> String {
+    let mut out = String::new();
+    let would = if r.dry_run { "would change" } else { "changed" };
+    for d in &r.domains {
+        if let Some(e) = &d.error {
+            out.push_str(&format!("{}: error: {}\n", d.domain, e.message));
+            if let Some(h) = &e.hint {
+                out.push_str(&format!("  hint: {h}\n"));
+            }
+            continue;
+        }
+        out.push_str(&format!(
+            "{}: {}\n",
+            d.domain,
+            if d.changed { would } else { "unchanged" }
+        ));
+        for n in &d.interfaces {
+            let mac = n.mac.as_deref().unwrap_or("(no MAC)");
+            let line = match (&n.before, &n.after, n.changed) {
+                (Some(b), _, false) => format!("NIC {mac}: already {}", describe(b)),
+                (Some(b), Some(a), true) => {
+                    format!("NIC {mac}: {} -> {}", describe(b), describe(a))
+                }
+                (None, Some(a), true) => format!("NIC {mac}: added, {}", describe(a)),
+                (Some(b), None, true) => format!("NIC {mac}: removed, was {}", describe(b)),
+                _ => format!("NIC {mac}: unchanged"),
+            };
+            out.push_str(&format!("  {line}\n"));
+        }
+        if let Some(b) = &d.backup {
+            out.push_str(&format!("  backup: {}\n", b.display()));
+        }
+        for note in &d.notes {
+            out.push_str(&format!("  note: {note}\n"));
+        }
+        if let Some(diff) = &d.diff {
+            if r.dry_run || g.verbose {
+                out.push_str(diff);
+                if !diff.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
 }

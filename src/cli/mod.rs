@@ -129,10 +129,6 @@ pub fn report<T: Serialize + 'static>(
     })
 }
 
-fn always(_: &impl Serialize) -> bool {
-    true
-}
-
 pub type CmdResult = Result<Box<dyn Report>, Error>;
 
 fn dispatch(cli: &Cli) -> CmdResult {
@@ -208,12 +204,8 @@ pub fn main() -> ExitCode {
                 let _ = writeln!(out, "{}", report.json());
             } else if !cli.globals.quiet || !ok {
                 let text = report.text(&cli.globals);
-                if !text.is_empty() {
-                    let _ = write!(out, "{text}");
-                    if !text.ends_with('\n') {
-                        let _ = writeln!(out);
-                    }
-                }
+                // Renderers end their own lines: `attach --xml` must print the document as is.
+                let _ = write!(out, "{text}");
             }
             ExitCode::from(if ok { exit::OK } else { exit::FAILURE })
         }

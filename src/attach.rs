@@ -1,0 +1,315 @@
+//! `vbridge attach` (persistent rewrite), `vbridge undo`: the `virsh edit` change done right.
+//! Read the persistent XML, plan the rewrite (pure, in `domxml`), back up, check nobody
+//! changed the definition meanwhile, define.
+
+use crate::backup::StateDir;
+use crate::domxml::{self, Nic, Selection};
+use crate::error::{Error, ErrorKind, Result};
+use crate::libvirt::{Conn, Dom};
+use crate::validate;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// One NIC in a report: how it was and how it is (or would be).
+#[derive(Debug, Clone, Serialize)]
+pub struct NicResult {
+    pub mac: Option<String>,
+    pub changed: bool,
+    pub before: Option<Nic>,
+    pub after: Option<Nic>,
+}
+
+/// The outcome for one domain.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainResult {
+    pub domain: String,
+    pub changed: bool,
+    pub interfaces: Vec<NicResult>,
+    /// Set when this domain failed; other domains in the same call still ran.
+    pub error: Option<Error>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<PathBuf>,
+    /// Things the admin should know (a running VM needs a power-off, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// With --dry-run: the unified diff of the persistent XML.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+impl DomainResult {
+    pub fn failed(domain: &str, error: Error) -> DomainResult {
+        DomainResult {
+            domain: domain.to_string(),
+            changed: false,
+            interfaces: Vec::new(),
+            error: Some(error),
+            backup: None,
+            notes: Vec::new(),
+            diff: None,
+        }
+    }
+}
+
+/// The outcome of one `attach`, `detach` or `undo` call over one or more domains.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachReport {
+    pub dry_run: bool,
+    pub domains: Vec<DomainResult>,
+}
+
+impl AttachReport {
+    pub fn ok(&self) -> bool {
+        self.domains.iter().all(|d| d.error.is_none())
+    }
+}
+
+/// What the persistent rewrite of one domain would do, computed from what was read.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub domain: String,
+    pub original: String,
+    pub rewritten: domxml::Rewritten,
+    pub running: bool,
+}
+
+impl Plan {
+    pub fn changed(&self) -> bool {
+        self.rewritten.changed()
+    }
+
+    /// Unified diff of the persistent XML, as `diff -u` prints it.
+    pub fn diff(&self) -> String {
+        unified_diff(&self.domain, &self.original, &self.rewritten.xml)
+    }
+}
+
+pub fn unified_diff(name: &str, before: &str, after: &str) -> String {
+    similar::TextDiff::from_lines(before, after)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{name}.xml"), &format!("b/{name}.xml"))
+        .to_string()
+}
+
+/// Read the domain's persistent definition and plan the rewrite. Changes nothing.
+pub fn plan(dom: &Dom, bridge: &str, selection: &Selection) -> Result<Plan> {
+    let original = dom.persistent_xml()?;
+    let rewritten = domxml::rewrite_to_bridge(&original, bridge, selection)?;
+    Ok(Plan {
+        domain: dom.name().to_string(),
+        original,
+        rewritten,
+        running: dom.is_active()?,
+    })
+}
+
+/// Apply a plan: back up, make sure the definition is still what was read, define.
+/// Returns the backup's path.
+pub fn apply(conn: &Conn, dom: &Dom, plan: &Plan, state: &StateDir) -> Result<PathBuf> {
+    let backup = state.save_backup(&plan.domain, &plan.original)?;
+    let now = dom.persistent_xml();
+    if now.as_deref().ok() != Some(plan.original.as_str()) {
+        // Not ours to restore later: a backup of a state we did not replace would mislead undo.
+        let _ = std::fs::remove_file(&backup);
+        let err = now.err().unwrap_or_else(|| {
+            Error::conflict(format!(
+                "the definition of {} changed while vbridge was working on it (someone else edited it); nothing was written",
+                plan.domain
+            ))
+            .with_hint("run the command again to work from the new definition")
+        });
+        return Err(err);
+    }
+    if let Err(e) = conn.define_domain(&plan.rewritten.xml) {
+        let _ = std::fs::remove_file(&backup);
+        return Err(e.context(format!(
+            "libvirt refused the new definition of {}",
+            plan.domain
+        )));
+    }
+    Ok(backup)
+}
+
+/// Options for `attach` without `--hotplug`.
+#[derive(Debug, Clone)]
+pub struct AttachOptions {
+    pub bridge: String,
+    pub selection: Selection,
+    pub dry_run: bool,
+}
+
+/// Validate options once, before any libvirt call.
+pub fn check_options(bridge: &str, selection: &Selection) -> Result<Selection> {
+    validate::interface_name(bridge)?;
+    Ok(match selection {
+        Selection::Mac(m) => Selection::Mac(validate::mac(m)?),
+        Selection::Index(0) => return Err(Error::invalid("--index counts from 1")),
+        s => s.clone(),
+    })
+}
+
+/// `vbridge attach VM...`: rewrite each domain's NIC onto the bridge. One connection; each
+/// domain gets its own result, and a failure in one does not stop the others.
+pub fn attach(
+    conn: &Conn,
+    domains: &[String],
+    opts: &AttachOptions,
+    state: &StateDir,
+) -> Result<AttachReport> {
+    let selection = check_options(&opts.bridge, &opts.selection)?;
+    let host_warning = host_bridge_warning(conn, &opts.bridge);
+    let mut results = Vec::with_capacity(domains.len());
+    for name in domains {
+        let r = attach_one(conn, name, &opts.bridge, &selection, opts.dry_run, state);
+        results.push(match r {
+            Ok(mut r) => {
+                if r.changed {
+                    r.notes.extend(host_warning.clone());
+                }
+                r
+            }
+            Err(e) => DomainResult::failed(name, e),
+        });
+    }
+    Ok(AttachReport {
+        dry_run: opts.dry_run,
+        domains: results,
+    })
+}
+
+/// Host-side checks apply when libvirt runs on this host (and is not the test driver,
+/// whose networks are not the host's).
+pub fn host_checks_apply(conn: &Conn) -> bool {
+    conn.is_local() && !conn.driver().eq_ignore_ascii_case("test")
+}
+
+fn host_bridge_warning(conn: &Conn, bridge: &str) -> Vec<String> {
+    if host_checks_apply(conn) {
+        crate::network::bridge_warnings(bridge)
+    } else {
+        Vec::new()
+    }
+}
+
+fn attach_one(
+    conn: &Conn,
+    name: &str,
+    bridge: &str,
+    selection: &Selection,
+    dry_run: bool,
+    state: &StateDir,
+) -> Result<DomainResult> {
+    let dom = conn.domain(name)?;
+    let plan = plan(&dom, bridge, selection)?;
+    let interfaces = plan
+        .rewritten
+        .changes
+        .iter()
+        .map(|c| NicResult {
+            mac: c.mac.clone(),
+            changed: c.changed,
+            before: Some(c.before.clone()),
+            after: Some(c.after.clone()),
+        })
+        .collect();
+    let mut result = DomainResult {
+        domain: plan.domain.clone(),
+        changed: plan.changed(),
+        interfaces,
+        error: None,
+        backup: None,
+        notes: Vec::new(),
+        diff: None,
+    };
+    if !plan.changed() {
+        return Ok(result);
+    }
+    if plan.running {
+        result.notes.push(format!(
+            "{} is running: the new NIC setup takes effect after a full power-off (virsh shutdown, then start; a reboot inside the guest is not enough), or use --hotplug to add a NIC now",
+            plan.domain
+        ));
+    }
+    if dry_run {
+        result.diff = Some(plan.diff());
+        return Ok(result);
+    }
+    result.backup = Some(apply(conn, &dom, &plan, state)?);
+    Ok(result)
+}
+
+/// Rewrite a document given as text (`attach --xml`): no libvirt involved.
+pub fn rewrite_document(
+    xml: &str,
+    bridge: &str,
+    selection: &Selection,
+) -> Result<domxml::Rewritten> {
+    let selection = check_options(bridge, selection)?;
+    domxml::rewrite_to_bridge(xml, bridge, &selection)
+}
+
+/// `vbridge undo VM`: define the latest backup again. The definition it replaces is saved
+/// beside it (`*.xml.pre-undo`), and the backup is marked used so a second undo goes one
+/// step further back.
+pub fn undo(conn: &Conn, name: &str, state: &StateDir, dry_run: bool) -> Result<DomainResult> {
+    let backup_path = state.latest_backup(name)?.ok_or_else(|| {
+        Error::not_found(format!(
+            "no backup of {name} in {}",
+            state.backup_dir(name).display()
+        ))
+        .with_hint("vbridge keeps a backup for each change it makes; set VBRIDGE_STATE_DIR if you used another one")
+    })?;
+    let backup = std::fs::read_to_string(&backup_path)
+        .map_err(|e| Error::io(format!("cannot read {}", backup_path.display()), e))?;
+    let backup_facts = domxml::facts(&backup)?;
+    let (current, dom) = match conn.domain(name) {
+        Ok(dom) => (Some(dom.persistent_xml()?), Some(dom)),
+        Err(e) if e.kind == ErrorKind::NotFound => (None, None),
+        Err(e) => return Err(e),
+    };
+    if let (Some(dom), Some(want)) = (&dom, &backup_facts.uuid) {
+        let have = dom.uuid()?;
+        if !have.eq_ignore_ascii_case(want) {
+            return Err(Error::conflict(format!(
+                "the backup {} is of another domain named {name} (UUID {want}, this one is {have})",
+                backup_path.display()
+            )));
+        }
+    }
+    let mut result = DomainResult {
+        domain: name.to_string(),
+        changed: current.as_deref() != Some(backup.as_str()),
+        interfaces: Vec::new(),
+        error: None,
+        backup: Some(backup_path.clone()),
+        notes: Vec::new(),
+        diff: None,
+    };
+    if dry_run {
+        result.diff = Some(unified_diff(
+            name,
+            current.as_deref().unwrap_or(""),
+            &backup,
+        ));
+        return Ok(result);
+    }
+    if let Some(cur) = &current {
+        state.save_pre_undo(name, cur)?;
+    }
+    if result.changed {
+        conn.define_domain(&backup)?;
+        if dom
+            .as_ref()
+            .map(|d| d.is_active())
+            .transpose()?
+            .unwrap_or(false)
+        {
+            result.notes.push(format!(
+                "{name} is running: the restored definition takes effect after a full power-off"
+            ));
+        }
+    }
+    state.mark_undone(&backup_path)?;
+    Ok(result)
+}

@@ -1,0 +1,199 @@
+//! Backups of domain definitions under `$VBRIDGE_STATE_DIR/backups/<domain>/`, taken before
+//! every change so `vbridge undo` can put the old definition back.
+
+use crate::error::{Error, Result};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Default state directory when `VBRIDGE_STATE_DIR` is not set.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/vbridge";
+
+/// Where vbridge keeps its state (backups, pending host changes).
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> StateDir {
+        StateDir { root: root.into() }
+    }
+
+    /// `$VBRIDGE_STATE_DIR`, or /var/lib/vbridge.
+    pub fn from_env() -> StateDir {
+        match std::env::var_os("VBRIDGE_STATE_DIR") {
+            Some(d) if !d.is_empty() => StateDir::new(d),
+            _ => StateDir::new(DEFAULT_STATE_DIR),
+        }
+    }
+
+    /// The backup folder of one domain. Domain names cannot hold '/', but may start with '.'.
+    pub fn backup_dir(&self, domain: &str) -> PathBuf {
+        let safe: String = domain
+            .chars()
+            .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+            .collect();
+        let safe = if safe.starts_with('.') {
+            format!("_{safe}")
+        } else {
+            safe
+        };
+        self.root.join("backups").join(safe)
+    }
+
+    /// Save `xml` as a new backup of `domain`, named by the UTC time; never overwrites.
+    /// Mode 0600: the XML was read with secrets included.
+    pub fn save_backup(&self, domain: &str, xml: &str) -> Result<PathBuf> {
+        self.save(domain, xml, "xml")
+    }
+
+    /// Save the definition `undo` replaces, so an undo can itself be undone by hand.
+    pub fn save_pre_undo(&self, domain: &str, xml: &str) -> Result<PathBuf> {
+        self.save(domain, xml, "xml.pre-undo")
+    }
+
+    fn save(&self, domain: &str, xml: &str, ext: &str) -> Result<PathBuf> {
+        let dir = self.backup_dir(domain);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| {
+                Error::io(format!("cannot create backup folder {}", dir.display()), e)
+                    .with_hint("run as root, or set VBRIDGE_STATE_DIR to a writable folder")
+            })?;
+        let stamp = utc_stamp(SystemTime::now());
+        for n in 0..1000 {
+            let name = if n == 0 {
+                format!("{stamp}.{ext}")
+            } else {
+                format!("{stamp}-{n}.{ext}")
+            };
+            let path = dir.join(name);
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    f.write_all(xml.as_bytes())
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| {
+                            Error::io(format!("cannot write backup {}", path.display()), e)
+                        })?;
+                    return Ok(path);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(
+                        Error::io(format!("cannot write backup {}", path.display()), e).with_hint(
+                            "run as root, or set VBRIDGE_STATE_DIR to a writable folder",
+                        ),
+                    )
+                }
+            }
+        }
+        Err(Error::conflict(format!(
+            "too many backups with the same timestamp in {}",
+            dir.display()
+        )))
+    }
+
+    /// The newest backup not yet undone, if any.
+    pub fn latest_backup(&self, domain: &str) -> Result<Option<PathBuf>> {
+        let dir = self.backup_dir(domain);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("cannot read {}", dir.display()), e)),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".xml"))
+            .collect();
+        // Names are UTC stamps with a fixed width, then an optional -N: sort by (stamp, N).
+        names.sort_by_key(|n| {
+            let stem = n.trim_end_matches(".xml");
+            let (stamp, seq) = match stem.split_once('-') {
+                Some((s, k)) => (s.to_string(), k.parse::<u32>().unwrap_or(0)),
+                None => (stem.to_string(), 0),
+            };
+            (stamp, seq)
+        });
+        Ok(names.pop().map(|n| dir.join(n)))
+    }
+
+    /// Mark a backup as used by `undo`, so the next undo goes one step further back.
+    pub fn mark_undone(&self, backup: &Path) -> Result<()> {
+        let mut to = backup.as_os_str().to_owned();
+        to.push(".undone");
+        fs::rename(backup, &to)
+            .map_err(|e| Error::io(format!("cannot rename {}", backup.display()), e))
+    }
+}
+
+/// `YYYYMMDDTHHMMSS.uuuuuuZ`: sortable, unique enough, readable.
+pub fn utc_stamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, dd) = civil_from_days(days as i64);
+    format!(
+        "{y:04}{m:02}{dd:02}T{:02}{:02}{:02}.{:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn stamps() {
+        assert_eq!(utc_stamp(UNIX_EPOCH), "19700101T000000.000000Z");
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_820_645_123_456);
+        assert_eq!(utc_stamp(t), "20261127T230405.123456Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert!(utc_stamp(leap).starts_with("20000229T"));
+    }
+
+    #[test]
+    fn save_latest_undone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::new(tmp.path());
+        assert!(s.latest_backup("vm").unwrap().is_none());
+        let a = s.save_backup("vm", "<a/>").unwrap();
+        let b = s.save_backup("vm", "<b/>").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(s.latest_backup("vm").unwrap().unwrap(), b);
+        s.mark_undone(&b).unwrap();
+        assert_eq!(s.latest_backup("vm").unwrap().unwrap(), a);
+        let mode = fs::metadata(&a).unwrap().permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o600);
+        assert!(s.backup_dir(".x").ends_with("_.x"));
+    }
+}
