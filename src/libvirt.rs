@@ -73,7 +73,7 @@ impl Conn {
             Err(err) => {
                 let shown = uri.unwrap_or("libvirt's default URI");
                 let mut e = map(err);
-                if e.kind != ErrorKind::Permission {
+                if matches!(e.kind, ErrorKind::Libvirt | ErrorKind::Connection) {
                     e.kind = ErrorKind::Connection;
                     e = e.with_hint(format!(
                         "is libvirtd running and is the URI right? try `virsh -c {shown} list --all`"

@@ -97,3 +97,17 @@ impl Drop for Netns {
             .output();
     }
 }
+
+/// A temporary `VBRIDGE_STATE_DIR` for one test.
+pub struct StateTmp {
+    pub dir: tempfile::TempDir,
+    pub state: vbridge::backup::StateDir,
+}
+
+impl StateTmp {
+    pub fn new() -> StateTmp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = vbridge::backup::StateDir::new(dir.path());
+        StateTmp { dir, state }
+    }
+}

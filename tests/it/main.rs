@@ -1,3 +1,4 @@
 //! vbridge's integration tests, compiled into one binary.
 
 mod common;
+mod testdriver;
