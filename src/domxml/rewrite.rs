@@ -134,11 +134,24 @@ fn select(nics: &[Nic], bridge: &str, selection: &Selection) -> Result<Vec<usize
             let candidates: Vec<usize> = (0..nics.len())
                 .filter(|&i| unconvertible(&nics[i]).is_none() && !nics[i].is_on_bridge(bridge))
                 .collect();
+            let on_bridge: Vec<usize> = (0..nics.len())
+                .filter(|&i| nics[i].is_on_bridge(bridge))
+                .collect();
             match candidates.len() {
+                // Only NICs that cannot be converted: "no change" would hide that.
+                0 if on_bridge.is_empty() => {
+                    let why: Vec<String> = nics
+                        .iter()
+                        .filter_map(|n| Some(format!("{} is {}", describe(n), unconvertible(n)?)))
+                        .collect();
+                    Err(Error::unsupported(format!(
+                        "no interface can be put on {bridge}: {}",
+                        why.join("; ")
+                    ))
+                    .with_hint("add a NIC on the bridge with --hotplug instead"))
+                }
                 // Nothing to do; report what is already there.
-                0 => Ok((0..nics.len())
-                    .filter(|&i| nics[i].is_on_bridge(bridge))
-                    .collect()),
+                0 => Ok(on_bridge),
                 1 => Ok(candidates),
                 n => Err(Error::conflict(format!(
                     "{n} interfaces could be put on {bridge}: {}",

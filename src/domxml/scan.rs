@@ -147,10 +147,8 @@ pub(crate) fn parse(doc: &str) -> Result<Element> {
                 el.end_tag_start = start;
                 close(&mut stack, &mut root, el);
             }
-            Event::Text(_) => {
-                if stack.is_empty() && !doc[start..pos].trim().is_empty() {
-                    return Err(malformed(doc, start, "text outside the root element"));
-                }
+            Event::Text(_) if stack.is_empty() && !doc[start..pos].trim().is_empty() => {
+                return Err(malformed(doc, start, "text outside the root element"));
             }
             Event::Eof => break,
             _ => {}
