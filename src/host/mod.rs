@@ -1,1 +1,101 @@
-//! Host networking: sysfs reads, netlink writes, netplan rendering, TAP devices.
+//! Host networking: sysfs reads, netlink writes, netplan rendering, TAP devices, and the
+//! live host bridge with probe, rollback and commit-confirm.
+//!
+//! The live bridge follows plan-then-apply: [`bridge::observe`] reads the state,
+//! [`bridge::plan_live`] computes the [`bridge::Step`]s (pure), and [`bridge::apply`] runs
+//! them through the [`bridge::Net`] trait, whose real implementation speaks rtnetlink.
+
+pub mod bridge;
+pub mod netlink;
+pub mod netplan;
+pub mod pending;
+pub mod probe;
+pub mod sysfs;
+pub mod tap;
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// One network interface as netlink reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<String>,
+    pub mtu: u32,
+    pub up: bool,
+    /// Index of the bridge (or bond) this link is a port of.
+    pub master: Option<u32>,
+    /// The rtnetlink kind ("bridge", "veth", "tun", ...); None for plain hardware NICs.
+    pub kind: Option<String>,
+}
+
+/// One interface address, with what is needed to put it back exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Addr {
+    pub dev: String,
+    pub ip: IpAddr,
+    pub prefix: u8,
+    /// Point-to-point peer, when it differs from the local address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<IpAddr>,
+    pub scope: u8,
+    pub flags: u32,
+    /// An IPv4 label other than the device name (e.g. "eth1:0").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl Addr {
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.ip, self.prefix)
+    }
+}
+
+/// One route of the main table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub dev: String,
+    pub family: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<IpAddr>,
+    pub dst_len: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+    pub table: u32,
+    pub protocol: u8,
+    pub scope: u8,
+    /// rtm_type: 1 = unicast.
+    pub kind: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefsrc: Option<IpAddr>,
+}
+
+impl Route {
+    pub fn is_default(&self) -> bool {
+        self.dst_len == 0
+    }
+
+    /// `ip route`-like text: "default via 10.0.0.1", "10.1.0.0/16 via 10.0.0.254".
+    pub fn describe(&self) -> String {
+        let mut s = match (&self.dst, self.dst_len) {
+            (_, 0) => "default".to_string(),
+            (Some(d), l) => format!("{d}/{l}"),
+            (None, l) => format!("?/{l}"),
+        };
+        if let Some(g) = &self.gateway {
+            s.push_str(&format!(" via {g}"));
+        }
+        if !self.dev.is_empty() {
+            s.push_str(&format!(" dev {}", self.dev));
+        }
+        if let Some(m) = self.metric {
+            s.push_str(&format!(" metric {m}"));
+        }
+        s
+    }
+}

@@ -1,4 +1,8 @@
 //! vbridge's integration tests, compiled into one binary.
 
 mod common;
+mod corpus;
+mod lab;
+mod lab_smoke;
+mod rewrite;
 mod testdriver;

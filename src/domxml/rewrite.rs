@@ -1,0 +1,477 @@
+//! Rewriting selected `<interface>` elements to virtio NICs on a host bridge, splicing new
+//! text into the original document so nothing else changes.
+
+use super::scan::Element;
+use super::{interfaces, nic_from, Nic, NicChange, Rewritten, Selection};
+use crate::error::{Error, Result};
+use crate::template::escape;
+use crate::validate;
+
+const BY_HAND: &str = "choose the NIC with --mac or --index";
+
+pub(super) fn rewrite_to_bridge(
+    xml: &str,
+    bridge: &str,
+    selection: &Selection,
+) -> Result<Rewritten> {
+    validate::interface_name(bridge)?;
+    let root = super::domain_root(xml)?;
+    let elements = interfaces(&root);
+    let nics: Vec<Nic> = elements
+        .iter()
+        .enumerate()
+        .map(|(i, el)| nic_from(el, i + 1))
+        .collect();
+
+    let selected = select(&nics, bridge, selection)?;
+    for &i in &selected {
+        if let Some(why) = unconvertible(&nics[i]) {
+            let mut err = Error::unsupported(format!("{} is {why}", describe(&nics[i])));
+            err = if *selection == Selection::All {
+                err.context("cannot rewrite all interfaces")
+                    .with_hint(format!("{BY_HAND} to rewrite only the others"))
+            } else {
+                err.with_hint("choose another NIC with --mac or --index, or add one with --hotplug")
+            };
+            return Err(err);
+        }
+    }
+
+    // Splice the new elements in, in document order.
+    let escaped = escape(bridge);
+    let layout = Layout::of(xml, &root);
+    let mut out = String::with_capacity(xml.len() + 64 * selected.len());
+    let mut cursor = 0;
+    let mut to_change = selected
+        .iter()
+        .copied()
+        .filter(|&i| !nics[i].is_on_bridge(bridge))
+        .collect::<Vec<_>>();
+    to_change.sort_unstable();
+    for &i in &to_change {
+        let el = elements[i];
+        out.push_str(&xml[cursor..el.span.start]);
+        out.push_str(&rewrite_interface(xml, el, &escaped, &layout));
+        cursor = el.span.end;
+    }
+    out.push_str(&xml[cursor..]);
+
+    // Read the result back: it proves the splice is well-formed and gives `after`.
+    let new_root =
+        super::domain_root(&out).map_err(|e| e.context("internal error: the rewritten XML"))?;
+    let after: Vec<Nic> = interfaces(&new_root)
+        .iter()
+        .enumerate()
+        .map(|(i, el)| nic_from(el, i + 1))
+        .collect();
+    if after.len() != nics.len() {
+        return Err(Error::invalid(
+            "internal error: the rewrite changed the number of interfaces",
+        ));
+    }
+    let changes = selected
+        .iter()
+        .map(|&i| NicChange {
+            index: i + 1,
+            mac: nics[i].mac.clone(),
+            changed: to_change.contains(&i),
+            before: nics[i].clone(),
+            after: after[i].clone(),
+        })
+        .collect();
+    Ok(Rewritten { xml: out, changes })
+}
+
+/// Zero-based indexes of the interfaces the selection names.
+fn select(nics: &[Nic], bridge: &str, selection: &Selection) -> Result<Vec<usize>> {
+    let list = || {
+        nics.iter()
+            .map(|n| format!("{} ({})", n.index, n.mac.as_deref().unwrap_or("no MAC")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match selection {
+        Selection::Mac(mac) => {
+            let want = mac.trim().to_ascii_lowercase();
+            match nics
+                .iter()
+                .position(|n| n.mac.as_deref() == Some(want.as_str()))
+            {
+                Some(i) => Ok(vec![i]),
+                None if nics.is_empty() => Err(no_nics()),
+                None => Err(Error::not_found(format!(
+                    "no interface has MAC {mac}; the domain's interfaces are {}",
+                    list()
+                ))
+                .with_hint("pick one of those with --mac or --index")),
+            }
+        }
+        Selection::Index(index) => {
+            if (1..=nics.len()).contains(index) {
+                Ok(vec![index - 1])
+            } else if nics.is_empty() {
+                Err(no_nics())
+            } else {
+                Err(Error::not_found(format!(
+                    "there is no interface {index}: the domain has {} ({})",
+                    plural(nics.len(), "interface"),
+                    list()
+                ))
+                .with_hint(format!("--index counts from 1 to {}", nics.len())))
+            }
+        }
+        Selection::All => {
+            if nics.is_empty() {
+                Err(no_nics())
+            } else {
+                Ok((0..nics.len()).collect())
+            }
+        }
+        Selection::Auto => {
+            if nics.is_empty() {
+                return Err(no_nics());
+            }
+            let candidates: Vec<usize> = (0..nics.len())
+                .filter(|&i| unconvertible(&nics[i]).is_none() && !nics[i].is_on_bridge(bridge))
+                .collect();
+            let on_bridge: Vec<usize> = (0..nics.len())
+                .filter(|&i| nics[i].is_on_bridge(bridge))
+                .collect();
+            match candidates.len() {
+                // Only NICs that cannot be converted: "no change" would hide that.
+                0 if on_bridge.is_empty() => {
+                    let why: Vec<String> = nics
+                        .iter()
+                        .filter_map(|n| Some(format!("{} is {}", describe(n), unconvertible(n)?)))
+                        .collect();
+                    Err(Error::unsupported(format!(
+                        "no interface can be put on {bridge}: {}",
+                        why.join("; ")
+                    ))
+                    .with_hint("add a NIC on the bridge with --hotplug instead"))
+                }
+                // Nothing to do; report what is already there.
+                0 => Ok(on_bridge),
+                1 => Ok(candidates),
+                n => Err(Error::conflict(format!(
+                    "{n} interfaces could be put on {bridge}: {}",
+                    candidates
+                        .iter()
+                        .map(|&i| describe(&nics[i]))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .with_hint("choose one with --mac or --index, or rewrite them all with --all")),
+            }
+        }
+    }
+}
+
+fn no_nics() -> Error {
+    Error::not_found("the domain has no <interface>")
+        .with_hint("add a NIC on the bridge with --hotplug (or `virsh attach-interface`) instead")
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// "interface 2 (52:54:00:12:34:56)".
+fn describe(nic: &Nic) -> String {
+    format!(
+        "interface {} ({})",
+        nic.index,
+        nic.mac.as_deref().unwrap_or("no MAC")
+    )
+}
+
+/// Why a NIC of this type cannot become a bridge NIC, or None when it can.
+fn unconvertible(nic: &Nic) -> Option<String> {
+    let why = match nic.kind.as_str() {
+        "network" | "bridge" | "user" | "direct" | "ethernet" => return None,
+        "hostdev" => "a passed-through device cannot be put on a bridge",
+        "vhostuser" => "its packets go to a vhost-user process (such as OVS-DPDK), not to a host TAP device a bridge could hold",
+        "vdpa" => "a vDPA device is a hardware datapath, not a TAP device a bridge could hold",
+        "server" | "client" | "mcast" | "udp" => "it is a socket tunnel between QEMU processes, not a host TAP device",
+        "null" => "it is a placeholder with no host side",
+        "vds" => "it is a port on a VMware distributed switch",
+        "" => "missing: the <interface> has no type attribute",
+        _ => "not one vbridge knows how to convert",
+    };
+    Some(format!("type '{}': {why}", nic.kind))
+}
+
+/// How the document lays out its lines, for the elements the rewrite adds.
+struct Layout {
+    /// One indentation level, e.g. two spaces or a tab.
+    unit: String,
+    /// The document's line ending, for interfaces without one of their own.
+    eol: &'static str,
+}
+
+impl Layout {
+    fn of(doc: &str, root: &Element) -> Layout {
+        let eol = match doc.find('\n') {
+            Some(p) if p > 0 && doc.as_bytes()[p - 1] == b'\r' => "\r\n",
+            _ => "\n",
+        };
+        // One level is what <devices> adds to its children's indentation.
+        let unit = root
+            .child("devices")
+            .and_then(|d| {
+                let outer = line_indent(doc, d.span.start)?;
+                let inner = d
+                    .children
+                    .iter()
+                    .find_map(|c| line_indent(doc, c.span.start))?;
+                inner
+                    .strip_prefix(outer)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "  ".to_string());
+        Layout { unit, eol }
+    }
+}
+
+/// The whitespace between the start of the line and `pos`, if only whitespace is there.
+fn line_indent(doc: &str, pos: usize) -> Option<&str> {
+    let start = doc[..pos].rfind('\n').map_or(0, |p| p + 1);
+    let indent = &doc[start..pos];
+    indent
+        .chars()
+        .all(|c| c == ' ' || c == '\t')
+        .then_some(indent)
+}
+
+/// Where to cut the gap before a removed element: the trailing whitespace goes, from its
+/// last line break on (so no blank line is left), or all of it when it has no line break.
+fn cut_before_removed(gap: &str) -> usize {
+    let ws_start = gap.trim_end().len();
+    match gap[ws_start..].rfind('\n') {
+        Some(p) => {
+            let nl = ws_start + p;
+            if nl > ws_start && gap.as_bytes()[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            }
+        }
+        None => ws_start,
+    }
+}
+
+/// What becomes of one child element of a rewritten interface.
+enum Action {
+    Keep,
+    Drop,
+    Replace(String),
+}
+
+/// Generated TAP/macvtap names libvirt picks again when the domain starts.
+fn generated_name(dev: &str) -> bool {
+    ["vnet", "macvtap", "macvlan", "tap"].iter().any(|p| {
+        dev.strip_prefix(p)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// Set (or add) attribute `name` of the element's start tag, keeping everything else.
+fn set_attr(doc: &str, el: &Element, name: &str, value: &str, quote: char) -> String {
+    let tag = &doc[el.start_tag.clone()];
+    match el.attr_full(name) {
+        Some(a) => {
+            let (s, e) = (
+                a.value_span.start - el.start_tag.start,
+                a.value_span.end - el.start_tag.start,
+            );
+            format!("{}{value}{}", &tag[..s], &tag[e..])
+        }
+        None => {
+            let close = if el.self_closing {
+                tag.len() - 2
+            } else {
+                tag.len() - 1
+            };
+            let head = tag[..close].trim_end();
+            format!("{head} {name}={quote}{value}{quote}{}", &tag[close..])
+        }
+    }
+}
+
+/// The new text of one interface element.
+fn rewrite_interface(doc: &str, el: &Element, bridge: &str, layout: &Layout) -> String {
+    let kind = el.attr("type").unwrap_or_default();
+    let quote = el.attr_full("type").map_or('\'', |a| a.quote as char);
+    let text = &doc[el.span.clone()];
+    let eol = match text.find('\n') {
+        Some(p) if p > 0 && text.as_bytes()[p - 1] == b'\r' => "\r\n",
+        Some(_) => "\n",
+        None => layout.eol,
+    };
+    let own_indent = line_indent(doc, el.span.start);
+    let source_el = format!("<source bridge={quote}{bridge}{quote}/>");
+    let model_el = format!("<model type={quote}virtio{quote}/>");
+    let open = set_attr(doc, el, "type", "bridge", quote);
+
+    // Children are indented like their first indented sibling; a one-line interface
+    // stays on one line; an empty one gets one level more than itself.
+    let mut prev_end = el.start_tag.end;
+    let mut child_indent = None;
+    for c in &el.children {
+        let gap = &doc[prev_end..c.span.start];
+        if let Some(p) = gap.rfind('\n') {
+            child_indent = Some(&gap[p + 1..]);
+            break;
+        }
+        prev_end = c.span.end;
+    }
+    let sep = match (child_indent, own_indent) {
+        (Some(ci), _) => format!("{eol}{ci}"),
+        (None, _) if !el.children.is_empty() => String::new(),
+        (None, Some(oi)) => format!("{eol}{oi}{}", layout.unit),
+        (None, None) => String::new(),
+    };
+
+    if el.children.is_empty() {
+        // <interface type='user'/> or <interface ...></interface>: give it children.
+        let open = if el.self_closing {
+            format!("{}>", open[..open.len() - 2].trim_end())
+        } else {
+            open
+        };
+        let inner = &doc[el.inner()];
+        let tail = if inner.contains('\n') || sep.is_empty() {
+            inner.to_string()
+        } else {
+            format!("{inner}{eol}{}", own_indent.unwrap_or_default())
+        };
+        return format!("{open}{sep}{source_el}{sep}{model_el}{tail}</{}>", el.name);
+    }
+
+    let host_side = matches!(kind, "user" | "ethernet");
+    let has_source = el.child("source").is_some();
+    let has_model = el.child("model").is_some();
+    let mut seen_source = false;
+    let mut out = open;
+    if !has_source && el.child("mac").is_none() {
+        out.push_str(&sep);
+        out.push_str(&source_el);
+        if !has_model {
+            out.push_str(&sep);
+            out.push_str(&model_el);
+        }
+    }
+    let mut cursor = el.start_tag.end;
+    for c in &el.children {
+        let action = match c.name.as_str() {
+            "source" if !seen_source => {
+                seen_source = true;
+                Action::Replace(source_el.clone())
+            }
+            "source" => Action::Drop,
+            "model" => Action::Replace(set_attr(doc, c, "type", "virtio", quote)),
+            "target" => {
+                if c.attr("managed") == Some("no") || c.attr("dev").is_some_and(generated_name) {
+                    Action::Drop
+                } else {
+                    Action::Keep
+                }
+            }
+            "script" | "downscript" => Action::Drop,
+            "ip" | "route" | "backend" if host_side => Action::Drop,
+            "portForward" if kind == "user" => Action::Drop,
+            "virtualport" if matches!(c.attr("type"), Some("802.1Qbg" | "802.1Qbh")) => {
+                Action::Drop
+            }
+            _ => Action::Keep,
+        };
+        let gap = &doc[cursor..c.span.start];
+        match action {
+            Action::Keep => out.push_str(&doc[cursor..c.span.end]),
+            Action::Drop => out.push_str(&gap[..cut_before_removed(gap)]),
+            Action::Replace(new) => {
+                out.push_str(gap);
+                out.push_str(&new);
+            }
+        }
+        cursor = c.span.end;
+        let is_anchor = c.name == "mac" && el.child("mac").is_some_and(|m| m.span == c.span);
+        if is_anchor && !has_source {
+            out.push_str(&sep);
+            out.push_str(&source_el);
+        }
+        let after_source = (c.name == "source"
+            && !has_model
+            && el.child("source").is_some_and(|s| s.span == c.span))
+            || (is_anchor && !has_source && !has_model);
+        if after_source {
+            out.push_str(&sep);
+            out.push_str(&model_el);
+        }
+    }
+    out.push_str(&doc[cursor..el.span.end]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::scan;
+    use super::*;
+
+    #[test]
+    fn cut_keeps_comments_and_blank_lines() {
+        assert_eq!(cut_before_removed("\n    "), 0);
+        assert_eq!(cut_before_removed("\r\n\t"), 0);
+        assert_eq!(cut_before_removed("\n    <!-- c -->\n    "), 15);
+        assert_eq!(cut_before_removed("<!-- c --> "), 10);
+        assert_eq!(cut_before_removed("\n\n  "), 1);
+        assert_eq!(cut_before_removed(""), 0);
+    }
+
+    #[test]
+    fn generated_names() {
+        for yes in ["vnet0", "vnet12", "macvtap3", "macvlan0", "tap7"] {
+            assert!(generated_name(yes), "{yes}");
+        }
+        for no in ["vnet", "mytap", "tapx", "web0"] {
+            assert!(!generated_name(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn line_indents() {
+        let doc = "<a>\n\t\t<b/> <c/>\n</a>";
+        assert_eq!(line_indent(doc, 6), Some("\t\t"));
+        assert_eq!(line_indent(doc, 11), None);
+    }
+
+    #[test]
+    fn layout_unit_from_devices() {
+        let doc = "<domain>\n\t<devices>\n\t\t<interface type='user'/>\n\t</devices>\n</domain>";
+        let root = scan::parse(doc).unwrap();
+        let l = Layout::of(doc, &root);
+        assert_eq!(l.unit, "\t");
+        assert_eq!(l.eol, "\n");
+    }
+
+    #[test]
+    fn set_attr_keeps_quotes_and_adds_missing() {
+        let doc = r#"<model  type="e1000" x='1'/>"#;
+        let el = scan::parse(doc).unwrap();
+        assert_eq!(
+            set_attr(doc, &el, "type", "virtio", '\''),
+            r#"<model  type="virtio" x='1'/>"#
+        );
+        let doc = "<model x='1' />";
+        let el = scan::parse(doc).unwrap();
+        assert_eq!(
+            set_attr(doc, &el, "type", "virtio", '"'),
+            "<model x='1' type=\"virtio\"/>"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Persistent TAP devices on a bridge (`ip tuntap add ... mode tap` done with ioctls).

@@ -1,0 +1,196 @@
+//! Lab guests: the domain XML for the tiny kernel + initramfs guest, and reading its serial
+//! console (a file) for the markers its /init prints (`LEASE ip=...`, `DHCP-FAIL`).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// One NIC of a guest.
+#[derive(Clone, Debug)]
+pub enum Nic {
+    /// `<interface type='bridge'><source bridge='B'/>` with a virtio model.
+    Bridge { bridge: String, mac: Option<String> },
+    /// `<interface type='network'><source network='N'/>` with a virtio model.
+    Network {
+        network: String,
+        mac: Option<String>,
+    },
+    /// An `<interface>` element written by the test, placed verbatim.
+    Xml(String),
+}
+
+impl Nic {
+    pub fn bridge(bridge: &str) -> Nic {
+        Nic::Bridge {
+            bridge: bridge.into(),
+            mac: None,
+        }
+    }
+
+    pub fn network(network: &str) -> Nic {
+        Nic::Network {
+            network: network.into(),
+            mac: None,
+        }
+    }
+
+    fn xml(&self) -> String {
+        let (kind, attr, source, mac) = match self {
+            Nic::Bridge { bridge, mac } => ("bridge", "bridge", bridge, mac),
+            Nic::Network { network, mac } => ("network", "network", network, mac),
+            Nic::Xml(x) => return x.clone(),
+        };
+        let mut s = format!(
+            "    <interface type='{kind}'>\n      <source {attr}='{}'/>\n",
+            esc(source)
+        );
+        if let Some(m) = mac {
+            let _ = writeln!(s, "      <mac address='{}'/>", esc(m));
+        }
+        s.push_str("      <model type='virtio'/>\n    </interface>\n");
+        s
+    }
+}
+
+/// What to define. `name` is a short label; the lab makes the domain name unique.
+#[derive(Clone, Debug)]
+pub struct GuestSpec {
+    pub name: String,
+    pub nics: Vec<Nic>,
+    /// `<features><acpi/>`: without it i440fx refuses PCI hotplug.
+    pub acpi: bool,
+    /// Start the domain after defining it.
+    pub running: bool,
+    /// Machine type; "pc" (i440fx) is what the measurements used.
+    pub machine: String,
+}
+
+impl GuestSpec {
+    /// A running guest with ACPI on machine "pc" and the given NICs.
+    pub fn new(name: &str, nics: Vec<Nic>) -> GuestSpec {
+        GuestSpec {
+            name: name.into(),
+            nics,
+            acpi: true,
+            running: true,
+            machine: "pc".into(),
+        }
+    }
+}
+
+/// `qemu` (TCG) when KVM is missing or is the PVM flavour a stock kernel never boots under.
+pub fn domain_type() -> &'static str {
+    if Path::new("/sys/module/kvm_pvm").exists() || !Path::new("/dev/kvm").exists() {
+        "qemu"
+    } else {
+        "kvm"
+    }
+}
+
+/// The domain XML of a lab guest.
+pub fn domain_xml(
+    spec: &GuestSpec,
+    name: &str,
+    kernel: &Path,
+    initrd: &Path,
+    console: &Path,
+    dtype: &str,
+) -> String {
+    let features = if spec.acpi {
+        "<acpi/><apic/>"
+    } else {
+        "<apic/>"
+    };
+    let mut nics = String::new();
+    for n in &spec.nics {
+        nics.push_str(&n.xml());
+    }
+    format!(
+        "<domain type='{dtype}'>
+  <name>{name}</name>
+  <memory unit='MiB'>160</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='{machine}'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 panic=-1 quiet</cmdline>
+  </os>
+  <features>{features}</features>
+  <devices>
+{nics}    <serial type='file'>
+      <source path='{console}'/>
+      <target port='0'/>
+    </serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+",
+        name = esc(name),
+        machine = esc(&spec.machine),
+        kernel = esc(&kernel.display().to_string()),
+        initrd = esc(&initrd.display().to_string()),
+        console = esc(&console.display().to_string()),
+    )
+}
+
+/// Escape a value for an XML attribute or text node.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '\'' => o.push_str("&apos;"),
+            '"' => o.push_str("&quot;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// The first `marker` at or after byte `from` of `text` that is followed by a complete
+/// word: returns that word (e.g. the IP after `LEASE ip=`) and the offset just past it.
+pub fn find_marker(text: &str, marker: &str, from: usize) -> Option<(String, usize)> {
+    let from = from.min(text.len());
+    let hay = text.get(from..)?;
+    let at = hay.find(marker)? + from + marker.len();
+    let rest = &text[at..];
+    // Only a word ended by whitespace is complete: the console may be mid-line.
+    let end = rest.find(char::is_whitespace)?;
+    Some((rest[..end].to_string(), at + end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_word_and_offset() {
+        let t = "boot\nLEASE ip=10.77.1.100 dev=eth0\nLEASE ip=10.77.1.101 dev=eth1\n";
+        let (ip, end) = find_marker(t, "LEASE ip=", 0).unwrap();
+        assert_eq!(ip, "10.77.1.100");
+        let (ip2, _) = find_marker(t, "LEASE ip=", end).unwrap();
+        assert_eq!(ip2, "10.77.1.101");
+        assert_eq!(find_marker("LEASE ip=10.7", "LEASE ip=", 0), None);
+    }
+
+    #[test]
+    fn xml_escapes_and_nics() {
+        let mut spec = GuestSpec::new("g", vec![Nic::bridge("br'0"), Nic::network("n&1")]);
+        spec.acpi = false;
+        let x = domain_xml(
+            &spec,
+            "g<1>",
+            Path::new("/k"),
+            Path::new("/i"),
+            Path::new("/c"),
+            "qemu",
+        );
+        assert!(x.contains("<name>g&lt;1&gt;</name>"));
+        assert!(x.contains("<source bridge='br&apos;0'/>"));
+        assert!(x.contains("<source network='n&amp;1'/>"));
+        assert!(x.contains("<features><apic/></features>"));
+        assert!(x.contains("<memballoon model='none'/>"));
+    }
+}

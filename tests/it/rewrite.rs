@@ -1,0 +1,217 @@
+//! Golden tests of the lossless NIC rewrite: tests/data/rewrite/<case>/in.xml, an optional
+//! `args` file (selection and bridge), and the expected out.xml (on success) and
+//! result.txt (what changed, or the error). `VBRIDGE_BLESS=1 cargo test` rewrites the
+//! expected files instead of comparing; review the diff before committing it.
+
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use vbridge::domxml::{self, Rewritten, Selection};
+
+fn cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rewrite")
+}
+
+fn bless() -> bool {
+    std::env::var_os("VBRIDGE_BLESS").is_some_and(|v| v == "1")
+}
+
+/// `args`: lines `select auto|all|index N|mac M` and `bridge NAME` (default: auto, br0).
+fn args(dir: &Path) -> (Selection, String) {
+    let mut selection = Selection::Auto;
+    let mut bridge = "br0".to_string();
+    let text = fs::read_to_string(dir.join("args")).unwrap_or_default();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["select", "auto"] => selection = Selection::Auto,
+            ["select", "all"] => selection = Selection::All,
+            ["select", "index", n] => selection = Selection::Index(n.parse().unwrap()),
+            ["select", "mac", m] => selection = Selection::Mac(m.to_string()),
+            ["bridge", b] => bridge = b.to_string(),
+            _ => panic!("{}: bad args line {line:?}", dir.display()),
+        }
+    }
+    (selection, bridge)
+}
+
+fn without(text: &str, spans: &[Range<usize>]) -> String {
+    let mut out = String::new();
+    let mut cursor = 0;
+    for s in spans {
+        out.push_str(&text[cursor..s.start]);
+        cursor = s.end;
+    }
+    out.push_str(&text[cursor..]);
+    out
+}
+
+/// Holds for every successful rewrite: text outside the changed interfaces is
+/// byte-identical, every MAC is kept, and every changed NIC is on the bridge.
+fn check_invariants(case: &str, input: &str, bridge: &str, r: &Rewritten) {
+    let changed: Vec<_> = r.changes.iter().filter(|c| c.changed).collect();
+    let old: Vec<_> = changed.iter().map(|c| c.before.span.clone()).collect();
+    let new: Vec<_> = changed.iter().map(|c| c.after.span.clone()).collect();
+    assert_eq!(
+        without(input, &old),
+        without(&r.xml, &new),
+        "{case}: text outside the changed interfaces differs"
+    );
+    let before = domxml::nics(input).unwrap();
+    let after = domxml::nics(&r.xml).unwrap();
+    assert_eq!(before.len(), after.len(), "{case}");
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b.mac, a.mac, "{case}: MAC of interface {}", b.index);
+    }
+    for c in &r.changes {
+        assert_eq!(
+            c.after,
+            after[c.index - 1],
+            "{case}: `after` of {}",
+            c.index
+        );
+        assert_eq!(
+            c.before,
+            before[c.index - 1],
+            "{case}: `before` of {}",
+            c.index
+        );
+        assert!(
+            c.after.is_on_bridge(bridge),
+            "{case}: interface {}",
+            c.index
+        );
+        if !c.changed {
+            assert_eq!(&input[c.before.span.clone()], &r.xml[c.after.span.clone()]);
+        } else {
+            assert_eq!(
+                c.after.source.len(),
+                1,
+                "{case}: stale source {:?}",
+                c.after.source
+            );
+        }
+    }
+    if !r.changed() {
+        assert_eq!(input, r.xml, "{case}: no change, yet the text differs");
+    }
+}
+
+/// What a reviewer reads next to out.xml.
+fn summary(r: &Rewritten) -> String {
+    let mut s = String::new();
+    if r.changes.is_empty() {
+        s.push_str("no interface selected\n");
+    }
+    for c in &r.changes {
+        let src = |n: &domxml::Nic| {
+            n.source
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        s.push_str(&format!(
+            "interface {} {}: {} [{}] model={} -> {} [{}] model={}{}\n",
+            c.index,
+            c.mac.as_deref().unwrap_or("-"),
+            c.before.kind,
+            src(&c.before),
+            c.before.model.as_deref().unwrap_or("-"),
+            c.after.kind,
+            src(&c.after),
+            c.after.model.as_deref().unwrap_or("-"),
+            if c.changed { "" } else { " (unchanged)" }
+        ));
+    }
+    s
+}
+
+fn golden(path: &Path, actual: &str, failures: &mut Vec<String>) {
+    if bless() {
+        fs::write(path, actual).unwrap();
+        return;
+    }
+    match fs::read_to_string(path) {
+        Ok(expected) if expected == actual => {}
+        Ok(expected) => failures.push(format!(
+            "{} differs:\n{}",
+            path.display(),
+            similar::TextDiff::from_lines(expected.as_str(), actual)
+                .unified_diff()
+                .header("expected", "actual")
+        )),
+        Err(_) => failures.push(format!(
+            "{} is missing (run with VBRIDGE_BLESS=1)",
+            path.display()
+        )),
+    }
+}
+
+#[test]
+fn golden_cases() {
+    let mut cases: Vec<PathBuf> = fs::read_dir(cases_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("in.xml").is_file())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 20, "only {} golden cases found", cases.len());
+    let mut failures = Vec::new();
+    for dir in &cases {
+        let case = dir.file_name().unwrap().to_string_lossy().to_string();
+        let input = fs::read_to_string(dir.join("in.xml")).unwrap();
+        let (selection, bridge) = args(dir);
+        let out_path = dir.join("out.xml");
+        match domxml::rewrite_to_bridge(&input, &bridge, &selection) {
+            Ok(r) => {
+                check_invariants(&case, &input, &bridge, &r);
+                golden(&out_path, &r.xml, &mut failures);
+                golden(&dir.join("result.txt"), &summary(&r), &mut failures);
+            }
+            Err(e) => {
+                if bless() {
+                    let _ = fs::remove_file(&out_path);
+                }
+                assert!(
+                    !out_path.exists(),
+                    "{case}: refused, yet out.xml exists: {e}"
+                );
+                let text = format!("error {:?}: {e}\n", e.kind);
+                golden(&dir.join("result.txt"), &text, &mut failures);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn refusals_are_all_or_nothing() {
+    let xml = fs::read_to_string(cases_dir().join("all-with-hostdev/in.xml")).unwrap();
+    let err = domxml::rewrite_to_bridge(&xml, "br0", &Selection::All).unwrap_err();
+    assert_eq!(err.kind, vbridge::ErrorKind::Unsupported);
+    assert!(err.message.contains("interface 2"), "{err}");
+    // The other NIC alone is fine.
+    let r = domxml::rewrite_to_bridge(&xml, "br0", &Selection::Index(1)).unwrap();
+    assert!(r.changed());
+}
+
+#[test]
+fn bad_bridge_names_are_refused_before_anything_else() {
+    let xml = fs::read_to_string(cases_dir().join("network-portgroup/in.xml")).unwrap();
+    for bad in ["", "br 0", "a-very-long-bridge-name"] {
+        let err = domxml::rewrite_to_bridge(&xml, bad, &Selection::All).unwrap_err();
+        assert_eq!(err.kind, vbridge::ErrorKind::InvalidInput, "{bad:?}");
+    }
+}
+
+#[test]
+fn rewriting_twice_changes_nothing_more() {
+    for case in ["user-full", "crlf", "tabs", "self-closing-user"] {
+        let xml = fs::read_to_string(cases_dir().join(case).join("in.xml")).unwrap();
+        let once = domxml::rewrite_to_bridge(&xml, "br0", &Selection::All).unwrap();
+        let twice = domxml::rewrite_to_bridge(&once.xml, "br0", &Selection::All).unwrap();
+        assert!(!twice.changed(), "{case}");
+        assert_eq!(once.xml, twice.xml, "{case}");
+    }
+}
