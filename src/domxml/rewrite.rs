@@ -265,6 +265,21 @@ fn cut_before_removed(gap: &str) -> usize {
     }
 }
 
+/// The end of the spaces and tabs after `pos` when only a line break follows them (they
+/// belong to the line that ends there); `pos` otherwise.
+fn line_rest(doc: &str, pos: usize, limit: usize) -> usize {
+    let b = doc.as_bytes();
+    let mut i = pos;
+    while i < limit && (b[i] == b' ' || b[i] == b'\t') {
+        i += 1;
+    }
+    if i < limit && (b[i] == b'\n' || b[i] == b'\r') {
+        i
+    } else {
+        pos
+    }
+}
+
 /// What becomes of one child element of a rewritten interface.
 enum Action {
     Keep,
@@ -391,24 +406,37 @@ fn rewrite_interface(doc: &str, el: &Element, bridge: &str, layout: &Layout) -> 
             _ => Action::Keep,
         };
         let gap = &doc[cursor..c.span.start];
+        cursor = c.span.end;
         match action {
-            Action::Keep => out.push_str(&doc[cursor..c.span.end]),
-            Action::Drop => out.push_str(&gap[..cut_before_removed(gap)]),
+            Action::Keep => {
+                out.push_str(gap);
+                out.push_str(&doc[c.span.clone()]);
+            }
+            Action::Drop => {
+                out.push_str(&gap[..cut_before_removed(gap)]);
+                // The removed element's trailing spaces would otherwise end the line above.
+                cursor = line_rest(doc, cursor, el.end_tag_start);
+            }
             Action::Replace(new) => {
                 out.push_str(gap);
                 out.push_str(&new);
             }
         }
-        cursor = c.span.end;
         let is_anchor = c.name == "mac" && el.child("mac").is_some_and(|m| m.span == c.span);
-        if is_anchor && !has_source {
-            out.push_str(&sep);
-            out.push_str(&source_el);
-        }
         let after_source = (c.name == "source"
             && !has_model
             && el.child("source").is_some_and(|s| s.span == c.span))
             || (is_anchor && !has_source && !has_model);
+        if (is_anchor && !has_source) || after_source {
+            // Insert after the anchor's own trailing spaces, so they stay on its line.
+            let end = line_rest(doc, cursor, el.end_tag_start);
+            out.push_str(&doc[cursor..end]);
+            cursor = end;
+        }
+        if is_anchor && !has_source {
+            out.push_str(&sep);
+            out.push_str(&source_el);
+        }
         if after_source {
             out.push_str(&sep);
             out.push_str(&model_el);
@@ -431,6 +459,13 @@ mod tests {
         assert_eq!(cut_before_removed("<!-- c --> "), 10);
         assert_eq!(cut_before_removed("\n\n  "), 1);
         assert_eq!(cut_before_removed(""), 0);
+    }
+
+    #[test]
+    fn line_rest_stops_at_line_breaks_only() {
+        let doc = "<a/>  \t\r\n<b/> <c/>";
+        assert_eq!(line_rest(doc, 4, doc.len()), 7);
+        assert_eq!(line_rest(doc, 13, doc.len()), 13);
     }
 
     #[test]

@@ -104,18 +104,20 @@ fn malformed(doc: &str, offset: usize, what: impl std::fmt::Display) -> Error {
 
 /// Parse the document into its root element. Reader positions give each event's bytes.
 pub(crate) fn parse(doc: &str) -> Result<Element> {
-    let mut reader = Reader::from_str(doc);
+    // Reader positions count from after a byte-order mark; spans count from the file start.
+    let base = if doc.starts_with('\u{feff}') { 3 } else { 0 };
+    let mut reader = Reader::from_str(&doc[base..]);
     // Whitespace, comments and everything else stay in the text between spans.
     reader.config_mut().check_comments = true;
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
-    let mut pos = 0usize;
+    let mut pos = base;
     loop {
         let start = pos;
         let event = reader
             .read_event()
-            .map_err(|e| malformed(doc, reader.error_position() as usize, e))?;
-        pos = reader.buffer_position() as usize;
+            .map_err(|e| malformed(doc, base + reader.error_position() as usize, e))?;
+        pos = base + reader.buffer_position() as usize;
         match event {
             Event::Start(_) | Event::Empty(_) => {
                 let self_closing = matches!(event, Event::Empty(_));
@@ -300,6 +302,15 @@ mod tests {
             let err = parse(doc).unwrap_err();
             assert!(err.message.contains(needle), "{doc:?}: {}", err.message);
         }
+    }
+
+    #[test]
+    fn bom_doctype_and_custom_entities() {
+        let doc = "\u{feff}<?xml version='1.0'?>\n<!DOCTYPE domain [\n<!ENTITY br 'br0'>\n]>\n<domain><name>&br;</name><x v='&br;'/></domain>\r\n";
+        let root = parse(doc).unwrap();
+        assert_eq!(root.name, "domain");
+        assert_eq!(root.child("x").unwrap().attr("v"), Some("&br;"));
+        assert!(doc[root.span.clone()].starts_with("<domain>"));
     }
 
     #[test]

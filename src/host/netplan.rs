@@ -1,2 +1,464 @@
-//! netplan: render vbridge's own YAML, validate it with `netplan generate` on a staged copy,
-//! write it (0600, backing up what it replaces).
+//! netplan, the persistent way: render vbridge's own YAML file (never edit the user's),
+//! validate it with the real `netplan generate --root-dir` on a staged copy of the
+//! configuration, then write it with mode 0600, backing up the file it replaces.
+
+use super::pending::NetplanUndo;
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What the bridge should look like in netplan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub nic: String,
+    pub bridge: String,
+    /// The NIC's MAC, pinned on the bridge so a DHCP server hands out the same address.
+    pub mac: String,
+    pub dhcp: bool,
+    pub address: Option<(IpAddr, u8)>,
+    pub gateway: Option<IpAddr>,
+    pub dns: Vec<IpAddr>,
+}
+
+/// The file vbridge owns for a bridge: etc/netplan/90-vbridge-BRIDGE.yaml under `root`.
+pub fn file_path(root: &Path, bridge: &str) -> PathBuf {
+    root.join("etc/netplan")
+        .join(format!("90-vbridge-{bridge}.yaml"))
+}
+
+/// A YAML double-quoted scalar.
+fn q(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Check a config before rendering: names, MAC, addresses.
+pub fn check(cfg: &Config) -> Result<()> {
+    crate::validate::interface_name(&cfg.nic)?;
+    crate::validate::interface_name(&cfg.bridge)?;
+    crate::validate::mac(&cfg.mac)?;
+    if cfg.dhcp == cfg.address.is_some() {
+        return Err(
+            Error::invalid("give either DHCP or a static address for the bridge")
+                .with_hint("use --dhcp, or --address CIDR [--gateway IP] [--dns IP,...]"),
+        );
+    }
+    if let (Some(g), Some((a, _))) = (cfg.gateway, cfg.address) {
+        if g.is_ipv4() != a.is_ipv4() {
+            return Err(Error::invalid(format!(
+                "the gateway {g} and the address {a} are of different IP versions"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Render the YAML (pure; golden-tested).
+pub fn render(cfg: &Config) -> Result<String> {
+    check(cfg)?;
+    let mac = crate::validate::mac(&cfg.mac)?;
+    let mut y = String::new();
+    y.push_str(&format!(
+        "# Written by vbridge: {} as the port of bridge {}.\n# vbridge owns this file; remove it and run `netplan apply` to undo.\n",
+        cfg.nic, cfg.bridge
+    ));
+    y.push_str("network:\n  version: 2\n  ethernets:\n");
+    y.push_str(&format!(
+        "    {}:\n      dhcp4: false\n      dhcp6: false\n",
+        q(&cfg.nic)
+    ));
+    y.push_str("  bridges:\n");
+    y.push_str(&format!("    {}:\n", q(&cfg.bridge)));
+    y.push_str(&format!("      interfaces: [{}]\n", q(&cfg.nic)));
+    y.push_str(&format!("      macaddress: {}\n", q(&mac)));
+    if cfg.dhcp {
+        y.push_str("      dhcp4: true\n");
+    } else {
+        y.push_str("      dhcp4: false\n      dhcp6: false\n");
+    }
+    if let Some((ip, len)) = cfg.address {
+        y.push_str(&format!(
+            "      addresses: [{}]\n",
+            q(&format!("{ip}/{len}"))
+        ));
+    }
+    if let Some(g) = cfg.gateway {
+        y.push_str(&format!(
+            "      routes:\n        - to: default\n          via: {}\n",
+            q(&g.to_string())
+        ));
+    }
+    if !cfg.dns.is_empty() {
+        let list: Vec<String> = cfg.dns.iter().map(|d| q(&d.to_string())).collect();
+        y.push_str(&format!(
+            "      nameservers:\n        addresses: [{}]\n",
+            list.join(", ")
+        ));
+    }
+    y.push_str("      parameters:\n        stp: false\n        forward-delay: 0\n");
+    Ok(y)
+}
+
+/// What `netplan generate` made of a staged configuration: systemd-networkd files by name.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Generated {
+    pub files: Vec<(String, String)>,
+}
+
+impl Generated {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.as_str())
+    }
+}
+
+/// Run the real `netplan generate --root-dir STAGE` on a copy of `root`'s etc/netplan with
+/// `yaml` as vbridge's file, and check the bridge came out as meant.
+pub fn validate(root: &Path, cfg: &Config, yaml: &str) -> Result<Generated> {
+    let stage =
+        tempfile::tempdir().map_err(|e| Error::io("cannot create a staging directory", e))?;
+    let stage_etc = stage.path().join("etc/netplan");
+    std::fs::create_dir_all(&stage_etc)
+        .map_err(|e| Error::io("cannot create the staging directory", e))?;
+    let ours = file_path(root, &cfg.bridge);
+    if let Ok(rd) = std::fs::read_dir(root.join("etc/netplan")) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "yaml") && p != ours {
+                let _ = std::fs::copy(&p, stage_etc.join(e.file_name()));
+            }
+        }
+    }
+    let staged = file_path(stage.path(), &cfg.bridge);
+    write_0600(&staged, yaml)?;
+    let out = Command::new("netplan")
+        .arg("generate")
+        .arg("--root-dir")
+        .arg(stage.path())
+        .output()
+        .map_err(|e| {
+            Error::io("cannot run netplan", e)
+                .with_hint("install netplan.io, or use --live instead of --netplan")
+        })?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .replace(stage.path().to_str().unwrap_or(""), "");
+        return Err(
+            Error::invalid(format!("netplan refused the configuration: {msg}")).with_hint(
+                "fix the reported file (it may be one of yours that conflicts with the bridge)",
+            ),
+        );
+    }
+    let mut gen = Generated::default();
+    if let Ok(rd) = std::fs::read_dir(stage.path().join("run/systemd/network")) {
+        for e in rd.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            gen.files
+                .push((e.file_name().to_string_lossy().into_owned(), text));
+        }
+    }
+    gen.files.sort();
+    let netdev = gen
+        .get(&format!("10-netplan-{}.netdev", cfg.bridge))
+        .unwrap_or("");
+    let port = gen
+        .get(&format!("10-netplan-{}.network", cfg.nic))
+        .unwrap_or("");
+    let want = [
+        (netdev.contains("Kind=bridge"), "the bridge netdev"),
+        (netdev.contains("STP=false"), "STP off"),
+        (netdev.contains("ForwardDelaySec=0"), "forward delay 0"),
+        (
+            port.contains(&format!("Bridge={}", cfg.bridge)),
+            "the NIC as the bridge's port",
+        ),
+    ];
+    if let Some((_, what)) = want.iter().find(|(ok, _)| !ok) {
+        return Err(Error::host(format!(
+            "netplan accepted the file but did not render {what}"
+        ))
+        .with_hint(
+            "another netplan file may override the bridge or the NIC: check `netplan get`",
+        ));
+    }
+    Ok(gen)
+}
+
+fn write_0600(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)
+            .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
+    }
+    let tmp = path.with_extension("yaml.vbridge-tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+}
+
+/// What writing the file did.
+#[derive(Debug, Clone, Serialize)]
+pub struct WriteOutcome {
+    pub path: PathBuf,
+    pub changed: bool,
+    /// Where the replaced file was saved, when there was one with other content.
+    pub backup: Option<PathBuf>,
+}
+
+impl WriteOutcome {
+    pub fn undo(&self) -> NetplanUndo {
+        NetplanUndo {
+            path: self.path.clone(),
+            backup: self.backup.clone(),
+        }
+    }
+}
+
+/// Render, validate on a staged copy, and write vbridge's file under `root` (0600). An
+/// identical file is left alone; a different one is backed up first.
+pub fn write(root: &Path, cfg: &Config, dry_run: bool) -> Result<(WriteOutcome, String)> {
+    let yaml = render(cfg)?;
+    let path = file_path(root, &cfg.bridge);
+    let old = std::fs::read_to_string(&path).ok();
+    if old.as_deref() == Some(yaml.as_str()) {
+        return Ok((
+            WriteOutcome {
+                path,
+                changed: false,
+                backup: None,
+            },
+            yaml,
+        ));
+    }
+    validate(root, cfg, &yaml)?;
+    if dry_run {
+        return Ok((
+            WriteOutcome {
+                path,
+                changed: true,
+                backup: None,
+            },
+            yaml,
+        ));
+    }
+    let backup = match old {
+        Some(_) => {
+            let b = path.with_extension(format!("yaml.vbridge-bak-{}", super::pending::now_ms()));
+            std::fs::copy(&path, &b)
+                .map_err(|e| Error::io(format!("cannot back up {}", path.display()), e))?;
+            Some(b)
+        }
+        None => None,
+    };
+    write_0600(&path, &yaml)?;
+    Ok((
+        WriteOutcome {
+            path,
+            changed: true,
+            backup,
+        },
+        yaml,
+    ))
+}
+
+/// `netplan apply`.
+pub fn apply() -> Result<()> {
+    let out = Command::new("netplan")
+        .arg("apply")
+        .output()
+        .map_err(|e| Error::io("cannot run netplan apply", e))?;
+    if !out.status.success() {
+        return Err(Error::host(format!(
+            "netplan apply failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+        .with_hint("netplan apply needs systemd-networkd or NetworkManager running"));
+    }
+    Ok(())
+}
+
+/// Put the previous file back (or remove ours) and apply again.
+pub fn restore(undo: &NetplanUndo) -> Result<()> {
+    match &undo.backup {
+        Some(b) => std::fs::rename(b, &undo.path),
+        None => match std::fs::remove_file(&undo.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        },
+    }
+    .map_err(|e| Error::io(format!("cannot restore {}", undo.path.display()), e))?;
+    apply()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn dhcp() -> Config {
+        Config {
+            nic: "enp3s0".into(),
+            bridge: "br0".into(),
+            mac: "52:54:00:12:34:56".into(),
+            dhcp: true,
+            address: None,
+            gateway: None,
+            dns: vec![],
+        }
+    }
+
+    pub fn fixed() -> Config {
+        Config {
+            dhcp: false,
+            address: Some(("192.168.1.10".parse().unwrap(), 24)),
+            gateway: Some("192.168.1.1".parse().unwrap()),
+            dns: vec!["192.168.1.1".parse().unwrap(), "9.9.9.9".parse().unwrap()],
+            ..dhcp()
+        }
+    }
+
+    fn golden(name: &str, text: &str) {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/netplan")
+            .join(name);
+        if std::env::var_os("VBRIDGE_BLESS").is_some() {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, text).unwrap();
+        }
+        let want = std::fs::read_to_string(&p)
+            .unwrap_or_else(|_| panic!("{} missing: run with VBRIDGE_BLESS=1", p.display()));
+        assert_eq!(
+            text, want,
+            "{name} differs from the golden file (VBRIDGE_BLESS=1 regenerates)"
+        );
+    }
+
+    #[test]
+    fn golden_yaml() {
+        golden("dhcp.yaml", &render(&dhcp()).unwrap());
+        golden("static.yaml", &render(&fixed()).unwrap());
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(q("a\"b\\c\n"), "\"a\\\"b\\\\c\\x0a\"");
+    }
+
+    #[test]
+    fn refusals() {
+        let mut c = dhcp();
+        c.bridge = "br 0".into();
+        assert!(render(&c).is_err());
+        let mut c = dhcp();
+        c.mac = "zz".into();
+        assert!(render(&c).is_err());
+        let mut c = fixed();
+        c.dhcp = true;
+        assert!(render(&c).is_err());
+        let mut c = fixed();
+        c.gateway = Some("2001:db8::1".parse().unwrap());
+        assert!(render(&c).is_err());
+    }
+
+    fn have_netplan() -> bool {
+        Command::new("netplan")
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    #[test]
+    fn real_netplan_accepts_and_renders_the_bridge() {
+        if !have_netplan() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "netplan.io is missing in CI"
+            );
+            eprintln!("SKIPPED: netplan is not installed");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let g = validate(root.path(), &dhcp(), &render(&dhcp()).unwrap()).unwrap();
+        let netdev = g.get("10-netplan-br0.netdev").unwrap();
+        assert!(netdev.contains("MACAddress=52:54:00:12:34:56"), "{netdev}");
+        let net = g.get("10-netplan-br0.network").unwrap();
+        assert!(net.contains("DHCP=ipv4"), "{net}");
+        let g = validate(root.path(), &fixed(), &render(&fixed()).unwrap()).unwrap();
+        let net = g.get("10-netplan-br0.network").unwrap();
+        assert!(net.contains("Address=192.168.1.10/24"), "{net}");
+        assert!(net.contains("Gateway=192.168.1.1"), "{net}");
+        assert!(
+            net.contains("DNS=192.168.1.1") && net.contains("DNS=9.9.9.9"),
+            "{net}"
+        );
+        let port = g.get("10-netplan-enp3s0.network").unwrap();
+        assert!(port.contains("Bridge=br0"), "{port}");
+        assert!(!port.contains("Address="), "{port}");
+    }
+
+    #[test]
+    fn write_is_idempotent_and_backs_up() {
+        if !have_netplan() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "netplan.io is missing in CI"
+            );
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let user = root.path().join("etc/netplan/50-cloud-init.yaml");
+        std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+        let user_text = "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n";
+        std::fs::write(&user, user_text).unwrap();
+        let (w, _) = write(root.path(), &dhcp(), false).unwrap();
+        assert!(w.changed && w.backup.is_none());
+        let mode = std::fs::metadata(&w.path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (w2, _) = write(root.path(), &dhcp(), false).unwrap();
+        assert!(!w2.changed);
+        let (w3, _) = write(root.path(), &fixed(), false).unwrap();
+        assert!(w3.changed);
+        let b = w3.backup.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(b).unwrap(),
+            render(&dhcp()).unwrap()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&user).unwrap(),
+            user_text,
+            "the user's file changed"
+        );
+        // A file of the user's that netplan rejects stops the write: nothing is written.
+        std::fs::write(&user, "network:\n  version: 3\n").unwrap();
+        let before = std::fs::read_to_string(&w3.path).unwrap();
+        assert!(write(root.path(), &dhcp(), false).is_err());
+        assert_eq!(std::fs::read_to_string(&w3.path).unwrap(), before);
+    }
+}

@@ -1,3 +1,271 @@
 //! Commit-confirm: a change applied with a confirm window is written to a state file with
-//! its undo steps; a detached reverter undoes it when the window ends unless `--confirm`
-//! removed the file first.
+//! its undo steps; a detached reverter (vbridge itself, re-executed in its own session so
+//! it outlives the SSH connection) undoes it when the window ends, unless `--confirm`
+//! removed the file first. The reverter claims the file with an atomic rename, so a confirm
+//! and a revert can never both win.
+
+use super::bridge::{self, Net, Step};
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const PENDING_FILE: &str = "pending-host-bridge.json";
+pub const LAST_REVERT_FILE: &str = "last-revert-host-bridge.json";
+
+/// A netplan file to put back on revert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetplanUndo {
+    pub path: PathBuf,
+    /// The backup to restore; None means the file did not exist before and is removed.
+    pub backup: Option<PathBuf>,
+}
+
+/// A change waiting for `vbridge host-bridge --confirm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub id: String,
+    pub mode: String,
+    pub bridge: String,
+    pub nic: String,
+    /// Steps that restore the previous links, addresses and routes, in order.
+    pub undo: Vec<Step>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netplan: Option<NetplanUndo>,
+    /// When the reverter acts, in milliseconds since the Unix epoch.
+    pub revert_at_ms: u64,
+}
+
+/// `$VBRIDGE_STATE_DIR`, or /var/lib/vbridge.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("VBRIDGE_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/vbridge"))
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A fresh id naming one change.
+pub fn new_id() -> String {
+    format!("{}-{}", now_ms(), std::process::id())
+}
+
+/// The pending change, if any.
+pub fn read(dir: &Path) -> Result<Option<Pending>> {
+    let p = dir.join(PENDING_FILE);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            Error::host(format!(
+                "{} is not a valid pending-change file: {e}",
+                p.display()
+            ))
+            .with_hint("inspect it; remove it only once the network looks the way you want")
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("cannot read {}", p.display()), e)),
+    }
+}
+
+/// Record a pending change; refuses when another one is waiting.
+pub fn write(dir: &Path, pending: &Pending) -> Result<()> {
+    if let Some(other) = read(dir)? {
+        return Err(Error::conflict(format!(
+            "another host-bridge change ({} on {}) is waiting for confirmation",
+            other.nic, other.bridge
+        ))
+        .with_hint("run `vbridge host-bridge --confirm` to keep it, or wait for it to revert"));
+    }
+    write_file(&dir.join(PENDING_FILE), pending)
+}
+
+fn write_file(path: &Path, value: &impl Serialize) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    let tmp = path.with_extension("tmp");
+    let body = serde_json::to_vec_pretty(value).map_err(|e| Error::host(e.to_string()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+    f.write_all(&body)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+}
+
+/// Keep the pending change: remove the file so the reverter finds nothing.
+pub fn confirm(dir: &Path) -> Result<Pending> {
+    let pending = read(dir)?.ok_or_else(|| {
+        Error::not_found("no host-bridge change is waiting for confirmation").with_hint(
+            "it was confirmed already, or its window ran out and it was reverted (see last-revert-host-bridge.json in the state directory)",
+        )
+    })?;
+    match std::fs::remove_file(dir.join(PENDING_FILE)) {
+        Ok(()) => Ok(pending),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::conflict(
+            "the change was being reverted as you confirmed it",
+        )
+        .with_hint("check the network and run the host-bridge command again")),
+        Err(e) => Err(Error::io("cannot remove the pending-change file", e)),
+    }
+}
+
+/// Start the detached reverter: `program host-bridge --revert-pending ID` in a new session,
+/// with stdio on /dev/null and the state directory in its environment. Returns its pid.
+pub fn spawn_reverter(program: &Path, dir: &Path, id: &str) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(program);
+    cmd.args(["host-bridge", "--revert-pending", id])
+        .env("VBRIDGE_STATE_DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(),
+    // which is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        Error::io(
+            format!("cannot start the reverter {}", program.display()),
+            e,
+        )
+    })?;
+    // Not waited for on purpose: it must outlive this process.
+    Ok(child.id())
+}
+
+/// What the reverter did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevertRecord {
+    pub id: String,
+    pub bridge: String,
+    pub nic: String,
+    pub reverted: bool,
+    pub at_ms: u64,
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+/// The reverter's body: wait for the window to end, then undo the change if the pending
+/// file still names `id`. Returns None when it was confirmed (nothing to do).
+pub fn run_reverter(dir: &Path, id: &str, net: &mut dyn Net) -> Result<Option<RevertRecord>> {
+    loop {
+        let Some(p) = read(dir)? else { return Ok(None) };
+        if p.id != id {
+            return Ok(None);
+        }
+        let now = now_ms();
+        if now >= p.revert_at_ms {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis((p.revert_at_ms - now).min(200)));
+    }
+    // Claim the change; a confirm racing us finds no file.
+    let claimed = dir.join(format!("reverting-{id}.json"));
+    if std::fs::rename(dir.join(PENDING_FILE), &claimed).is_err() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read(&claimed).map_err(|e| Error::io("cannot read the claimed change", e))?;
+    let p: Pending = serde_json::from_slice(&text).map_err(|e| Error::host(e.to_string()))?;
+    if p.id != id {
+        // Not ours after all: put it back.
+        let _ = std::fs::rename(&claimed, dir.join(PENDING_FILE));
+        return Ok(None);
+    }
+    let mut problems: Vec<String> = Vec::new();
+    if let Some(np) = &p.netplan {
+        if let Err(e) = super::netplan::restore(np) {
+            problems.push(e.message);
+        }
+    }
+    problems.extend(bridge::revert(net, &p.undo).into_iter().map(|e| e.message));
+    let rec = RevertRecord {
+        id: p.id.clone(),
+        bridge: p.bridge.clone(),
+        nic: p.nic.clone(),
+        reverted: problems.is_empty(),
+        at_ms: now_ms(),
+        problems,
+    };
+    let _ = write_file(&dir.join(LAST_REVERT_FILE), &rec);
+    let _ = std::fs::remove_file(&claimed);
+    Ok(Some(rec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(id: &str, at: u64) -> Pending {
+        Pending {
+            id: id.into(),
+            mode: "live".into(),
+            bridge: "br0".into(),
+            nic: "eth1".into(),
+            undo: vec![Step::DeleteLink { name: "br0".into() }],
+            netplan: None,
+            revert_at_ms: at,
+        }
+    }
+
+    struct Count(usize);
+    impl Net for Count {
+        fn observe(&mut self) -> Result<bridge::State> {
+            Ok(Default::default())
+        }
+        fn apply_step(
+            &mut self,
+            _: &Step,
+        ) -> std::result::Result<(), super::super::netlink::NlError> {
+            self.0 += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn confirm_beats_the_reverter_and_reverts_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &pending("a", 0)).unwrap();
+        assert!(
+            write(dir.path(), &pending("b", 0)).is_err(),
+            "second pending accepted"
+        );
+        // Another id: the reverter leaves it alone.
+        let mut net = Count(0);
+        assert!(run_reverter(dir.path(), "b", &mut net).unwrap().is_none());
+        assert_eq!(net.0, 0);
+        // Its own id and the window is over: it reverts and records it.
+        let rec = run_reverter(dir.path(), "a", &mut net).unwrap().unwrap();
+        assert!(rec.reverted);
+        assert_eq!(net.0, 1);
+        assert!(read(dir.path()).unwrap().is_none());
+        assert!(dir.path().join(LAST_REVERT_FILE).exists());
+
+        // Confirmed first: nothing to revert.
+        write(dir.path(), &pending("c", now_ms() + 100)).unwrap();
+        confirm(dir.path()).unwrap();
+        assert!(run_reverter(dir.path(), "c", &mut net).unwrap().is_none());
+        assert_eq!(net.0, 1);
+        assert!(confirm(dir.path()).is_err());
+    }
+}

@@ -30,6 +30,11 @@ fn convertible(nic: &Nic) -> bool {
 }
 
 /// The text with the given spans cut out.
+/// Lines holding only whitespace: a removed element must not leave one behind.
+fn blank_lines(text: &str) -> usize {
+    text.lines().filter(|l| l.trim().is_empty()).count()
+}
+
 fn without(text: &str, spans: &[std::ops::Range<usize>]) -> String {
     let mut out = String::new();
     let mut cursor = 0;
@@ -69,6 +74,11 @@ fn check(file: &str, input: &str, r: &Rewritten) {
             1,
             "{file}: stale source attributes {:?}",
             a.source
+        );
+        assert!(
+            blank_lines(&r.xml[a.span.clone()]) <= blank_lines(&input[c.before.span.clone()]),
+            "{file}: interface {} gained a blank line",
+            c.index
         );
         assert!(
             a.is_on_bridge(BRIDGE),

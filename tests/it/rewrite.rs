@@ -35,6 +35,11 @@ fn args(dir: &Path) -> (Selection, String) {
     (selection, bridge)
 }
 
+/// Lines holding only whitespace: a removed element must not leave one behind.
+fn blank_lines(text: &str) -> usize {
+    text.lines().filter(|l| l.trim().is_empty()).count()
+}
+
 fn without(text: &str, spans: &[Range<usize>]) -> String {
     let mut out = String::new();
     let mut cursor = 0;
@@ -89,6 +94,12 @@ fn check_invariants(case: &str, input: &str, bridge: &str, r: &Rewritten) {
                 1,
                 "{case}: stale source {:?}",
                 c.after.source
+            );
+            assert!(
+                blank_lines(&r.xml[c.after.span.clone()])
+                    <= blank_lines(&input[c.before.span.clone()]),
+                "{case}: interface {} gained a blank line",
+                c.index
             );
         }
     }

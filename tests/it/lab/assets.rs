@@ -172,8 +172,29 @@ fn initramfs(cache: &Path, kdir: &Path) -> PathBuf {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab-data");
     let init = fs::read(data.join("init")).expect("tests/lab-data/init");
     let hook = fs::read(data.join("udhcpc.script")).expect("tests/lab-data/udhcpc.script");
-    let busybox = fs::read("/bin/busybox")
+    // The key hashes the two guest scripts and the identity of the big inputs (busybox's
+    // size and mtime, the kernel package, the module list): reading megabytes through an
+    // unoptimised test build on every run would cost ~1 s.
+    let bb_meta = fs::metadata("/bin/busybox")
         .expect("/bin/busybox missing: install busybox-static (a static busybox)");
+    let mut h = Fnv::default();
+    h.add(&init);
+    h.add(&hook);
+    h.add(&bb_meta.len().to_le_bytes());
+    let mtime = bb_meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    h.add(&mtime.to_le_bytes());
+    h.add(kdir.file_name().unwrap_or_default().as_encoded_bytes());
+    h.add(MODULES.join(",").as_bytes());
+    let path = cache.join(format!("initramfs-{:016x}.cpio", h.0));
+    if path.is_file() {
+        return path;
+    }
+
+    let busybox = fs::read("/bin/busybox").expect("/bin/busybox");
     let mut files = Vec::new();
     walk(&kdir.join("lib/modules"), &mut files);
     files.sort();
@@ -186,19 +207,6 @@ fn initramfs(cache: &Path, kdir: &Path) -> PathBuf {
         "virtio_net.ko not found under {}",
         kdir.display()
     );
-
-    let mut h = Fnv::default();
-    for part in [&init, &hook, &busybox] {
-        h.add(part);
-    }
-    for (m, b) in &modules {
-        h.add(m.as_bytes());
-        h.add(b);
-    }
-    let path = cache.join(format!("initramfs-{:016x}.cpio", h.0));
-    if path.is_file() {
-        return path;
-    }
 
     let mut c = Cpio::default();
     for d in [

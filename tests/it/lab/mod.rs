@@ -94,6 +94,7 @@ impl Lab {
     pub fn start(name: &str) -> Lab {
         let t0 = Instant::now();
         let slot = Slot::take();
+        sweep_stale_labs();
         let queued = t0.elapsed();
 
         let t = Instant::now();
@@ -388,6 +389,67 @@ pub fn assert_nothing_left(t: &Trace) {
         left.push(format!("directory {dir}"));
     }
     assert!(left.is_empty(), "lab {} left behind: {left:#?}", t.id);
+}
+
+/// Remove what labs of test processes that no longer exist left behind (a run killed with
+/// SIGKILL cannot clean up): namespaces named like ours whose creating process is gone, and
+/// the processes still inside them (libvirtd, QEMU, dnsmasq of that lab), by pid.
+/// Runs once per test process.
+fn sweep_stale_labs() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        let Ok(rd) = fs::read_dir("/run/netns") else {
+            return;
+        };
+        let live: Vec<u32> = all_pids().into_iter().map(|p| p % 100_000).collect();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // common::unique: prefix + 5 digits of the creator's pid + 3 digits of counter.
+            let Some(digits) = name
+                .strip_prefix("vbh")
+                .or_else(|| name.strip_prefix("vbl"))
+            else {
+                continue;
+            };
+            if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let owner: u32 = digits[..5].parse().unwrap();
+            if live.contains(&owner) {
+                continue; // maybe another test process's live lab: never touch it
+            }
+            let pids = run_status("ip", &["netns", "pids", &name]);
+            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    eprintln!("lab: ending pid {pid} left in stale namespace {name}");
+                    // SAFETY: kill(2) on a process inside a namespace only labs create.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            eprintln!("lab: deleting stale namespace {name}");
+            let _ = run_status("ip", &["netns", "del", &name]);
+        }
+        // Temp dirs "vb-<label>-lab<pid5><n3>-<random>" of dead processes.
+        let Ok(rd) = fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(owner) = name
+                .strip_prefix("vb-")
+                .and_then(|r| r.split_once("-lab"))
+                .map(|(_, r)| r)
+                .filter(|r| r.len() > 9 && r.as_bytes()[8] == b'-')
+                .and_then(|r| r[..5].parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !live.contains(&owner) {
+                eprintln!("lab: removing stale {}", e.path().display());
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    });
 }
 
 /// A lab slot; at most MAX_LABS exist at once.
