@@ -3,6 +3,7 @@
 mod common;
 mod corpus;
 mod lab;
+mod lab_core;
 mod lab_smoke;
 mod rewrite;
 mod testdriver;

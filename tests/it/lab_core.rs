@@ -1,0 +1,217 @@
+//! net-define, attach, undo and hotplug against a real libvirtd + QEMU in the lab.
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use crate::common::{self, vbridge_bin};
+use crate::lab::{self, GuestSpec, Lab, Nic};
+use vbridge::domxml;
+
+/// Run vbridge in the lab's host netns with its own state dir, `-o json`; parse stdout.
+fn vb(lab: &Lab, state: &std::path::Path, args: &[&str]) -> (Output, serde_json::Value) {
+    let bin = vbridge_bin();
+    let env = format!("VBRIDGE_STATE_DIR={}", state.display());
+    let mut v = vec![
+        env.as_str(),
+        bin.to_str().unwrap(),
+        "-c",
+        lab.uri(),
+        "-o",
+        "json",
+    ];
+    v.extend_from_slice(args);
+    let out = lab.host.exec("env", &v);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "vbridge {args:?}: not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, json)
+}
+
+/// virsh ends its output with a newline of its own: compare documents without it.
+fn inactive(lab: &Lab, dom: &str) -> String {
+    let x = lab.virsh_ok(&["dumpxml", "--inactive", "--security-info", dom]);
+    x.trim_end().to_string()
+}
+
+fn live(lab: &Lab, dom: &str) -> String {
+    lab.virsh_ok(&["dumpxml", dom]).trim_end().to_string()
+}
+
+fn finish(lab: Lab) {
+    let trace = lab.trace();
+    drop(lab);
+    lab::assert_nothing_left(&trace);
+}
+
+#[test]
+fn lab_net_define_twice_and_attach_with_backup_and_undo() {
+    if !common::require_root("lab_net_define_twice_and_attach_with_backup_and_undo") {
+        return;
+    }
+    let lab = Lab::start("core");
+    let state = tempfile::tempdir().unwrap();
+
+    let (out, first) = vb(&lab, state.path(), &["net-define"]);
+    assert!(out.status.success(), "{first}");
+    assert_eq!(first["changed"], true);
+    assert_eq!(first["active"], true);
+    assert_eq!(first["autostart"], true);
+    assert_eq!(
+        first["warnings"].as_array().unwrap().len(),
+        0,
+        "br0 exists in the lab: {first}"
+    );
+    let (_, second) = vb(&lab, state.path(), &["net-define"]);
+    assert_eq!(second["changed"], false, "{second}");
+    assert_eq!(second["actions"].as_array().unwrap().len(), 0);
+    let xml = lab.virsh_ok(&["net-dumpxml", "br0-network"]);
+    assert!(
+        xml.contains("<forward mode='bridge'/>") && xml.contains("<bridge name='br0'/>"),
+        "{xml}"
+    );
+
+    // A bridge-mode network on a bridge that does not exist: libvirt says active, vbridge warns.
+    let (_, ghost) = vb(
+        &lab,
+        state.path(),
+        &["net-define", "--name", "ghost-net", "--bridge", "nobr0"],
+    );
+    assert_eq!(ghost["active"], true);
+    let w = ghost["warnings"].to_string();
+    assert!(w.contains("nobr0 does not exist"), "{ghost}");
+
+    // A shut-off VM on a user-mode NIC (the e1000 an installer picks).
+    let nic = "    <interface type='user'>\n      <mac address='52:54:00:77:00:01'/>\n      <model type='e1000'/>\n    </interface>\n";
+    let dom = lab.define_guest(GuestSpec {
+        running: false,
+        ..GuestSpec::new("off", vec![Nic::Xml(nic.into())])
+    });
+    let original = inactive(&lab, &dom);
+    let (out, r) = vb(&lab, state.path(), &["attach", &dom]);
+    assert!(out.status.success(), "{r}");
+    let d = &r["domains"][0];
+    assert_eq!(d["changed"], true, "{r}");
+    let backup = d["backup"].as_str().expect("backup path");
+    assert_eq!(
+        std::fs::read_to_string(backup).unwrap().trim_end(),
+        original
+    );
+    let now = inactive(&lab, &dom);
+    let nics = domxml::nics(&now).unwrap();
+    assert_eq!(nics.len(), 1, "{now}");
+    assert!(nics[0].is_on_bridge("br0"), "{now}");
+    assert_eq!(nics[0].mac.as_deref(), Some("52:54:00:77:00:01"));
+
+    // Second run: unchanged. Undo: the exact definition from before.
+    let (_, again) = vb(&lab, state.path(), &["attach", &dom]);
+    assert_eq!(again["domains"][0]["changed"], false, "{again}");
+    let (out, u) = vb(&lab, state.path(), &["undo", &dom]);
+    assert!(out.status.success(), "{u}");
+    assert_eq!(inactive(&lab, &dom), original);
+
+    // The VM now starts on br0 for real once attached again.
+    vb(&lab, state.path(), &["attach", &dom]);
+    lab.virsh_ok(&["start", &dom]);
+    let ip = lab.wait_console(&dom, "LEASE ip=", Duration::from_secs(60));
+    assert!(
+        ip.is_some(),
+        "no lease after attach; console:\n{}",
+        lab.console(&dom)
+    );
+    finish(lab);
+}
+
+#[test]
+fn lab_hotplug_into_running_vm_live_and_config_once() {
+    if !common::require_root("lab_hotplug_into_running_vm_live_and_config_once") {
+        return;
+    }
+    let lab = Lab::start("hot");
+    let state = tempfile::tempdir().unwrap();
+    let dom = lab.define_guest(GuestSpec::new("hp", vec![]));
+    // The guest is up when its /init waits for eth0.
+    let t = Instant::now();
+    let (out, r) = vb(&lab, state.path(), &["attach", &dom, "--hotplug"]);
+    let call = t.elapsed();
+    assert!(out.status.success(), "{r}");
+    let mac = r["domains"][0]["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(mac.starts_with("52:54:00:"));
+
+    let live_nics = domxml::nics(&live(&lab, &dom)).unwrap();
+    let conf_nics = domxml::nics(&inactive(&lab, &dom)).unwrap();
+    assert_eq!(live_nics.len(), 1);
+    assert_eq!(conf_nics.len(), 1);
+    assert_eq!(live_nics[0].mac.as_deref(), Some(mac.as_str()));
+    assert_eq!(conf_nics[0].mac.as_deref(), Some(mac.as_str()));
+    assert!(live_nics[0].is_on_bridge("br0") && conf_nics[0].is_on_bridge("br0"));
+    let tap = live_nics[0]
+        .target_dev
+        .clone()
+        .expect("a tap in the live XML");
+    assert!(
+        lab.bridge_ports().contains(&tap),
+        "{tap} not on br0: {:?}",
+        lab.bridge_ports()
+    );
+
+    let ip = lab.wait_console(&dom, "LEASE ip=", Duration::from_secs(30));
+    eprintln!(
+        "hotplug: call {call:?}, lease {:?} after the call ({ip:?})",
+        t.elapsed()
+    );
+    assert!(
+        ip.is_some(),
+        "no lease on the hot-plugged NIC; console:\n{}",
+        lab.console(&dom)
+    );
+
+    // A second run adds nothing.
+    let (_, again) = vb(&lab, state.path(), &["attach", &dom, "--hotplug"]);
+    assert_eq!(again["domains"][0]["changed"], false, "{again}");
+    assert_eq!(domxml::nics(&live(&lab, &dom)).unwrap().len(), 1);
+    assert_eq!(domxml::nics(&inactive(&lab, &dom)).unwrap().len(), 1);
+
+    // detach takes it out of the config at once (the live unplug needs the guest's ACPI ack).
+    let (out, d) = vb(&lab, state.path(), &["detach", &dom, "--mac", &mac]);
+    assert!(out.status.success(), "{d}");
+    assert_eq!(domxml::nics(&inactive(&lab, &dom)).unwrap().len(), 0);
+    finish(lab);
+}
+
+#[test]
+fn lab_hotplug_refused_without_acpi_changes_nothing() {
+    if !common::require_root("lab_hotplug_refused_without_acpi_changes_nothing") {
+        return;
+    }
+    let lab = Lab::start("noacpi");
+    let state = tempfile::tempdir().unwrap();
+    let dom = lab.define_guest(GuestSpec {
+        acpi: false,
+        ..GuestSpec::new("na", vec![])
+    });
+    let (before_live, before_conf) = (live(&lab, &dom), inactive(&lab, &dom));
+    let (out, r) = vb(&lab, state.path(), &["attach", &dom, "--hotplug"]);
+    assert_eq!(out.status.code(), Some(1), "{r}");
+    let msg = r["domains"][0]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(msg.contains("without <acpi/>"), "{r}");
+    assert_eq!(live(&lab, &dom), before_live);
+    assert_eq!(inactive(&lab, &dom), before_conf);
+
+    // Shut off, the same command adds the NIC to the config only.
+    lab.virsh_ok(&["destroy", &dom]);
+    let (out, r) = vb(&lab, state.path(), &["attach", &dom, "--hotplug"]);
+    assert!(out.status.success(), "{r}");
+    let conf = domxml::nics(&inactive(&lab, &dom)).unwrap();
+    assert_eq!(conf.len(), 1);
+    assert!(conf[0].is_on_bridge("br0"));
+    finish(lab);
+}
