@@ -100,35 +100,46 @@ pub fn plan(dom: &Dom, bridge: &str, selection: &Selection) -> Result<Plan> {
         domain: dom.name().to_string(),
         original,
         rewritten,
-        running: dom.is_active()?,
+        // The id libvirt returned with the lookup: no extra round trip per VM.
+        running: dom.is_running_at_lookup(),
     })
 }
 
-/// Apply a plan: back up, make sure the definition is still what was read, define.
-/// Returns the backup's path.
+/// Apply one plan: back up (durably), make sure the definition is still what was read,
+/// define. Returns the backup's path.
 pub fn apply(conn: &Conn, dom: &Dom, plan: &Plan, state: &StateDir) -> Result<PathBuf> {
     let backup = state.save_backup(&plan.domain, &plan.original)?;
+    if let Err(e) = state.sync() {
+        let _ = std::fs::remove_file(&backup);
+        return Err(e);
+    }
+    commit(conn, dom, plan, &backup)?;
+    Ok(backup)
+}
+
+/// The last step of applying a plan whose backup is written: re-read the definition and
+/// define the new one only if nobody changed it meanwhile. On failure the backup is removed:
+/// a backup of a state vbridge did not replace would mislead `undo`.
+fn commit(conn: &Conn, dom: &Dom, plan: &Plan, backup: &std::path::Path) -> Result<()> {
     let now = dom.persistent_xml();
     if now.as_deref().ok() != Some(plan.original.as_str()) {
-        // Not ours to restore later: a backup of a state we did not replace would mislead undo.
-        let _ = std::fs::remove_file(&backup);
-        let err = now.err().unwrap_or_else(|| {
+        let _ = std::fs::remove_file(backup);
+        return Err(now.err().unwrap_or_else(|| {
             Error::conflict(format!(
                 "the definition of {} changed while vbridge was working on it (someone else edited it); nothing was written",
                 plan.domain
             ))
             .with_hint("run the command again to work from the new definition")
-        });
-        return Err(err);
+        }));
     }
     if let Err(e) = conn.define_domain(&plan.rewritten.xml) {
-        let _ = std::fs::remove_file(&backup);
+        let _ = std::fs::remove_file(backup);
         return Err(e.context(format!(
             "libvirt refused the new definition of {}",
             plan.domain
         )));
     }
-    Ok(backup)
+    Ok(())
 }
 
 /// Options for `attach` without `--hotplug`.
@@ -150,7 +161,8 @@ pub fn check_options(bridge: &str, selection: &Selection) -> Result<Selection> {
 }
 
 /// `vbridge attach VM...`: rewrite each domain's NIC onto the bridge. One connection; each
-/// domain gets its own result, and a failure in one does not stop the others.
+/// domain gets its own result, and a failure in one does not stop the others. Plan all, back
+/// up all (one flush), then define each after checking nobody edited it meanwhile.
 pub fn attach(
     conn: &Conn,
     domains: &[String],
@@ -159,22 +171,64 @@ pub fn attach(
 ) -> Result<AttachReport> {
     let selection = check_options(&opts.bridge, &opts.selection)?;
     let host_warning = host_bridge_warning(conn, &opts.bridge);
-    let mut results = Vec::with_capacity(domains.len());
-    for name in domains {
-        let r = attach_one(conn, name, &opts.bridge, &selection, opts.dry_run, state);
-        results.push(match r {
-            Ok(mut r) => {
-                if r.changed {
-                    r.notes.extend(host_warning.clone());
+    let mut slots: Vec<(DomainResult, Option<(Dom, Plan)>)> =
+        parallel(domains.iter().collect(), WORKERS, |name| {
+            match plan_one(conn, name, &opts.bridge, &selection) {
+                Ok((dom, plan)) => {
+                    let mut r = result_of(&plan);
+                    if plan.changed() {
+                        r.notes.extend(host_warning.iter().cloned());
+                    }
+                    if opts.dry_run && plan.changed() {
+                        r.diff = Some(plan.diff());
+                    }
+                    let todo = (plan.changed() && !opts.dry_run).then_some((dom, plan));
+                    (r, todo)
                 }
-                r
+                Err(e) => (DomainResult::failed(name, e), None),
             }
-            Err(e) => DomainResult::failed(name, e),
         });
+
+    let mut backed_up = false;
+    for (r, todo) in slots.iter_mut() {
+        if let Some((_, plan)) = todo {
+            match state.save_backup(&plan.domain, &plan.original) {
+                Ok(path) => {
+                    r.backup = Some(path);
+                    backed_up = true;
+                }
+                Err(e) => {
+                    *r = DomainResult::failed(&r.domain, e);
+                    *todo = None;
+                }
+            }
+        }
     }
+    if backed_up {
+        if let Err(e) = state.sync() {
+            for (r, todo) in slots.iter_mut() {
+                if todo.take().is_some() {
+                    if let Some(b) = &r.backup {
+                        let _ = std::fs::remove_file(b);
+                    }
+                    *r = DomainResult::failed(&r.domain, e.clone());
+                }
+            }
+        }
+    }
+    let domains = parallel(slots, WORKERS, |(r, todo)| match todo {
+        Some((dom, plan)) => {
+            let backup = r.backup.clone().expect("backed up before commit");
+            match commit(conn, &dom, &plan, &backup) {
+                Ok(()) => r,
+                Err(e) => DomainResult::failed(&r.domain, e),
+            }
+        }
+        None => r,
+    });
     Ok(AttachReport {
         dry_run: opts.dry_run,
-        domains: results,
+        domains,
     })
 }
 
@@ -192,51 +246,69 @@ fn host_bridge_warning(conn: &Conn, bridge: &str) -> Vec<String> {
     }
 }
 
-fn attach_one(
-    conn: &Conn,
-    name: &str,
-    bridge: &str,
-    selection: &Selection,
-    dry_run: bool,
-    state: &StateDir,
-) -> Result<DomainResult> {
+/// Calls in flight at once on the one connection: libvirt connections are thread-safe and
+/// libvirtd serves a connection's calls with several workers, so round trips overlap.
+const WORKERS: usize = 4;
+
+/// Map `f` over `items` on up to `workers` threads, keeping the order.
+fn parallel<T: Send, R: Send>(items: Vec<T>, workers: usize, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    if workers <= 1 || items.len() <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let n = items.len();
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+    let out = std::sync::Mutex::new((0..n).map(|_| None).collect::<Vec<Option<R>>>());
+    std::thread::scope(|s| {
+        for _ in 0..workers.min(n) {
+            s.spawn(|| loop {
+                let next = queue.lock().expect("queue lock").next();
+                let Some((i, item)) = next else { break };
+                let r = f(item);
+                out.lock().expect("result lock")[i] = Some(r);
+            });
+        }
+    });
+    out.into_inner()
+        .expect("result lock")
+        .into_iter()
+        .map(|r| r.expect("every item mapped"))
+        .collect()
+}
+
+fn plan_one(conn: &Conn, name: &str, bridge: &str, selection: &Selection) -> Result<(Dom, Plan)> {
     let dom = conn.domain(name)?;
     let plan = plan(&dom, bridge, selection)?;
-    let interfaces = plan
-        .rewritten
-        .changes
-        .iter()
-        .map(|c| NicResult {
-            mac: c.mac.clone(),
-            changed: c.changed,
-            before: Some(c.before.clone()),
-            after: Some(c.after.clone()),
-        })
-        .collect();
-    let mut result = DomainResult {
-        domain: plan.domain.clone(),
-        changed: plan.changed(),
-        interfaces,
-        error: None,
-        backup: None,
-        notes: Vec::new(),
-        diff: None,
-    };
-    if !plan.changed() {
-        return Ok(result);
-    }
-    if plan.running {
-        result.notes.push(format!(
+    Ok((dom, plan))
+}
+
+/// The report of one domain's plan, before anything is applied.
+fn result_of(plan: &Plan) -> DomainResult {
+    let mut notes = Vec::new();
+    if plan.changed() && plan.running {
+        notes.push(format!(
             "{} is running: the new NIC setup takes effect after a full power-off (virsh shutdown, then start; a reboot inside the guest is not enough), or use --hotplug to add a NIC now",
             plan.domain
         ));
     }
-    if dry_run {
-        result.diff = Some(plan.diff());
-        return Ok(result);
+    DomainResult {
+        domain: plan.domain.clone(),
+        changed: plan.changed(),
+        interfaces: plan
+            .rewritten
+            .changes
+            .iter()
+            .map(|c| NicResult {
+                mac: c.mac.clone(),
+                changed: c.changed,
+                before: Some(c.before.clone()),
+                after: Some(c.after.clone()),
+            })
+            .collect(),
+        error: None,
+        backup: None,
+        notes,
+        diff: None,
     }
-    result.backup = Some(apply(conn, &dom, &plan, state)?);
-    Ok(result)
 }
 
 /// Rewrite a document given as text (`attach --xml`): no libvirt involved.

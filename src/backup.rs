@@ -80,11 +80,11 @@ impl StateDir {
                 .open(&path)
             {
                 Ok(mut f) => {
-                    f.write_all(xml.as_bytes())
-                        .and_then(|_| f.sync_all())
-                        .map_err(|e| {
-                            Error::io(format!("cannot write backup {}", path.display()), e)
-                        })?;
+                    // Durability comes from one `sync()` over all backups of a call,
+                    // before the first definition changes.
+                    f.write_all(xml.as_bytes()).map_err(|e| {
+                        Error::io(format!("cannot write backup {}", path.display()), e)
+                    })?;
                     return Ok(path);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -101,6 +101,23 @@ impl StateDir {
             "too many backups with the same timestamp in {}",
             dir.display()
         )))
+    }
+
+    /// Make every backup written so far durable (one syncfs for the whole call instead of
+    /// an fsync per file: 200 VMs cost one flush, not 200).
+    pub fn sync(&self) -> Result<()> {
+        let dir = std::fs::File::open(&self.root)
+            .map_err(|e| Error::io(format!("cannot open {}", self.root.display()), e))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: the fd is open and owned by `dir` for the duration of the call.
+        let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
+        if rc != 0 {
+            return Err(Error::io(
+                format!("cannot flush backups in {}", self.root.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
     }
 
     /// The newest backup not yet undone, if any.

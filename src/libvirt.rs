@@ -205,6 +205,12 @@ impl Dom {
         self.inner.is_active().map_err(map)
     }
 
+    /// Whether the domain had an id (was running) when it was looked up; answered from the
+    /// lookup itself, without a call to libvirtd.
+    pub fn is_running_at_lookup(&self) -> bool {
+        self.inner.id().is_some()
+    }
+
     /// The persistent definition, secrets included (what `virsh edit` edits).
     pub fn persistent_xml(&self) -> Result<String> {
         self.inner

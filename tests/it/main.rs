@@ -1,5 +1,6 @@
 //! vbridge's integration tests, compiled into one binary.
 
+mod bench;
 mod common;
 mod corpus;
 mod lab;
