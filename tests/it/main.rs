@@ -5,3 +5,4 @@ mod corpus;
 mod lab;
 mod lab_smoke;
 mod rewrite;
+mod host;
