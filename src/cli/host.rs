@@ -158,6 +158,9 @@ fn render_bridge(r: &host_bridge::Report, g: &Globals) -> String {
     if let Some(b) = &r.backup {
         s.push_str(&format!("  previous file saved as {}\n", b.display()));
     }
+    for n in &r.notes {
+        s.push_str(&format!("  note: {n}\n"));
+    }
     for a in &r.addresses {
         s.push_str(&format!("  address {a}\n"));
     }
@@ -246,4 +249,62 @@ pub fn tap(cmd: &TapCommand, g: &Globals) -> CmdResult {
         TapCommand::Del { name } => tap::del(name, g.dry_run)?,
     };
     Ok(super::report(rep, render_tap, super::always))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn options(line: &str) -> Result<host_bridge::Options, Error> {
+        let cli = super::super::Cli::try_parse_from(line.split_whitespace())
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        match &cli.command {
+            super::super::Command::HostBridge(a) => host_bridge_options(a, &cli.globals),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn host_bridge_command_lines() {
+        let ok = [
+            "vbridge host-bridge eth1 --live",
+            "vbridge host-bridge eth1 --live --probe 10.0.0.9 --rollback-after 2",
+            "vbridge host-bridge eth1 --live --confirm-within 60",
+            "vbridge host-bridge eth1 --dhcp --netplan --apply --confirm-within 60",
+            "vbridge host-bridge eth1 --address 10.0.0.2/24 --gateway 10.0.0.1 --dns 1.1.1.1,9.9.9.9 --netplan",
+            "vbridge host-bridge eth1 --bridge br1 --dhcp --netplan --root-dir /tmp/x",
+        ];
+        for line in ok {
+            if let Err(e) = options(line) {
+                panic!("{line}: {e}");
+            }
+        }
+        let o = options("vbridge host-bridge eth1 --address 10.0.0.2/24 --gateway 10.0.0.1 --dns 1.1.1.1,9.9.9.9 --netplan").unwrap();
+        assert_eq!(o.dns.len(), 2);
+        assert_eq!(
+            o.mode,
+            Mode::Netplan {
+                root: PathBuf::from("/"),
+                apply: false
+            }
+        );
+        let bad = [
+            "vbridge host-bridge eth1",
+            "vbridge host-bridge eth1 --live --netplan",
+            "vbridge host-bridge eth1 --dhcp --address 10.0.0.2/24 --netplan",
+            "vbridge host-bridge eth1 --gateway 10.0.0.1 --netplan",
+            "vbridge host-bridge eth1 --address 10.0.0.2 --netplan",
+            "vbridge host-bridge eth1 --address 10.0.0.2/24 --gateway 10.0.0.1.5 --netplan",
+            "vbridge host-bridge eth1 --dhcp --dns 1.1.1.1,x --netplan",
+            "vbridge host-bridge eth1 --live --probe nope",
+            "vbridge host-bridge eth1 --live --rollback-after 0",
+            "vbridge host-bridge eth1 --live --confirm-within 0",
+            "vbridge host-bridge eth1 --dhcp --root-dir /x",
+            "vbridge host-bridge --confirm --live",
+        ];
+        for line in bad {
+            assert!(options(line).is_err(), "{line} was accepted");
+        }
+    }
 }

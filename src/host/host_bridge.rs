@@ -69,6 +69,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback_ms: Option<u64>,
     pub dry_run: bool,
+    /// Things the admin should know (what the live way cannot do).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -91,6 +94,7 @@ impl Report {
             apply_ms: 0,
             rollback_ms: None,
             dry_run: o.dry_run,
+            notes: vec![],
         }
     }
 }
@@ -141,10 +145,6 @@ pub fn run(o: &Options) -> Result<Report> {
     }
 }
 
-fn probe_fn(target: IpAddr, within: Duration) -> Result<bool> {
-    probe::icmp_echo(target, within)
-}
-
 /// The live way, through any [`Net`] (the tests' fakes, or netlink).
 pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
     let mut rep = Report::new(o, "live");
@@ -177,9 +177,25 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
             rollback_ms: None,
         }
     } else {
-        bridge::live(net, &req, o.probe, o.rollback_after, &mut probe_fn)?
+        let mut probe = |t: IpAddr, within: Duration| probe::icmp_echo(t, Some(&o.bridge), within);
+        bridge::live(net, &req, o.probe, o.rollback_after, &mut probe)?
     };
     rep.steps = outcome.plan.steps.iter().map(Step::describe).collect();
+    const IFA_F_PERMANENT: u32 = 0x80;
+    let leased = outcome.plan.steps.iter().any(|s| {
+        matches!(s, Step::DelAddr { addr } if addr.flags & IFA_F_PERMANENT == 0 && addr.ip.is_ipv4())
+    });
+    if leased {
+        rep.notes.push(format!(
+            "a DHCP-leased address moved to {} as a fixed one; make it persistent with --netplan --dhcp",
+            o.bridge
+        ));
+    }
+    if !o.dns.is_empty() {
+        rep.notes.push(
+            "--dns is written by --netplan only; the live way leaves resolv.conf alone".into(),
+        );
+    }
     rep.addresses = outcome.plan.addresses.iter().map(|a| a.cidr()).collect();
     rep.routes = outcome.plan.routes.iter().map(|r| r.describe()).collect();
     rep.changed = outcome.changed;
@@ -313,7 +329,7 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
     }
     if let Some(t) = target {
         let p0 = Instant::now();
-        let answered = probe_fn(t, o.rollback_after)?;
+        let answered = probe::icmp_echo(t, Some(&o.bridge), o.rollback_after)?;
         rep.probe = Some(ProbeResult {
             target: t,
             answered,

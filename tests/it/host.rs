@@ -158,6 +158,16 @@ fn live_moves_the_nic_onto_the_bridge_and_is_idempotent() {
     let lab = Lab::new(11);
     let state = tempfile::tempdir().unwrap();
     let mac = lab.sys("/sys/class/net/eth1/address");
+    // --dry-run shows the plan and touches nothing.
+    let untouched = lab.snapshot();
+    let out = vbridge_in(&lab, state.path(), &["-n", "host-bridge", "eth1", "--live"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("would change") && text.contains("set eth1 master br0"),
+        "{text}"
+    );
+    assert_eq!(lab.snapshot(), untouched);
     let out = vbridge_in(
         &lab,
         state.path(),
@@ -225,6 +235,64 @@ fn live_moves_the_nic_onto_the_bridge_and_is_idempotent() {
     assert_eq!(j["changed"], false);
     assert_eq!(j["steps"], serde_json::json!([]));
     assert_eq!(lab.snapshot(), before);
+}
+
+#[test]
+fn ipv6_addresses_move_and_the_probe_speaks_icmpv6() {
+    if !common::require_root("ipv6_addresses_move_and_the_probe_speaks_icmpv6") {
+        return;
+    }
+    let lab = Lab::new(16);
+    let state = tempfile::tempdir().unwrap();
+    lab.host
+        .ip(&["addr", "add", "fd88:16::2/64", "dev", "eth1", "nodad"]);
+    lab._gw
+        .ip(&["addr", "add", "fd88:16::1/64", "dev", "gw0", "nodad"]);
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &[
+            "-o",
+            "json",
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--probe",
+            "fd88:16::1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json_of(&out);
+    assert_eq!(j["probe"]["answered"], true, "{j}");
+    let v6 = lab.host.ip(&["-6", "addr", "show", "dev", "br0"]);
+    assert!(v6.contains("fd88:16::2/64"), "{v6}");
+    // A v6 target that does not answer rolls everything back, v6 included.
+    let lab = Lab::new(17);
+    lab.host
+        .ip(&["addr", "add", "fd88:17::2/64", "dev", "eth1", "nodad"]);
+    let before2 = lab.snapshot();
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &[
+            "-o",
+            "json",
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--probe",
+            "fd88:17::99",
+            "--rollback-after",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json_of(&out)["rolled_back"], true);
+    assert_eq!(lab.snapshot(), before2);
 }
 
 #[test]
