@@ -302,9 +302,11 @@ mod tests {
             "vbridge host-bridge eth1 --live --confirm-within 0",
             "vbridge host-bridge eth1 --dhcp --root-dir /x",
             "vbridge host-bridge --confirm --live",
+            "vbridge host-bridge br0 --live",
         ];
         for line in bad {
-            assert!(options(line).is_err(), "{line} was accepted");
+            let checked = options(line).and_then(|o| host_bridge::check_options(&o));
+            assert!(checked.is_err(), "{line} was accepted");
         }
     }
 }

@@ -103,6 +103,12 @@ impl Report {
 pub fn check_options(o: &Options) -> Result<()> {
     crate::validate::interface_name(&o.nic)?;
     crate::validate::interface_name(&o.bridge)?;
+    if o.nic == o.bridge {
+        return Err(
+            Error::invalid(format!("the NIC and the bridge are both named {}", o.nic))
+                .with_hint("give the bridge another name with --bridge, e.g. br0"),
+        );
+    }
     if o.dhcp && o.address.is_some() {
         return Err(Error::invalid("--dhcp and --address exclude each other"));
     }
