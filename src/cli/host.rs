@@ -2,12 +2,17 @@
 
 use super::{CmdResult, Globals};
 use crate::error::Error;
+use crate::host::host_bridge::{self, Mode};
+use crate::host::{bridge, pending, tap};
 use clap::{Args, Subcommand};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct HostBridgeArgs {
     /// The NIC to put on the bridge (e.g. enp3s0)
-    #[arg(required_unless_present = "confirm")]
+    #[arg(required_unless_present_any = ["confirm", "revert_pending"])]
     pub nic: Option<String>,
     /// Bridge name
     #[arg(long, default_value = "br0")]
@@ -46,8 +51,11 @@ pub struct HostBridgeArgs {
     #[arg(long, value_name = "S")]
     pub confirm_within: Option<u64>,
     /// Keep a pending change made with --confirm-within
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["live", "netplan", "confirm_within"])]
     pub confirm: bool,
+    /// Internal: the detached reverter of a --confirm-within change
+    #[arg(long, value_name = "ID", hide = true)]
+    pub revert_pending: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,12 +73,240 @@ pub enum TapCommand {
     Del { name: String },
 }
 
-pub fn host_bridge(_args: &HostBridgeArgs, _g: &Globals) -> CmdResult {
-    Err(Error::unsupported(
-        "host-bridge is not available in this build yet",
-    ))
+fn host_bridge_options(a: &HostBridgeArgs, g: &Globals) -> Result<host_bridge::Options, Error> {
+    let nic = a.nic.clone().unwrap_or_default();
+    let mode = match (a.live, a.netplan) {
+        (true, _) => Mode::Live,
+        (_, true) => Mode::Netplan {
+            root: a.root_dir.clone().unwrap_or_else(|| PathBuf::from("/")),
+            apply: a.apply,
+        },
+        _ => {
+            return Err(Error::invalid("say how to apply the bridge").with_hint(
+                "add --live (now, with automatic rollback) or --netplan (persistent file)",
+            ))
+        }
+    };
+    let address = a.address.as_deref().map(bridge::parse_cidr).transpose()?;
+    let gateway = a
+        .gateway
+        .as_deref()
+        .map(|s| bridge::parse_ip("gateway", s))
+        .transpose()?;
+    let dns = a
+        .dns
+        .iter()
+        .map(|s| bridge::parse_ip("DNS server", s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let probe = a
+        .probe
+        .as_deref()
+        .map(|s| bridge::parse_ip("probe", s))
+        .transpose()?;
+    if a.rollback_after == 0 {
+        return Err(Error::invalid("--rollback-after must be at least 1 second"));
+    }
+    if a.confirm_within == Some(0) {
+        return Err(Error::invalid("--confirm-within must be at least 1 second"));
+    }
+    let reverter = std::env::current_exe()
+        .map_err(|e| Error::io("cannot find the vbridge binary to re-execute", e))?;
+    Ok(host_bridge::Options {
+        nic,
+        bridge: a.bridge.clone(),
+        dhcp: a.dhcp,
+        address,
+        gateway,
+        dns,
+        mode,
+        probe,
+        rollback_after: Duration::from_secs(a.rollback_after),
+        confirm_within: a.confirm_within.map(Duration::from_secs),
+        dry_run: g.dry_run,
+        reverter,
+        state_dir: pending::state_dir(),
+    })
 }
 
-pub fn tap(_cmd: &TapCommand, _g: &Globals) -> CmdResult {
-    Err(Error::unsupported("tap is not available in this build yet"))
+fn render_bridge(r: &host_bridge::Report, g: &Globals) -> String {
+    let mut s = String::new();
+    if r.rolled_back {
+        let why = match &r.probe {
+            Some(p) => format!("{} did not answer within {} ms", p.target, p.ms),
+            None => "the probe failed".to_string(),
+        };
+        s.push_str(&format!(
+            "rolled back: {why}; {} keeps its previous addresses, routes and links\n",
+            r.nic
+        ));
+        return s;
+    }
+    let verb = match (r.changed, r.dry_run) {
+        (false, _) => "no change",
+        (true, true) => "would change",
+        (true, false) => "changed",
+    };
+    s.push_str(&format!("{} on {} ({}): {verb}\n", r.nic, r.bridge, r.mode));
+    if g.verbose || r.dry_run {
+        for st in &r.steps {
+            s.push_str(&format!("  {st}\n"));
+        }
+    }
+    if let Some(f) = &r.netplan_file {
+        s.push_str(&format!("  file: {}\n", f.display()));
+    }
+    if let Some(b) = &r.backup {
+        s.push_str(&format!("  previous file saved as {}\n", b.display()));
+    }
+    for n in &r.notes {
+        s.push_str(&format!("  note: {n}\n"));
+    }
+    for a in &r.addresses {
+        s.push_str(&format!("  address {a}\n"));
+    }
+    for rt in &r.routes {
+        s.push_str(&format!("  route {rt}\n"));
+    }
+    if let Some(p) = &r.probe {
+        s.push_str(&format!("  {} answered after {} ms\n", p.target, p.ms));
+    }
+    if r.pending {
+        s.push_str(&format!(
+            "PENDING: this reverts by itself in {} s. From a NEW ssh connection run `vbridge host-bridge --confirm` to keep it.\n",
+            r.confirm_within.unwrap_or(0)
+        ));
+    }
+    s
+}
+
+#[derive(Serialize)]
+struct ConfirmReport {
+    confirmed: bool,
+    bridge: String,
+    nic: String,
+    mode: String,
+}
+
+#[derive(Serialize)]
+struct RevertReport {
+    reverted: bool,
+    record: Option<pending::RevertRecord>,
+}
+
+pub fn host_bridge(a: &HostBridgeArgs, g: &Globals) -> CmdResult {
+    let dir = pending::state_dir();
+    if let Some(id) = &a.revert_pending {
+        let rec = host_bridge::revert_pending(&dir, id)?;
+        return Ok(super::report(
+            RevertReport {
+                reverted: rec.as_ref().is_some_and(|r| r.reverted),
+                record: rec,
+            },
+            |r, _| format!("reverted: {}", r.reverted),
+            |_| true,
+        ));
+    }
+    if a.confirm {
+        let p = host_bridge::confirm(&dir)?;
+        return Ok(super::report(
+            ConfirmReport {
+                confirmed: true,
+                bridge: p.bridge,
+                nic: p.nic,
+                mode: p.mode,
+            },
+            |r, _| format!("confirmed: {} stays on {}", r.nic, r.bridge),
+            |_| true,
+        ));
+    }
+    let opts = host_bridge_options(a, g)?;
+    let rep = host_bridge::run(&opts)?;
+    Ok(super::report(rep, render_bridge, |r| !r.rolled_back))
+}
+
+fn render_tap(r: &tap::TapReport, g: &Globals) -> String {
+    if !r.changed {
+        return format!("{}: no change", r.name);
+    }
+    let mut s = format!(
+        "{}: {}",
+        r.name,
+        if g.dry_run { "would change" } else { "changed" }
+    );
+    for a in &r.actions {
+        s.push_str(&format!("\n  {a}"));
+    }
+    s
+}
+
+pub fn tap(cmd: &TapCommand, g: &Globals) -> CmdResult {
+    let rep = match cmd {
+        TapCommand::Add {
+            name,
+            bridge,
+            owner,
+        } => tap::add(name, bridge, owner.as_deref(), g.dry_run)?,
+        TapCommand::Del { name } => tap::del(name, g.dry_run)?,
+    };
+    Ok(super::report(rep, render_tap, super::always))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn options(line: &str) -> Result<host_bridge::Options, Error> {
+        let cli = super::super::Cli::try_parse_from(line.split_whitespace())
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        match &cli.command {
+            super::super::Command::HostBridge(a) => host_bridge_options(a, &cli.globals),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn host_bridge_command_lines() {
+        let ok = [
+            "vbridge host-bridge eth1 --live",
+            "vbridge host-bridge eth1 --live --probe 10.0.0.9 --rollback-after 2",
+            "vbridge host-bridge eth1 --live --confirm-within 60",
+            "vbridge host-bridge eth1 --dhcp --netplan --apply --confirm-within 60",
+            "vbridge host-bridge eth1 --address 10.0.0.2/24 --gateway 10.0.0.1 --dns 1.1.1.1,9.9.9.9 --netplan",
+            "vbridge host-bridge eth1 --bridge br1 --dhcp --netplan --root-dir /tmp/x",
+        ];
+        for line in ok {
+            if let Err(e) = options(line) {
+                panic!("{line}: {e}");
+            }
+        }
+        let o = options("vbridge host-bridge eth1 --address 10.0.0.2/24 --gateway 10.0.0.1 --dns 1.1.1.1,9.9.9.9 --netplan").unwrap();
+        assert_eq!(o.dns.len(), 2);
+        assert_eq!(
+            o.mode,
+            Mode::Netplan {
+                root: PathBuf::from("/"),
+                apply: false
+            }
+        );
+        let bad = [
+            "vbridge host-bridge eth1",
+            "vbridge host-bridge eth1 --live --netplan",
+            "vbridge host-bridge eth1 --dhcp --address 10.0.0.2/24 --netplan",
+            "vbridge host-bridge eth1 --gateway 10.0.0.1 --netplan",
+            "vbridge host-bridge eth1 --address 10.0.0.2 --netplan",
+            "vbridge host-bridge eth1 --address 10.0.0.2/24 --gateway 10.0.0.1.5 --netplan",
+            "vbridge host-bridge eth1 --dhcp --dns 1.1.1.1,x --netplan",
+            "vbridge host-bridge eth1 --live --probe nope",
+            "vbridge host-bridge eth1 --live --rollback-after 0",
+            "vbridge host-bridge eth1 --live --confirm-within 0",
+            "vbridge host-bridge eth1 --dhcp --root-dir /x",
+            "vbridge host-bridge --confirm --live",
+            "vbridge host-bridge br0 --live",
+        ];
+        for line in bad {
+            let checked = options(line).and_then(|o| host_bridge::check_options(&o));
+            assert!(checked.is_err(), "{line} was accepted");
+        }
+    }
 }

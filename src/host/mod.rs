@@ -4,8 +4,14 @@
 //! The live bridge follows plan-then-apply: [`bridge::observe`] reads the state,
 //! [`bridge::plan_live`] computes the [`bridge::Step`]s (pure), and [`bridge::apply`] runs
 //! them through the [`bridge::Net`] trait, whose real implementation speaks rtnetlink.
+//!
+//! Entry points: [`host_bridge::run`] (the whole `host-bridge` command),
+//! [`host_bridge::confirm`], [`tap::add`] / [`tap::del`], [`netplan::render`] /
+//! [`netplan::write`], and the read-only [`sysfs`] facts (bridge exists, ports, master,
+//! STP state, forward delay, MAC) and [`bridge::observe`] (links, addresses, routes).
 
 pub mod bridge;
+pub mod host_bridge;
 pub mod netlink;
 pub mod netplan;
 pub mod pending;

@@ -1,8 +1,8 @@
-//! Reachability probe without a `ping` binary: ICMP echo on a raw socket (root), falling
-//! back to an unprivileged ICMP datagram socket (needs net.ipv4.ping_group_range).
+//! Reachability probe without a `ping` binary: ICMP or ICMPv6 echo on a raw socket (root),
+//! falling back to an unprivileged ICMP datagram socket (needs net.ipv4.ping_group_range).
 
 use crate::error::{Error, Result};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -35,25 +35,67 @@ fn echo_request(id: u16, seq: u16) -> Vec<u8> {
     p
 }
 
-fn open(kind: libc::c_int) -> Option<OwnedFd> {
+fn open(domain: libc::c_int, kind: libc::c_int, proto: libc::c_int) -> Option<OwnedFd> {
     // SAFETY: socket() takes no pointers; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_INET, kind | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP) };
+    let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, proto) };
     // SAFETY: fd is fresh and owned by nobody else.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Send ICMP echo requests to `target` until one is answered or `timeout` passes.
-/// Ok(true) when it answered.
-pub fn icmp_echo(target: IpAddr, timeout: Duration) -> Result<bool> {
-    let IpAddr::V4(v4) = target else {
-        return Err(Error::unsupported(format!(
-            "cannot probe {target}: only IPv4 probes are implemented"
-        ))
-        .with_hint("name an IPv4 address with --probe"));
+/// A destination socket address for either family; `scope` is the interface index a
+/// link-local IPv6 target needs.
+enum Dest {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+impl Dest {
+    fn new(ip: IpAddr, scope: u32) -> Dest {
+        match ip {
+            IpAddr::V4(v4) => {
+                // SAFETY: sockaddr_in is plain data; zero is a valid start.
+                let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                sa.sin_family = libc::AF_INET as u16;
+                sa.sin_addr.s_addr = u32::from_ne_bytes(v4.octets());
+                Dest::V4(sa)
+            }
+            IpAddr::V6(v6) => {
+                // SAFETY: sockaddr_in6 is plain data; zero is a valid start.
+                let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+                sa.sin6_family = libc::AF_INET6 as u16;
+                sa.sin6_addr.s6_addr = v6.octets();
+                sa.sin6_scope_id = scope;
+                Dest::V6(sa)
+            }
+        }
+    }
+
+    fn raw(&self) -> (*const libc::sockaddr, u32) {
+        match self {
+            Dest::V4(sa) => (
+                sa as *const libc::sockaddr_in as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            ),
+            Dest::V6(sa) => (
+                sa as *const libc::sockaddr_in6 as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in6>() as u32,
+            ),
+        }
+    }
+}
+
+/// Send ICMP echo requests to `target` until one is answered or `timeout` passes; Ok(true)
+/// when it answered. `dev` scopes a link-local IPv6 target (fe80::...) to an interface.
+pub fn icmp_echo(target: IpAddr, dev: Option<&str>, timeout: Duration) -> Result<bool> {
+    let v6 = target.is_ipv6();
+    let (domain, proto) = if v6 {
+        (libc::AF_INET6, libc::IPPROTO_ICMPV6)
+    } else {
+        (libc::AF_INET, libc::IPPROTO_ICMP)
     };
-    let (fd, raw) = match open(libc::SOCK_RAW) {
+    let (fd, raw) = match open(domain, libc::SOCK_RAW, proto) {
         Some(fd) => (fd, true),
-        None => match open(libc::SOCK_DGRAM) {
+        None => match open(domain, libc::SOCK_DGRAM, proto) {
             Some(fd) => (fd, false),
             None => {
                 return Err(Error::io(
@@ -66,6 +108,15 @@ pub fn icmp_echo(target: IpAddr, timeout: Duration) -> Result<bool> {
             }
         },
     };
+    let scope = match (v6, dev) {
+        (true, Some(d)) => {
+            let c = std::ffi::CString::new(d).unwrap_or_default();
+            // SAFETY: c is a valid NUL-terminated string.
+            unsafe { libc::if_nametoindex(c.as_ptr()) }
+        }
+        _ => 0,
+    };
+    let dest = Dest::new(target, scope);
     let id = (std::process::id() & 0xffff) as u16;
     let deadline = Instant::now() + timeout;
     let mut seq: u16 = 0;
@@ -75,7 +126,14 @@ pub fn icmp_echo(target: IpAddr, timeout: Duration) -> Result<bool> {
             return Ok(false);
         }
         seq = seq.wrapping_add(1);
-        send_to(&fd, v4, &echo_request(id, seq));
+        let mut pkt = echo_request(id, seq);
+        if v6 {
+            // ICMPv6 echo request; the kernel computes the checksum over the pseudo-header.
+            pkt[0] = 128;
+            pkt[2] = 0;
+            pkt[3] = 0;
+        }
+        send_to(&fd, &dest, &pkt);
         let until = (now + RESEND).min(deadline);
         while let Some(left) = until.checked_duration_since(Instant::now()) {
             if left.is_zero() || !readable(&fd, left) {
@@ -85,10 +143,11 @@ pub fn icmp_echo(target: IpAddr, timeout: Duration) -> Result<bool> {
             let Some((n, from)) = recv_from(&fd, &mut buf) else {
                 break;
             };
-            if from != v4 {
+            if from != Some(target) {
                 continue;
             }
-            let icmp = if raw {
+            // A raw IPv4 socket hands over the IP header too; IPv6 and datagram ones do not.
+            let icmp = if raw && !v6 {
                 let ihl = ((buf[0] & 0x0f) as usize) * 4;
                 if n < ihl + 8 {
                     continue;
@@ -97,29 +156,27 @@ pub fn icmp_echo(target: IpAddr, timeout: Duration) -> Result<bool> {
             } else {
                 &buf[..n]
             };
-            // Echo reply; on a raw socket the id must be ours (a datagram socket's id is
-            // rewritten by the kernel and filtered for us).
-            if icmp.len() >= 8 && icmp[0] == 0 && (!raw || icmp[4..6] == id.to_be_bytes()) {
+            let reply = if v6 { 129 } else { 0 };
+            // On a raw socket the id must be ours (a datagram socket's id is rewritten by
+            // the kernel, which filters replies for us).
+            if icmp.len() >= 8 && icmp[0] == reply && (!raw || icmp[4..6] == id.to_be_bytes()) {
                 return Ok(true);
             }
         }
     }
 }
 
-fn send_to(fd: &OwnedFd, to: Ipv4Addr, pkt: &[u8]) {
-    // SAFETY: sockaddr_in is plain data; zero is a valid start.
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    sa.sin_family = libc::AF_INET as u16;
-    sa.sin_addr.s_addr = u32::from_ne_bytes(to.octets());
-    // SAFETY: pkt and sa are live for the call; sizes are passed with them.
+fn send_to(fd: &OwnedFd, to: &Dest, pkt: &[u8]) {
+    let (sa, len) = to.raw();
+    // SAFETY: pkt and the address behind sa are live for the call; sizes go with them.
     unsafe {
         libc::sendto(
             fd.as_raw_fd(),
             pkt.as_ptr() as *const libc::c_void,
             pkt.len(),
             libc::MSG_DONTWAIT,
-            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
+            sa,
+            len,
         );
     }
 }
@@ -135,22 +192,40 @@ fn readable(fd: &OwnedFd, wait: Duration) -> bool {
     unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
 
-fn recv_from(fd: &OwnedFd, buf: &mut [u8]) -> Option<(usize, Ipv4Addr)> {
-    // SAFETY: sockaddr_in is plain data; zero is a valid start.
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-    // SAFETY: buf and sa are live and writable for the sizes given.
+fn recv_from(fd: &OwnedFd, buf: &mut [u8]) -> Option<(usize, Option<IpAddr>)> {
+    // SAFETY: sockaddr_storage is plain data; zero is a valid start.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+    // SAFETY: buf and ss are live and writable for the sizes given.
     let n = unsafe {
         libc::recvfrom(
             fd.as_raw_fd(),
             buf.as_mut_ptr() as *mut libc::c_void,
             buf.len(),
             libc::MSG_DONTWAIT,
-            &mut sa as *mut libc::sockaddr_in as *mut libc::sockaddr,
+            &mut ss as *mut libc::sockaddr_storage as *mut libc::sockaddr,
             &mut len,
         )
     };
-    (n > 0).then(|| (n as usize, Ipv4Addr::from(sa.sin_addr.s_addr.to_ne_bytes())))
+    if n <= 0 {
+        return None;
+    }
+    let from = match ss.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sa =
+                unsafe { &*(&ss as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
+            Some(IpAddr::from(sa.sin_addr.s_addr.to_ne_bytes()))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sa =
+                unsafe { &*(&ss as *const libc::sockaddr_storage as *const libc::sockaddr_in6) };
+            Some(IpAddr::from(sa.sin6_addr.s6_addr))
+        }
+        _ => None,
+    };
+    Some((n as usize, from))
 }
 
 #[cfg(test)]

@@ -126,6 +126,10 @@ fn corpus_rewrites_are_lossless_and_accepted_by_libvirt() {
         let mut outputs = Vec::new();
         match domxml::rewrite_to_bridge(&input, BRIDGE, &Selection::All) {
             Ok(r) => {
+                assert!(
+                    nics.iter().all(convertible),
+                    "{file}: --all rewrote a document with an unconvertible NIC"
+                );
                 check(&file, &input, &r);
                 nics_rewritten += r.changes.iter().filter(|c| c.changed).count();
                 outputs.push(r.xml);

@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod corpus;
+mod host;
 mod lab;
 mod lab_core;
 mod lab_smoke;

@@ -62,7 +62,7 @@ fn build() -> Assets {
 
 /// The unpacked kernel package, downloaded with `apt-get download` when missing.
 fn kernel_dir(cache: &Path) -> PathBuf {
-    let pkg = kernel_package();
+    let pkg = kernel_package(cache);
     let dir = cache.join(format!("kernel-{pkg}"));
     if dir.join("boot").is_dir() {
         return dir;
@@ -96,17 +96,36 @@ fn kernel_dir(cache: &Path) -> PathBuf {
 }
 
 /// `linux-image-<version>-cloud-amd64`, read from the meta package's dependency.
-fn kernel_package() -> String {
+/// `apt-cache` takes ~1 s, so the answer is remembered in the cache until apt's package
+/// lists change (`apt-get update`).
+fn kernel_package(cache: &Path) -> String {
     if let Some(p) = std::env::var_os("VBRIDGE_LAB_KERNEL_PKG") {
         return p.to_string_lossy().into_owned();
     }
+    let memo = cache.join("kernel-package");
+    let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(m), Some(lists)) = (mtime(&memo), mtime(Path::new("/var/lib/apt/lists"))) {
+        if m > lists {
+            if let Ok(name) = fs::read_to_string(&memo) {
+                if name.starts_with("linux-image-") {
+                    return name.trim().to_string();
+                }
+            }
+        }
+    }
     let deps = run("apt-cache", &["depends", KERNEL_META]);
-    deps.lines()
+    let pkg = deps
+        .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends:"))
         .map(str::trim)
         .find(|p| p.starts_with("linux-image-"))
         .unwrap_or_else(|| panic!("apt-cache depends {KERNEL_META} names no linux-image-*"))
-        .to_string()
+        .to_string();
+    let tmp = cache.join(format!(".kernel-package.{}", std::process::id()));
+    if fs::write(&tmp, &pkg).is_ok() {
+        let _ = fs::rename(&tmp, &memo);
+    }
+    pkg
 }
 
 fn find_file(dir: &Path, prefix: &str) -> Option<PathBuf> {

@@ -109,8 +109,8 @@ impl Lab {
             .tempdir()
             .expect("lab temp dir");
         fs::create_dir_all(dir.path().join("console")).unwrap();
-        let host = Netns::new("vbh");
-        let lan = Netns::new("vbl");
+        let host = Netns::new("labh");
+        let lan = Netns::new("labl");
         let mut lab = Lab {
             id,
             bridge: topology::BRIDGE,
@@ -406,8 +406,8 @@ fn sweep_stale_labs() {
             let name = e.file_name().to_string_lossy().into_owned();
             // common::unique: prefix + 5 digits of the creator's pid + 3 digits of counter.
             let Some(digits) = name
-                .strip_prefix("vbh")
-                .or_else(|| name.strip_prefix("vbl"))
+                .strip_prefix("labh")
+                .or_else(|| name.strip_prefix("labl"))
             else {
                 continue;
             };

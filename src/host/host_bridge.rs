@@ -1,0 +1,386 @@
+//! `host-bridge` as one library call: validate, then the live way (netlink, probe,
+//! rollback) or the netplan way (file, optional `netplan apply` under the same guard),
+//! either one optionally left pending under a confirm window.
+
+use super::bridge::{self, LiveRequest, Net, NetlinkNet, ProbeResult, Step};
+use super::pending::{self, Pending};
+use super::{netplan, probe, sysfs};
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Now, through netlink.
+    Live,
+    /// Write the netplan file under `root` ("/" for the real system); `apply` runs
+    /// `netplan apply` under the probe/rollback guard.
+    Netplan { root: PathBuf, apply: bool },
+}
+
+/// Everything `vbridge host-bridge` was asked, parsed and typed.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub nic: String,
+    pub bridge: String,
+    pub dhcp: bool,
+    pub address: Option<(IpAddr, u8)>,
+    pub gateway: Option<IpAddr>,
+    pub dns: Vec<IpAddr>,
+    pub mode: Mode,
+    /// The address that must answer after the change (default: the default gateway).
+    pub probe: Option<IpAddr>,
+    pub rollback_after: Duration,
+    /// Leave the change pending and revert it after this long unless confirmed.
+    pub confirm_within: Option<Duration>,
+    pub dry_run: bool,
+    /// The program re-executed as the detached reverter (the vbridge binary).
+    pub reverter: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// The report: `{"bridge","nic","changed","mode","addresses","routes","pending","rolled_back",...}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub bridge: String,
+    pub nic: String,
+    pub changed: bool,
+    pub mode: String,
+    pub addresses: Vec<String>,
+    pub routes: Vec<String>,
+    pub pending: bool,
+    pub rolled_back: bool,
+    pub steps: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netplan_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<PathBuf>,
+    /// The detached reverter's pid, when a confirm window is open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverter_pid: Option<u32>,
+    /// Seconds left to confirm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_within: Option<u64>,
+    pub apply_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_ms: Option<u64>,
+    pub dry_run: bool,
+    /// Things the admin should know (what the live way cannot do).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    fn new(o: &Options, mode: &str) -> Report {
+        Report {
+            bridge: o.bridge.clone(),
+            nic: o.nic.clone(),
+            changed: false,
+            mode: mode.into(),
+            addresses: vec![],
+            routes: vec![],
+            pending: false,
+            rolled_back: false,
+            steps: vec![],
+            probe: None,
+            netplan_file: None,
+            backup: None,
+            reverter_pid: None,
+            confirm_within: None,
+            apply_ms: 0,
+            rollback_ms: None,
+            dry_run: o.dry_run,
+            notes: vec![],
+        }
+    }
+}
+
+/// Checks that need no state: names and the address combination.
+pub fn check_options(o: &Options) -> Result<()> {
+    crate::validate::interface_name(&o.nic)?;
+    crate::validate::interface_name(&o.bridge)?;
+    if o.nic == o.bridge {
+        return Err(
+            Error::invalid(format!("the NIC and the bridge are both named {}", o.nic))
+                .with_hint("give the bridge another name with --bridge, e.g. br0"),
+        );
+    }
+    if o.dhcp && o.address.is_some() {
+        return Err(Error::invalid("--dhcp and --address exclude each other"));
+    }
+    if let Mode::Netplan { root, apply } = &o.mode {
+        if !o.dhcp && o.address.is_none() {
+            return Err(
+                Error::invalid("netplan needs to know how the bridge gets its address")
+                    .with_hint("add --dhcp, or --address CIDR [--gateway IP] [--dns IP,...]"),
+            );
+        }
+        if *apply && root != &PathBuf::from("/") {
+            return Err(Error::invalid(
+                "--apply works on the running system only, not with --root-dir",
+            )
+            .with_hint("drop --root-dir to apply, or drop --apply to stage files"));
+        }
+        if o.confirm_within.is_some() && !apply {
+            return Err(
+                Error::invalid("--confirm-within needs a change that takes effect now")
+                    .with_hint("add --apply, or use --live"),
+            );
+        }
+    }
+    if let (Some(g), Some((a, _))) = (o.gateway, o.address) {
+        if g.is_ipv4() != a.is_ipv4() {
+            return Err(Error::invalid(format!(
+                "the gateway {g} and the address {a} are of different IP versions"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Run `host-bridge`.
+pub fn run(o: &Options) -> Result<Report> {
+    check_options(o)?;
+    match &o.mode {
+        Mode::Live => run_live(o, &mut NetlinkNet::open()?),
+        Mode::Netplan { .. } => run_netplan(o),
+    }
+}
+
+/// The live way, through any [`Net`] (the tests' fakes, or netlink).
+pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
+    let mut rep = Report::new(o, "live");
+    let req = LiveRequest {
+        nic: o.nic.clone(),
+        bridge: o.bridge.clone(),
+        address: o.address,
+        gateway: o.gateway,
+    };
+    if o.confirm_within.is_some() {
+        if let Some(p) = pending::read(&o.state_dir)? {
+            return Err(Error::conflict(format!(
+                "another host-bridge change ({} on {}) is waiting for confirmation",
+                p.nic, p.bridge
+            ))
+            .with_hint(
+                "run `vbridge host-bridge --confirm` to keep it, or wait for it to revert",
+            ));
+        }
+    }
+    let outcome = if o.dry_run {
+        let state = net.observe()?;
+        let plan = bridge::plan_live(&state, &req)?;
+        bridge::LiveOutcome {
+            changed: !plan.steps.is_empty(),
+            plan,
+            probe: None,
+            rolled_back: false,
+            apply_ms: 0,
+            rollback_ms: None,
+        }
+    } else {
+        let mut probe = |t: IpAddr, within: Duration| probe::icmp_echo(t, Some(&o.bridge), within);
+        bridge::live(net, &req, o.probe, o.rollback_after, &mut probe)?
+    };
+    rep.steps = outcome.plan.steps.iter().map(Step::describe).collect();
+    const IFA_F_PERMANENT: u32 = 0x80;
+    let leased = outcome.plan.steps.iter().any(|s| {
+        matches!(s, Step::DelAddr { addr } if addr.flags & IFA_F_PERMANENT == 0 && addr.ip.is_ipv4())
+    });
+    if leased {
+        rep.notes.push(format!(
+            "a DHCP-leased address moved to {} as a fixed one; make it persistent with --netplan --dhcp",
+            o.bridge
+        ));
+    }
+    if !o.dns.is_empty() {
+        rep.notes.push(
+            "--dns is written by --netplan only; the live way leaves resolv.conf alone".into(),
+        );
+    }
+    rep.addresses = outcome.plan.addresses.iter().map(|a| a.cidr()).collect();
+    rep.routes = outcome.plan.routes.iter().map(|r| r.describe()).collect();
+    rep.changed = outcome.changed;
+    rep.rolled_back = outcome.rolled_back;
+    rep.probe = outcome.probe;
+    rep.apply_ms = outcome.apply_ms;
+    rep.rollback_ms = outcome.rollback_ms;
+    if let (Some(window), true, false) = (o.confirm_within, rep.changed, o.dry_run) {
+        let undo = bridge::undo_steps(&outcome.plan.steps);
+        let p = Pending {
+            id: pending::new_id(),
+            mode: "live".into(),
+            bridge: o.bridge.clone(),
+            nic: o.nic.clone(),
+            undo: undo.clone(),
+            netplan: None,
+            revert_at_ms: pending::now_ms() + window.as_millis() as u64,
+        };
+        leave_pending(o, &p, &mut rep, window, |_| bridge::revert(net, &undo))?;
+    }
+    Ok(rep)
+}
+
+/// Write the pending file and start the reverter; undo at once if either fails.
+fn leave_pending(
+    o: &Options,
+    p: &Pending,
+    rep: &mut Report,
+    window: Duration,
+    undo_now: impl FnOnce(&Pending) -> Vec<Error>,
+) -> Result<()> {
+    let started = pending::write(&o.state_dir, p)
+        .and_then(|_| pending::spawn_reverter(&o.reverter, &o.state_dir, &p.id));
+    match started {
+        Ok(pid) => {
+            rep.pending = true;
+            rep.reverter_pid = Some(pid);
+            rep.confirm_within = Some(window.as_secs());
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(o.state_dir.join(pending::PENDING_FILE));
+            let problems = undo_now(p);
+            Err(e
+                .context("cannot arm the confirm window")
+                .with_hint(if problems.is_empty() {
+                    "the change was undone; fix the state directory ($VBRIDGE_STATE_DIR) and retry"
+                } else {
+                    "undoing the change also failed: check `ip addr` and `ip route` now"
+                }))
+        }
+    }
+}
+
+/// The netplan way.
+pub fn run_netplan(o: &Options) -> Result<Report> {
+    let Mode::Netplan { root, apply } = &o.mode else {
+        unreachable!("run_netplan is called for netplan mode")
+    };
+    let mut rep = Report::new(o, "netplan");
+    if !sysfs::exists(&o.nic) {
+        return Err(
+            Error::not_found(format!("{} does not exist on this host", o.nic))
+                .with_hint("name an existing NIC; `ip -br link` lists them"),
+        );
+    }
+    if sysfs::is_wireless(&o.nic) {
+        return Err(Error::unsupported(format!(
+            "{} is a wireless NIC: a Wi-Fi station cannot be a bridge port",
+            o.nic
+        ))
+        .with_hint("bridge a wired NIC, or give the VMs a routed or NAT network instead"));
+    }
+    if let Some(m) = sysfs::master(&o.nic).filter(|m| m != &o.bridge) {
+        return Err(
+            Error::conflict(format!("{} is already a port of {m}", o.nic)).with_hint(format!(
+                "release it first (`ip link set {} nomaster`) or use --bridge {m}",
+                o.nic
+            )),
+        );
+    }
+    if sysfs::exists(&o.bridge) && !sysfs::is_bridge(&o.bridge) {
+        return Err(
+            Error::conflict(format!("{} exists and is not a bridge", o.bridge))
+                .with_hint("choose another bridge name with --bridge"),
+        );
+    }
+    // The NIC's own MAC; once it is a port of our bridge the bridge carries the same one.
+    let mac = sysfs::mac(&o.nic)
+        .ok_or_else(|| Error::host(format!("cannot read the MAC of {}", o.nic)))?;
+    let cfg = netplan::Config {
+        nic: o.nic.clone(),
+        bridge: o.bridge.clone(),
+        mac,
+        dhcp: o.dhcp,
+        address: o.address,
+        gateway: o.gateway,
+        dns: o.dns.clone(),
+    };
+    let (w, _yaml) = netplan::write(root, &cfg, o.dry_run)?;
+    rep.changed = w.changed;
+    rep.netplan_file = Some(w.path.clone());
+    rep.backup = w.backup.clone();
+    rep.addresses = o.address.iter().map(|(a, l)| format!("{a}/{l}")).collect();
+    rep.routes = o
+        .gateway
+        .iter()
+        .map(|g| format!("default via {g} dev {}", o.bridge))
+        .collect();
+    if w.changed {
+        rep.steps.push(format!("write {}", w.path.display()));
+    }
+    if !*apply || o.dry_run {
+        return Ok(rep);
+    }
+    // The probe target: asked for, the new gateway, or the default gateway before the change.
+    let before = bridge::observe()?;
+    let target = o.probe.or(o.gateway).or_else(|| {
+        before
+            .routes
+            .iter()
+            .find(|r| r.is_default() && r.gateway.is_some_and(|g| g.is_ipv4()))
+            .and_then(|r| r.gateway)
+    });
+    let t0 = Instant::now();
+    rep.steps.push("netplan apply".into());
+    let undo = w.undo();
+    if let Err(e) = netplan::apply() {
+        let _ = netplan::restore(&undo);
+        return Err(e);
+    }
+    if let Some(t) = target {
+        let p0 = Instant::now();
+        let answered = probe::icmp_echo(t, Some(&o.bridge), o.rollback_after)?;
+        rep.probe = Some(ProbeResult {
+            target: t,
+            answered,
+            ms: p0.elapsed().as_millis() as u64,
+        });
+        if !answered {
+            let r0 = Instant::now();
+            netplan::restore(&undo)?;
+            rep.rolled_back = true;
+            rep.changed = false;
+            rep.rollback_ms = Some(r0.elapsed().as_millis() as u64);
+            return Ok(rep);
+        }
+    }
+    rep.apply_ms = t0.elapsed().as_millis() as u64;
+    if let Some(window) = o.confirm_within {
+        let p = Pending {
+            id: pending::new_id(),
+            mode: "netplan".into(),
+            bridge: o.bridge.clone(),
+            nic: o.nic.clone(),
+            undo: vec![],
+            netplan: Some(undo.clone()),
+            revert_at_ms: pending::now_ms() + window.as_millis() as u64,
+        };
+        leave_pending(o, &p, &mut rep, window, |p| {
+            p.netplan
+                .as_ref()
+                .and_then(|n| netplan::restore(n).err())
+                .into_iter()
+                .collect()
+        })?;
+    }
+    Ok(rep)
+}
+
+/// `host-bridge --confirm`: keep the pending change.
+pub fn confirm(state_dir: &std::path::Path) -> Result<Pending> {
+    pending::confirm(state_dir)
+}
+
+/// The detached reverter's body (`host-bridge --revert-pending ID`).
+pub fn revert_pending(
+    state_dir: &std::path::Path,
+    id: &str,
+) -> Result<Option<pending::RevertRecord>> {
+    pending::run_reverter(state_dir, id, &mut NetlinkNet::open()?)
+}

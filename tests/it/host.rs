@@ -1,0 +1,724 @@
+//! host-bridge and tap against the real kernel, inside namespaces the tests create: a "host"
+//! namespace whose veth `eth1` plays the physical NIC (address, default route), and a
+//! "gateway" namespace at the other end. Nothing is created in the root namespace.
+
+use crate::common::{self, Netns};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// The host and its LAN gateway, on 10.88.N.0/24.
+struct Lab {
+    host: Netns,
+    /// Kept alive for the lab's lifetime; its Drop deletes the namespace.
+    _gw: Netns,
+    net: u8,
+}
+
+impl Lab {
+    fn new(net: u8) -> Lab {
+        let host = Netns::new("vbh");
+        let gw = Netns::new("vbg");
+        host.ip(&[
+            "link", "add", "eth1", "type", "veth", "peer", "name", "gw0", "netns", &gw.name,
+        ]);
+        host.ip(&["addr", "add", &format!("10.88.{net}.2/24"), "dev", "eth1"]);
+        host.ip(&["link", "set", "eth1", "up"]);
+        gw.ip(&["addr", "add", &format!("10.88.{net}.1/24"), "dev", "gw0"]);
+        gw.ip(&["link", "set", "gw0", "up"]);
+        host.ip(&["route", "add", "default", "via", &format!("10.88.{net}.1")]);
+        host.ip(&[
+            "route",
+            "add",
+            &format!("10.{net}.0.0/16"),
+            "via",
+            &format!("10.88.{net}.254"),
+            "metric",
+            "50",
+        ]);
+        Lab { host, _gw: gw, net }
+    }
+
+    fn gateway(&self) -> String {
+        format!("10.88.{}.1", self.net)
+    }
+
+    /// Links (name, mac, master, up), addresses and routes of the host namespace, in a form
+    /// that compares equal exactly when nothing that matters differs.
+    fn snapshot(&self) -> Value {
+        let j = |args: &[&str]| -> Value {
+            let mut v = vec!["-j"];
+            v.extend_from_slice(args);
+            serde_json::from_str(&self.host.ip(&v)).unwrap()
+        };
+        let links: Vec<Value> = j(&["link", "show"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let up = l["flags"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|x| x == "UP"));
+                serde_json::json!({"ifname": l["ifname"], "address": l["address"],
+                    "master": l["master"], "up": up})
+            })
+            .collect();
+        let addrs: Vec<Value> = j(&["addr", "show"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let infos: Vec<Value> = l["addr_info"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({"family": a["family"], "local": a["local"],
+                            "prefixlen": a["prefixlen"], "broadcast": a["broadcast"],
+                            "scope": a["scope"], "label": a["label"]})
+                    })
+                    .collect();
+                serde_json::json!({"ifname": l["ifname"], "addr": infos})
+            })
+            .collect();
+        serde_json::json!({
+            "links": links,
+            "addrs": addrs,
+            "routes4": j(&["-4", "route", "show", "table", "main"]),
+            "routes6": j(&["-6", "route", "show", "table", "main"]),
+        })
+    }
+
+    fn addrs_of(&self, dev: &str) -> String {
+        self.host.ip(&["-br", "-4", "addr", "show", "dev", dev])
+    }
+
+    fn sys(&self, path: &str) -> String {
+        let out = self.host.exec("cat", &[path]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+fn json_of(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Run vbridge in the host namespace with a private state directory.
+fn vbridge_in(lab: &Lab, state: &Path, args: &[&str]) -> Output {
+    let env = format!("VBRIDGE_STATE_DIR={}", state.display());
+    let bin = common::vbridge_bin();
+    let mut v = vec![env.as_str(), bin.to_str().unwrap()];
+    v.extend_from_slice(args);
+    lab.host.exec("env", &v)
+}
+
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Err(_) => true,
+        // PID 1 here reaps orphans only every ~2 s: a zombie has finished.
+        Ok(s) => s
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z')),
+    }
+}
+
+/// Wait for a detached reverter we started to finish; kill it (by its pid) if it overstays.
+fn wait_gone(pid: u32, within: Duration) {
+    let t = Instant::now();
+    while !process_gone(pid) {
+        if t.elapsed() > within {
+            // SAFETY: kill on a pid this test started and recorded; no memory involved.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("reverter {pid} still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(t.elapsed() < within, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn live_moves_the_nic_onto_the_bridge_and_is_idempotent() {
+    if !common::require_root("live_moves_the_nic_onto_the_bridge_and_is_idempotent") {
+        return;
+    }
+    let lab = Lab::new(11);
+    let state = tempfile::tempdir().unwrap();
+    let mac = lab.sys("/sys/class/net/eth1/address");
+    // --dry-run shows the plan and touches nothing.
+    let untouched = lab.snapshot();
+    let out = vbridge_in(&lab, state.path(), &["-n", "host-bridge", "eth1", "--live"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("would change") && text.contains("set eth1 master br0"),
+        "{text}"
+    );
+    assert_eq!(lab.snapshot(), untouched);
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &[
+            "-o",
+            "json",
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--rollback-after",
+            "3",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json_of(&out);
+    assert_eq!(j["changed"], true);
+    assert_eq!(j["mode"], "live");
+    assert_eq!(j["rolled_back"], false);
+    assert_eq!(j["pending"], false);
+    assert_eq!(j["bridge"], "br0");
+    assert_eq!(j["nic"], "eth1");
+    assert_eq!(j["addresses"], serde_json::json!(["10.88.11.2/24"]));
+    assert_eq!(j["probe"]["answered"], true);
+    assert_eq!(j["probe"]["target"], lab.gateway());
+    eprintln!(
+        "live apply+probe: {} ms (probe {} ms)",
+        j["apply_ms"], j["probe"]["ms"]
+    );
+
+    // Address, default route and the static route moved; br0 has the NIC's MAC.
+    assert!(lab.addrs_of("br0").contains("10.88.11.2/24"));
+    assert!(!lab.addrs_of("eth1").contains("10.88.11.2"));
+    let routes = lab.host.ip(&["route", "show"]);
+    assert!(
+        routes.contains("default via 10.88.11.1 dev br0"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("10.11.0.0/16 via 10.88.11.254 dev br0 metric 50"),
+        "{routes}"
+    );
+    assert_eq!(lab.sys("/sys/class/net/br0/address"), mac);
+    assert!(lab
+        .sys("/sys/class/net/eth1/master/uevent")
+        .contains("INTERFACE=br0"));
+    assert_eq!(lab.sys("/sys/class/net/br0/bridge/stp_state"), "0");
+    assert_eq!(lab.sys("/sys/class/net/br0/bridge/forward_delay"), "0");
+    // The gateway answered through br0: its neighbour entry lives there.
+    let neigh = lab.host.ip(&["neigh", "show", "dev", "br0"]);
+    assert!(neigh.contains("10.88.11.1"), "{neigh}");
+
+    // A second run changes nothing.
+    let before = lab.snapshot();
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &["-o", "json", "host-bridge", "eth1", "--live"],
+    );
+    assert!(out.status.success());
+    let j = json_of(&out);
+    assert_eq!(j["changed"], false);
+    assert_eq!(j["steps"], serde_json::json!([]));
+    assert_eq!(lab.snapshot(), before);
+}
+
+#[test]
+fn ipv6_addresses_move_and_the_probe_speaks_icmpv6() {
+    if !common::require_root("ipv6_addresses_move_and_the_probe_speaks_icmpv6") {
+        return;
+    }
+    let lab = Lab::new(16);
+    let state = tempfile::tempdir().unwrap();
+    lab.host
+        .ip(&["addr", "add", "fd88:16::2/64", "dev", "eth1", "nodad"]);
+    lab._gw
+        .ip(&["addr", "add", "fd88:16::1/64", "dev", "gw0", "nodad"]);
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &[
+            "-o",
+            "json",
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--probe",
+            "fd88:16::1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json_of(&out);
+    assert_eq!(j["probe"]["answered"], true, "{j}");
+    let v6 = lab.host.ip(&["-6", "addr", "show", "dev", "br0"]);
+    assert!(v6.contains("fd88:16::2/64"), "{v6}");
+    // A v6 target that does not answer rolls everything back, v6 included.
+    let lab = Lab::new(17);
+    lab.host
+        .ip(&["addr", "add", "fd88:17::2/64", "dev", "eth1", "nodad"]);
+    let before2 = lab.snapshot();
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &[
+            "-o",
+            "json",
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--probe",
+            "fd88:17::99",
+            "--rollback-after",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json_of(&out)["rolled_back"], true);
+    assert_eq!(lab.snapshot(), before2);
+}
+
+#[test]
+fn unanswered_probe_rolls_back_exactly() {
+    if !common::require_root("unanswered_probe_rolls_back_exactly") {
+        return;
+    }
+    let lab = Lab::new(12);
+    let state = tempfile::tempdir().unwrap();
+    let before = lab.snapshot();
+    let t = Instant::now();
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &[
+            "-o",
+            "json",
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--probe",
+            "10.88.12.99",
+            "--rollback-after",
+            "1",
+        ],
+    );
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(1), "a rollback exits 1");
+    let j = json_of(&out);
+    assert_eq!(j["rolled_back"], true);
+    assert_eq!(j["changed"], false);
+    assert_eq!(j["probe"]["answered"], false);
+    eprintln!(
+        "rollback: probe gave up after {} ms, undo took {} ms, command {:?}",
+        j["probe"]["ms"], j["rollback_ms"], took
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(lab.snapshot(), before, "state differs after the rollback");
+
+    // The text form says so, too.
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &[
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--probe",
+            "10.88.12.99",
+            "--rollback-after",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rolled back"));
+    assert_eq!(lab.snapshot(), before);
+}
+
+#[test]
+fn confirm_window_reverts_unless_confirmed() {
+    if !common::require_root("confirm_window_reverts_unless_confirmed") {
+        return;
+    }
+    let lab = Lab::new(13);
+    let state = tempfile::tempdir().unwrap();
+    let before = lab.snapshot();
+
+    // Not confirmed: reverted by itself.
+    let t = Instant::now();
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &[
+            "-o",
+            "json",
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--confirm-within",
+            "1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "did not return at once"
+    );
+    let j = json_of(&out);
+    assert_eq!(j["pending"], true);
+    let pid = j["reverter_pid"].as_u64().unwrap() as u32;
+    assert!(lab.addrs_of("br0").contains("10.88.13.2/24"));
+    assert!(state.path().join("pending-host-bridge.json").exists());
+    wait_for("the revert", Duration::from_secs(6), || {
+        lab.host
+            .ip(&["link", "show"])
+            .lines()
+            .all(|l| !l.contains(" br0:"))
+    });
+    wait_gone(pid, Duration::from_secs(5));
+    assert_eq!(lab.snapshot(), before, "not restored exactly");
+    assert!(!state.path().join("pending-host-bridge.json").exists());
+    assert!(state.path().join("last-revert-host-bridge.json").exists());
+
+    // Confirmed (as from a fresh connection: a separate process): kept.
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &[
+            "-o",
+            "json",
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--confirm-within",
+            "2",
+        ],
+    );
+    assert!(out.status.success());
+    let pid = json_of(&out)["reverter_pid"].as_u64().unwrap() as u32;
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &["-o", "json", "host-bridge", "--confirm"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)["confirmed"], true);
+    wait_gone(pid, Duration::from_secs(6));
+    assert!(lab.addrs_of("br0").contains("10.88.13.2/24"));
+    assert!(lab
+        .host
+        .ip(&["route"])
+        .contains("default via 10.88.13.1 dev br0"));
+
+    // Nothing left to confirm.
+    let out = vbridge_in(&lab, state.path(), &["host-bridge", "--confirm"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn refusals_name_the_reason() {
+    if !common::require_root("refusals_name_the_reason") {
+        return;
+    }
+    let lab = Lab::new(14);
+    let state = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_str().unwrap();
+    lab.host.ip(&["link", "add", "brx", "type", "bridge"]);
+    lab.host
+        .ip(&["link", "add", "v1", "type", "veth", "peer", "name", "v2"]);
+    lab.host.ip(&["link", "set", "v1", "master", "brx"]);
+    let before = lab.snapshot();
+    let cases: &[(&[&str], &str)] = &[
+        (&["host-bridge", "eth9", "--live"], "does not exist"),
+        (&["host-bridge", "v1", "--live"], "already a port of brx"),
+        (
+            &["host-bridge", "eth1", "--live", "--bridge", "br/0"],
+            "not a valid interface name",
+        ),
+        (
+            &["host-bridge", "eth1", "--live", "--bridge", "v2"],
+            "not a bridge",
+        ),
+        (
+            &[
+                "host-bridge",
+                "eth1",
+                "--netplan",
+                "--root-dir",
+                r,
+                "--address",
+                "10.0.0.300/24",
+            ],
+            "not a valid address",
+        ),
+        (
+            &[
+                "host-bridge",
+                "eth1",
+                "--netplan",
+                "--root-dir",
+                r,
+                "--address",
+                "10.0.0.3",
+            ],
+            "PREFIX is missing",
+        ),
+        (
+            &[
+                "host-bridge",
+                "eth1",
+                "--netplan",
+                "--root-dir",
+                r,
+                "--address",
+                "10.0.0.3/24",
+                "--gateway",
+                "abc",
+            ],
+            "not a valid gateway",
+        ),
+        (
+            &[
+                "host-bridge",
+                "eth1",
+                "--netplan",
+                "--root-dir",
+                r,
+                "--dhcp",
+                "--dns",
+                "1.1.1.1,1.2.3",
+            ],
+            "not a valid DNS",
+        ),
+        (
+            &["host-bridge", "eth1", "--netplan", "--root-dir", r],
+            "--dhcp",
+        ),
+        (&["host-bridge", "eth1", "--dhcp"], "--live"),
+        (
+            &["host-bridge", "v1", "--netplan", "--root-dir", r, "--dhcp"],
+            "already a port of brx",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = vbridge_in(&lab, state.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err} lacks {want:?}");
+    }
+    assert_eq!(lab.snapshot(), before, "a refusal changed something");
+    assert!(
+        std::fs::read_dir(root.path()).unwrap().next().is_none(),
+        "a refusal wrote files"
+    );
+}
+
+#[test]
+fn netplan_file_for_the_nic() {
+    if !common::require_root("netplan_file_for_the_nic") {
+        return;
+    }
+    let lab = Lab::new(15);
+    let state = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_str().unwrap();
+    let user = root.path().join("etc/netplan/50-cloud-init.yaml");
+    std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+    let user_text = "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n";
+    std::fs::write(&user, user_text).unwrap();
+    let before = lab.snapshot();
+
+    let args = [
+        "-o",
+        "json",
+        "host-bridge",
+        "eth1",
+        "--netplan",
+        "--root-dir",
+        r,
+        "--dhcp",
+    ];
+    let out = vbridge_in(&lab, state.path(), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json_of(&out);
+    assert_eq!(j["changed"], true);
+    assert_eq!(j["mode"], "netplan");
+    let file = root.path().join("etc/netplan/90-vbridge-br0.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mac = lab.sys("/sys/class/net/eth1/address");
+    assert!(text.contains(&format!("macaddress: \"{mac}\"")), "{text}");
+    assert!(text.contains("stp: false") && text.contains("forward-delay: 0"));
+    // Again: no change. The user's file is untouched; the live network too.
+    let j = json_of(&vbridge_in(&lab, state.path(), &args));
+    assert_eq!(j["changed"], false);
+    assert_eq!(std::fs::read_to_string(&user).unwrap(), user_text);
+    assert_eq!(lab.snapshot(), before);
+
+    // Switching to a static address backs up vbridge's previous file.
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &[
+            "-o",
+            "json",
+            "host-bridge",
+            "eth1",
+            "--netplan",
+            "--root-dir",
+            r,
+            "--address",
+            "10.88.15.2/24",
+            "--gateway",
+            "10.88.15.1",
+            "--dns",
+            "10.88.15.1,9.9.9.9",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json_of(&out);
+    let backup = j["backup"].as_str().expect("a backup");
+    assert_eq!(std::fs::read_to_string(backup).unwrap(), text);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("addresses: [\"10.88.15.2/24\"]"), "{text}");
+
+    // Real netplan renders it: bridge with STP off, forward delay 0, pinned MAC, static
+    // address, gateway and DNS on br0, eth1 a plain port.
+    let out = common::run_status("netplan", &["generate", "--root-dir", r]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nd = root.path().join("run/systemd/network");
+    let netdev = std::fs::read_to_string(nd.join("10-netplan-br0.netdev")).unwrap();
+    assert!(
+        netdev.contains("Kind=bridge") && netdev.contains("STP=false"),
+        "{netdev}"
+    );
+    assert!(netdev.contains("ForwardDelaySec=0"), "{netdev}");
+    assert!(netdev.contains(&format!("MACAddress={mac}")), "{netdev}");
+    let br = std::fs::read_to_string(nd.join("10-netplan-br0.network")).unwrap();
+    for want in [
+        "Address=10.88.15.2/24",
+        "Gateway=10.88.15.1",
+        "DNS=10.88.15.1",
+        "DNS=9.9.9.9",
+    ] {
+        assert!(br.contains(want), "{want} missing in {br}");
+    }
+    let port = std::fs::read_to_string(nd.join("10-netplan-eth1.network")).unwrap();
+    assert!(
+        port.contains("Bridge=br0") && !port.contains("Address="),
+        "{port}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn tap_add_and_del() {
+    if !common::require_root("tap_add_and_del") {
+        return;
+    }
+    let ns = Netns::new("vbt");
+    ns.ip(&["link", "add", "brt", "type", "bridge"]);
+    ns.ip(&["link", "set", "brt", "up"]);
+    let add = [
+        "-o", "json", "tap", "add", "tp0", "--bridge", "brt", "--owner", "65534",
+    ];
+    let out = ns.vbridge(&add);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)["changed"], true);
+    // Persistent after the command exited, a TAP, on the bridge, up, owned.
+    let sys = |p: &str| {
+        String::from_utf8_lossy(&ns.exec("cat", &[p]).stdout)
+            .trim()
+            .to_string()
+    };
+    let flags = u32::from_str_radix(
+        sys("/sys/class/net/tp0/tun_flags").trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    assert_eq!(
+        flags & 0x1802,
+        0x1802,
+        "not a persistent TAP without PI: {flags:#x}"
+    );
+    assert_eq!(sys("/sys/class/net/tp0/owner"), "65534");
+    let link = ns.ip(&["-d", "link", "show", "tp0"]);
+    assert!(link.contains("master brt"), "{link}");
+    assert!(link.contains("tun type tap"), "{link}");
+    assert!(
+        link.contains("<NO-CARRIER,BROADCAST,MULTICAST,UP>") || link.contains(",UP"),
+        "{link}"
+    );
+    // Idempotent.
+    assert_eq!(json_of(&ns.vbridge(&add))["changed"], false);
+    // Off the bridge: the next run puts it back.
+    ns.ip(&["link", "set", "tp0", "nomaster"]);
+    assert_eq!(json_of(&ns.vbridge(&add))["changed"], true);
+    assert!(ns.ip(&["link", "show", "tp0"]).contains("master brt"));
+    // A name that is not a TAP is refused.
+    let out = ns.vbridge(&["tap", "add", "brt", "--bridge", "brt"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a TAP"));
+    let out = ns.vbridge(&["tap", "del", "brt"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(ns.ip(&["link", "show", "brt"]).contains("brt"));
+    // Delete, twice.
+    let out = ns.vbridge(&["-o", "json", "tap", "del", "tp0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)["changed"], true);
+    assert!(!ns.ip(&["link", "show"]).contains("tp0"));
+    assert_eq!(
+        json_of(&ns.vbridge(&["-o", "json", "tap", "del", "tp0"]))["changed"],
+        false
+    );
+    // A missing bridge is refused.
+    let out = ns.vbridge(&["tap", "add", "tp1", "--bridge", "nobr0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!ns.ip(&["link", "show"]).contains("tp1"));
+}
