@@ -248,7 +248,7 @@ pub fn tap(cmd: &TapCommand, g: &Globals) -> CmdResult {
         } => tap::add(name, bridge, owner.as_deref(), g.dry_run)?,
         TapCommand::Del { name } => tap::del(name, g.dry_run)?,
     };
-    Ok(super::report(rep, render_tap, super::always))
+    Ok(super::report(rep, render_tap, |_| true))
 }
 
 #[cfg(test)]

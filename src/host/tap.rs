@@ -95,7 +95,7 @@ fn tun_setup(name: &str, owner: Option<u32>, persist: bool) -> Result<()> {
 }
 
 fn refuse_non_tap(name: &str) -> Result<()> {
-    if sysfs::exists(name) && !sysfs::tun_flags(name).is_some_and(|f| f & IFF_TAP as u32 != 0) {
+    if sysfs::exists(name) && sysfs::tun_flags(name).is_none_or(|f| f & IFF_TAP as u32 == 0) {
         return Err(
             Error::conflict(format!("{name} exists and is not a TAP device"))
                 .with_hint("choose another name for the TAP"),

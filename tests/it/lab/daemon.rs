@@ -300,7 +300,7 @@ fn save_caps(from: &Path, store: &Path) {
     let Ok(rd) = fs::read_dir(from) else { return };
     for e in rd.flatten() {
         let p = e.path();
-        if !p.extension().is_some_and(|x| x == "xml") {
+        if p.extension().is_none_or(|x| x != "xml") {
             continue;
         }
         let tmp = store.join(format!(
