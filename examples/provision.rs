@@ -1,0 +1,41 @@
+//! Using vbridge as a library from provisioning code: one connection, the bridge network
+//! defined, then every VM named on the command line put on the bridge; the report is printed
+//! as JSON for the calling script.
+//!
+//! `cargo run --example provision -- [URI] VM...`
+//! (URI defaults to the project's test-driver homelab, so it runs anywhere.)
+
+use vbridge::attach::{self, AttachOptions};
+use vbridge::backup::StateDir;
+use vbridge::domxml::Selection;
+use vbridge::libvirt::Conn;
+use vbridge::network::{self, NetDefine};
+
+fn main() -> anyhow::Result<()> {
+    vbridge::libvirt::init();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let uri = match args.first() {
+        Some(a) if a.contains(":/") => args.remove(0),
+        _ => format!("test://{}/examples/homelab.xml", env!("CARGO_MANIFEST_DIR")),
+    };
+    if args.is_empty() {
+        args = vec!["web".into(), "db".into()];
+    }
+    let conn = Conn::open(Some(&uri))?;
+    let net = network::define(&conn, &NetDefine::default(), false)?;
+    let state = StateDir::new(std::env::temp_dir().join("vbridge-provision-example"));
+    let opts = AttachOptions {
+        bridge: net.bridge.clone(),
+        selection: Selection::All,
+        dry_run: false,
+    };
+    let report = attach::attach(&conn, &args, &opts, &state)?;
+    println!(
+        "{}",
+        serde_json::json!({ "network": net, "attach": report })
+    );
+    if !report.ok() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
