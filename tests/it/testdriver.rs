@@ -1,7 +1,7 @@
 //! net-define, attach, hotplug, undo and bad input on libvirt's in-process test driver
 //! (`test:///ABS/examples/homelab.xml`): a real libvirt, fresh state per connection.
 
-use crate::common::{vbridge_bin, StateTmp};
+use crate::common::{self, vbridge_bin, StateTmp};
 use std::process::Command;
 use vbridge::attach::{self, AttachOptions};
 use vbridge::backup::StateDir;
@@ -592,4 +592,42 @@ fn cli_json_shapes() {
         .as_str()
         .unwrap()
         .contains("ghost"));
+}
+
+/// Missing permissions, for real: an unprivileged user whose backup folder is root's.
+/// Refused with the reason and a hint; nothing is written.
+#[test]
+fn cli_missing_permissions() {
+    if !common::require_root("cli_missing_permissions") {
+        return;
+    }
+    let tmp = StateTmp::new();
+    let state = tmp.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let bin = vbridge_bin();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["-c", &homelab_uri(), "-o", "json", "attach", "db"])
+        .env("VBRIDGE_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let err = &v["domains"][0]["error"];
+    assert_eq!(err["kind"], "permission", "{v}");
+    assert!(
+        err["hint"].as_str().unwrap_or_default().contains("root"),
+        "{v}"
+    );
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
 }
