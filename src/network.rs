@@ -201,12 +201,12 @@ fn quoted(v: Option<&str>) -> String {
 /// Host-side check of the bridge a network names: libvirt reports such a network active
 /// even when the bridge is missing and fails only when a VM starts.
 pub fn bridge_warnings(bridge: &str) -> Vec<String> {
-    let dev = std::path::Path::new("/sys/class/net").join(bridge);
-    if !dev.exists() {
+    use crate::host::sysfs;
+    if !sysfs::exists(bridge) {
         vec![format!(
             "bridge {bridge} does not exist on this host: VMs on this network will fail to start (\"Cannot get interface MTU on '{bridge}'\"); create it with `vbridge host-bridge NIC --bridge {bridge} ...`"
         )]
-    } else if !dev.join("bridge").exists() {
+    } else if !sysfs::is_bridge(bridge) {
         vec![format!(
             "{bridge} exists but is not a bridge (a NIC?): VMs cannot be attached to it; name the bridge the NIC is a port of, or create one with `vbridge host-bridge {bridge} --bridge br0 ...`"
         )]

@@ -133,30 +133,27 @@ fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
 
 pub fn detach(a: &DetachArgs, g: &Globals) -> CmdResult {
     let conn = Conn::open(g.connect.as_deref())?;
-    let d = hotplug::detach(&conn, &a.domain, &a.mac, g.dry_run)
-        .unwrap_or_else(|e| DomainResult::failed(&a.domain, e));
-    Ok(report(
-        AttachReport {
-            dry_run: g.dry_run,
-            domains: vec![d],
-        },
-        render,
-        AttachReport::ok,
-    ))
+    let d = hotplug::detach(&conn, &a.domain, &a.mac, g.dry_run);
+    Ok(single(&a.domain, d, g))
 }
 
 pub fn undo(a: &UndoArgs, g: &Globals) -> CmdResult {
     let conn = Conn::open(g.connect.as_deref())?;
-    let d = attach::undo(&conn, &a.domain, &StateDir::from_env(), g.dry_run)
-        .unwrap_or_else(|e| DomainResult::failed(&a.domain, e));
-    Ok(report(
+    let d = attach::undo(&conn, &a.domain, &StateDir::from_env(), g.dry_run);
+    Ok(single(&a.domain, d, g))
+}
+
+/// A one-domain command reports in the same shape as a many-domain `attach`.
+fn single(domain: &str, r: Result<DomainResult, Error>, g: &Globals) -> Box<dyn super::Report> {
+    let d = r.unwrap_or_else(|e| DomainResult::failed(domain, e));
+    report(
         AttachReport {
             dry_run: g.dry_run,
             domains: vec![d],
         },
         render,
         AttachReport::ok,
-    ))
+    )
 }
 
 fn describe(n: &Nic) -> String {
