@@ -215,3 +215,50 @@ fn lab_hotplug_refused_without_acpi_changes_nothing() {
     assert!(conf[0].is_on_bridge("br0"));
     finish(lab);
 }
+
+/// q35: a hot-plugged NIC needs a free pcie-root-port. The first NIC takes the free one,
+/// the second is refused before libvirt is called, and nothing changes.
+#[test]
+fn lab_hotplug_on_q35_until_no_root_port_is_free() {
+    if !common::require_root("lab_hotplug_on_q35_until_no_root_port_is_free") {
+        return;
+    }
+    let lab = Lab::start("q35");
+    let state = tempfile::tempdir().unwrap();
+    let dom = lab.define_guest(GuestSpec {
+        machine: "q35".into(),
+        ..GuestSpec::new("q", vec![])
+    });
+    let free = domxml::facts(&live(&lab, &dom))
+        .unwrap()
+        .free_pcie_root_ports;
+    assert!(free >= 1, "the test needs one free root port");
+    for i in 0..free {
+        let mac = format!("52:54:00:35:00:{i:02x}");
+        let (out, r) = vb(
+            &lab,
+            state.path(),
+            &["attach", &dom, "--hotplug", "--mac", &mac],
+        );
+        assert!(out.status.success(), "{r}");
+    }
+    assert_eq!(
+        domxml::facts(&live(&lab, &dom))
+            .unwrap()
+            .free_pcie_root_ports,
+        0
+    );
+    let before = (live(&lab, &dom), inactive(&lab, &dom));
+    let (out, r) = vb(
+        &lab,
+        state.path(),
+        &["attach", &dom, "--hotplug", "--mac", "52:54:00:35:01:00"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{r}");
+    let msg = r["domains"][0]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(msg.contains("pcie-root-port"), "{r}");
+    assert_eq!((live(&lab, &dom), inactive(&lab, &dom)), before);
+    finish(lab);
+}
