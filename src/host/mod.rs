@@ -6,6 +6,7 @@
 //! them through the [`bridge::Net`] trait, whose real implementation speaks rtnetlink.
 
 pub mod bridge;
+pub mod neigh;
 pub mod netlink;
 pub mod netplan;
 pub mod pending;

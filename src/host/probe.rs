@@ -1,5 +1,6 @@
 //! Reachability probe without a `ping` binary: ICMP echo on a raw socket (root), falling
-//! back to an unprivileged ICMP datagram socket (needs net.ipv4.ping_group_range).
+//! back to an unprivileged ICMP datagram socket (needs net.ipv4.ping_group_range); and a
+//! one-shot sweep of a small subnet that makes the kernel resolve every neighbour on it.
 
 use crate::error::{Error, Result};
 use std::net::{IpAddr, Ipv4Addr};
@@ -42,6 +43,36 @@ fn open(kind: libc::c_int) -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// An ICMP socket: raw (root) or, failing that, an unprivileged datagram one. The bool says raw.
+fn icmp_socket() -> Result<(OwnedFd, bool)> {
+    if let Some(fd) = open(libc::SOCK_RAW) {
+        return Ok((fd, true));
+    }
+    if let Some(fd) = open(libc::SOCK_DGRAM) {
+        return Ok((fd, false));
+    }
+    Err(Error::io(
+        "cannot open an ICMP socket",
+        std::io::Error::last_os_error(),
+    )
+    .with_hint("run as root, or allow ICMP sockets with sysctl net.ipv4.ping_group_range"))
+}
+
+/// Whether `buf[..n]` is an echo reply to us. On a raw socket the IP header comes first and
+/// the id must be ours (a datagram socket's id is rewritten by the kernel and filtered for us).
+fn is_our_reply(buf: &[u8], n: usize, raw: bool, id: u16) -> bool {
+    let icmp = if raw {
+        let ihl = ((buf[0] & 0x0f) as usize) * 4;
+        if n < ihl + 8 {
+            return false;
+        }
+        &buf[ihl..n]
+    } else {
+        &buf[..n]
+    };
+    icmp.len() >= 8 && icmp[0] == 0 && (!raw || icmp[4..6] == id.to_be_bytes())
+}
+
 /// Send ICMP echo requests to `target` until one is answered or `timeout` passes.
 /// Ok(true) when it answered.
 pub fn icmp_echo(target: IpAddr, timeout: Duration) -> Result<bool> {
@@ -51,21 +82,7 @@ pub fn icmp_echo(target: IpAddr, timeout: Duration) -> Result<bool> {
         ))
         .with_hint("name an IPv4 address with --probe"));
     };
-    let (fd, raw) = match open(libc::SOCK_RAW) {
-        Some(fd) => (fd, true),
-        None => match open(libc::SOCK_DGRAM) {
-            Some(fd) => (fd, false),
-            None => {
-                return Err(Error::io(
-                    "cannot open an ICMP socket",
-                    std::io::Error::last_os_error(),
-                )
-                .with_hint(
-                    "run as root, or allow ICMP sockets with sysctl net.ipv4.ping_group_range",
-                ))
-            }
-        },
-    };
+    let (fd, raw) = icmp_socket()?;
     let id = (std::process::id() & 0xffff) as u16;
     let deadline = Instant::now() + timeout;
     let mut seq: u16 = 0;
@@ -85,25 +102,41 @@ pub fn icmp_echo(target: IpAddr, timeout: Duration) -> Result<bool> {
             let Some((n, from)) = recv_from(&fd, &mut buf) else {
                 break;
             };
-            if from != v4 {
-                continue;
-            }
-            let icmp = if raw {
-                let ihl = ((buf[0] & 0x0f) as usize) * 4;
-                if n < ihl + 8 {
-                    continue;
-                }
-                &buf[ihl..n]
-            } else {
-                &buf[..n]
-            };
-            // Echo reply; on a raw socket the id must be ours (a datagram socket's id is
-            // rewritten by the kernel and filtered for us).
-            if icmp.len() >= 8 && icmp[0] == 0 && (!raw || icmp[4..6] == id.to_be_bytes()) {
+            if from == v4 && is_our_reply(&buf, n, raw, id) {
                 return Ok(true);
             }
         }
     }
+}
+
+/// Send one ICMP echo request to each of `targets` at once (non-blocking, no waiting between
+/// them) and return those that answered within `wait`, in the order they answered. Besides
+/// the answers, the sweep leaves the kernel's neighbour table filled with the MAC of every
+/// address that exists on the link, which is what `vbridge verify` reads next.
+pub fn icmp_sweep(targets: &[Ipv4Addr], wait: Duration) -> Result<Vec<Ipv4Addr>> {
+    let (fd, raw) = icmp_socket()?;
+    let id = (std::process::id() & 0xffff) as u16 ^ 0x5a5a;
+    for (i, t) in targets.iter().enumerate() {
+        send_to(&fd, *t, &echo_request(id, i as u16));
+    }
+    let deadline = Instant::now() + wait;
+    let mut answered = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if left.is_zero() || !readable(&fd, left) {
+            break;
+        }
+        let mut buf = [0u8; 1500];
+        let Some((n, from)) = recv_from(&fd, &mut buf) else {
+            continue;
+        };
+        if targets.contains(&from) && !answered.contains(&from) && is_our_reply(&buf, n, raw, id) {
+            answered.push(from);
+            if answered.len() == targets.len() {
+                break;
+            }
+        }
+    }
+    Ok(answered)
 }
 
 fn send_to(fd: &OwnedFd, to: Ipv4Addr, pkt: &[u8]) {
