@@ -89,7 +89,7 @@ pub fn bridged_nics(nics: &[Nic]) -> Vec<BridgedNic> {
 /// every host address of the subnet but the host's own. Refuses subnets wider than
 /// [`MAX_SWEEP_PREFIX`], with the reason. Pure.
 pub fn sweep_targets(own: Ipv4Addr, prefix: u8) -> std::result::Result<Vec<Ipv4Addr>, String> {
-    if prefix < MAX_SWEEP_PREFIX || prefix > 32 {
+    if !(MAX_SWEEP_PREFIX..=32).contains(&prefix) {
         return Err(format!(
             "{own}/{prefix} is wider than /{MAX_SWEEP_PREFIX}: not sweeping it"
         ));
