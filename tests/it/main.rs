@@ -4,6 +4,7 @@ mod common;
 mod corpus;
 mod lab;
 mod lab_core;
+mod lab_e2e;
 mod lab_smoke;
 mod rewrite;
 mod testdriver;
