@@ -214,11 +214,16 @@ pub fn judge(nic: &BridgedNic, obs: &Observed) -> InterfaceReport {
         None
     } else if let Some(first) = ips.first() {
         let list: Vec<String> = ips.iter().map(|s| s.ip.to_string()).collect();
-        Some(format!(
+        let mut r = format!(
             "address seen but no answer: {} (from {}) does not answer ping from this host",
             list.join(", "),
             first.source.as_str()
-        ))
+        );
+        for n in &obs.notes {
+            r.push_str("; ");
+            r.push_str(n);
+        }
+        Some(r)
     } else {
         let mut r = "no address seen (asked libvirt's lease, agent and ARP sources, the \
                      neighbour table"
@@ -344,7 +349,25 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
                 continue;
             }
             swept.insert(br.to_string(), Instant::now());
-            let result = sweep(br, deadline);
+            // Stop waiting for echo replies once every NIC still open here has answered.
+            let wanted: Vec<&str> = bridged
+                .iter()
+                .zip(&done)
+                .filter(|(n, d)| !**d && n.bridge == br)
+                .map(|(n, _)| n.mac.as_str())
+                .collect();
+            let mut found = 0;
+            let mut enough = |ip: Ipv4Addr| {
+                let table = neigh::ipv4().unwrap_or_default();
+                if table
+                    .iter()
+                    .any(|n| n.ip == ip && wanted.contains(&n.mac.as_str()))
+                {
+                    found += 1;
+                }
+                found >= wanted.len()
+            };
+            let result = sweep(br, deadline, &mut enough);
             let neighbours = neigh::ipv4().unwrap_or_default();
             for (i, nic) in bridged.iter().enumerate() {
                 if done[i] || nic.bridge != br {
@@ -424,9 +447,14 @@ fn confirm(o: &mut Observed, pinged: &mut BTreeMap<Ipv4Addr, Instant>, deadline:
             break;
         }
         pinged.insert(s.ip, Instant::now());
-        if probe::icmp_echo(IpAddr::V4(s.ip), PING.min(left)).unwrap_or(false) {
-            o.answered.push(s.ip);
-            return true;
+        match probe::icmp_echo(IpAddr::V4(s.ip), PING.min(left)) {
+            Ok(true) => {
+                o.answered.push(s.ip);
+                return true;
+            }
+            Ok(false) => {}
+            // No ICMP socket (not root): say so rather than blame the guest.
+            Err(e) => o.note(format!("cannot ping {}: {}", s.ip, e.message)),
         }
     }
     false
@@ -455,7 +483,11 @@ fn libvirt_sightings(dom: &Dom) -> Vec<(Option<String>, Ipv4Addr, Source)> {
 
 /// Sweep the IPv4 subnets of the host's addresses on `bridge`; the echo answers, or why
 /// no sweep was possible.
-fn sweep(bridge: &str, deadline: Instant) -> std::result::Result<Vec<Ipv4Addr>, String> {
+fn sweep(
+    bridge: &str,
+    deadline: Instant,
+    enough: &mut dyn FnMut(Ipv4Addr) -> bool,
+) -> std::result::Result<Vec<Ipv4Addr>, String> {
     let addrs =
         bridge_ipv4(bridge).map_err(|e| format!("cannot read {bridge}'s addresses: {e}"))?;
     if addrs.is_empty() {
@@ -480,7 +512,8 @@ fn sweep(bridge: &str, deadline: Instant) -> std::result::Result<Vec<Ipv4Addr>, 
         return Err(refused.join("; "));
     }
     let wait = SWEEP_WAIT.min(deadline.saturating_duration_since(Instant::now()));
-    probe::icmp_sweep(&targets, wait).map_err(|e| format!("ICMP sweep of {bridge} failed: {e}"))
+    probe::icmp_sweep(&targets, wait, enough)
+        .map_err(|e| format!("ICMP sweep of {bridge} failed: {e}"))
 }
 
 /// The host's IPv4 addresses on `bridge`, from netlink.

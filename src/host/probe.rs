@@ -110,10 +110,15 @@ pub fn icmp_echo(target: IpAddr, timeout: Duration) -> Result<bool> {
 }
 
 /// Send one ICMP echo request to each of `targets` at once (non-blocking, no waiting between
-/// them) and return those that answered within `wait`, in the order they answered. Besides
-/// the answers, the sweep leaves the kernel's neighbour table filled with the MAC of every
-/// address that exists on the link, which is what `vbridge verify` reads next.
-pub fn icmp_sweep(targets: &[Ipv4Addr], wait: Duration) -> Result<Vec<Ipv4Addr>> {
+/// them) and return those that answered within `wait`, in the order they answered; `enough`
+/// is asked after each answer and ends the wait early when it says so. Besides the answers,
+/// the sweep leaves the kernel's neighbour table filled with the MAC of every address that
+/// exists on the link, which is what `vbridge verify` reads next.
+pub fn icmp_sweep(
+    targets: &[Ipv4Addr],
+    wait: Duration,
+    enough: &mut dyn FnMut(Ipv4Addr) -> bool,
+) -> Result<Vec<Ipv4Addr>> {
     let (fd, raw) = icmp_socket()?;
     let id = (std::process::id() & 0xffff) as u16 ^ 0x5a5a;
     for (i, t) in targets.iter().enumerate() {
@@ -131,7 +136,7 @@ pub fn icmp_sweep(targets: &[Ipv4Addr], wait: Duration) -> Result<Vec<Ipv4Addr>>
         };
         if targets.contains(&from) && !answered.contains(&from) && is_our_reply(&buf, n, raw, id) {
             answered.push(from);
-            if answered.len() == targets.len() {
+            if answered.len() == targets.len() || enough(from) {
                 break;
             }
         }

@@ -210,16 +210,19 @@ impl Lab {
     }
 
     /// Define and start a libvirt NAT network (`<forward mode='nat'/>`, 10.78.N.0/24 with
-    /// libvirt's own dnsmasq serving .100-.150) inside the private daemon; returns its name.
+    /// libvirt's own dnsmasq serving .100-.150, told `no-ping` as the LAN's dnsmasq is, else each
+    /// lease waits ~3 s for an ICMP probe) inside the private daemon; returns its name.
     /// Its bridge (virbrX), dnsmasq and iptables rules all live in the lab's host netns, and go
     /// with the daemon's process tree and the namespace at teardown.
     pub fn define_nat_network(&self, label: &str) -> String {
         let name = format!("{}-{label}", self.id);
         let net = |h: u8| format!("10.78.{}.{h}", self.subnet);
         let xml = format!(
-            "<network>\n  <name>{name}</name>\n  <forward mode='nat'/>\n  \
+            "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n  \
+             <name>{name}</name>\n  <forward mode='nat'/>\n  \
              <bridge stp='off' delay='0'/>\n  <ip address='{gw}' netmask='255.255.255.0'>\n    \
-             <dhcp><range start='{lo}' end='{hi}'/></dhcp>\n  </ip>\n</network>\n",
+             <dhcp><range start='{lo}' end='{hi}'/></dhcp>\n  </ip>\n  \
+             <dnsmasq:options><dnsmasq:option value='no-ping'/></dnsmasq:options>\n</network>\n",
             name = guest::esc(&name),
             gw = net(1),
             lo = net(100),
