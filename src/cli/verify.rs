@@ -68,3 +68,72 @@ fn render(r: &VerifyReport, g: &Globals) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Format;
+    use crate::verify::{InterfaceReport, Source};
+
+    fn globals() -> Globals {
+        Globals {
+            connect: None,
+            output: Format::Text,
+            dry_run: false,
+            quiet: false,
+            verbose: false,
+        }
+    }
+
+    #[test]
+    fn text_shows_each_nic_and_its_reason() {
+        let r = VerifyReport {
+            domain: "web".into(),
+            interfaces: vec![
+                InterfaceReport {
+                    mac: "52:54:00:00:00:01".into(),
+                    bridge: "br0".into(),
+                    tap: Some("vnet0".into()),
+                    ips: vec!["10.77.3.101".into()],
+                    source: Some(Source::Neighbour),
+                    reachable: true,
+                    reason: None,
+                },
+                InterfaceReport {
+                    mac: "52:54:00:00:00:02".into(),
+                    bridge: "br0".into(),
+                    tap: Some("vnet1".into()),
+                    ips: vec![],
+                    source: None,
+                    reachable: false,
+                    reason: Some("TAP vnet1 is not on br0".into()),
+                },
+            ],
+            ok: false,
+            elapsed: 0.5,
+        };
+        let t = render(&r, &globals());
+        assert!(t.starts_with("web: FAILED\n"), "{t}");
+        assert!(
+            t.contains("  52:54:00:00:00:01  vnet0 on br0  10.77.3.101 (neighbour)  answers\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("  52:54:00:00:00:02  vnet1 on br0  no address  FAILS\n    TAP vnet1 is not on br0\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn bad_timeouts_are_refused_before_connecting() {
+        for t in [f64::NAN, -1.0, f64::INFINITY] {
+            let a = VerifyArgs {
+                domain: "web".into(),
+                timeout: t,
+                mac: None,
+            };
+            let e = run(&a, &globals()).err().expect("refused");
+            assert_eq!(e.kind, crate::error::ErrorKind::InvalidInput);
+        }
+    }
+}
