@@ -13,6 +13,7 @@ pub mod libvirt;
 pub mod network;
 pub mod template;
 pub mod validate;
+pub mod verify;
 
 mod cli;
 

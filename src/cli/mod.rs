@@ -239,6 +239,7 @@ mod tests {
             "vbridge detach web --mac 52:54:00:00:00:01",
             "vbridge undo web",
             "vbridge verify web --timeout 5",
+            "vbridge verify web --timeout 0.5 --mac 52:54:00:00:00:01 -o json",
             "vbridge doctor",
             "vbridge doctor web --fix --persist",
             "vbridge host-bridge eth1 --dhcp --netplan --root-dir /tmp/x",

@@ -12,6 +12,7 @@
 
 pub mod bridge;
 pub mod host_bridge;
+pub mod neigh;
 pub mod netlink;
 pub mod netplan;
 pub mod pending;

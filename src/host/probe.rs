@@ -1,8 +1,9 @@
 //! Reachability probe without a `ping` binary: ICMP or ICMPv6 echo on a raw socket (root),
-//! falling back to an unprivileged ICMP datagram socket (needs net.ipv4.ping_group_range).
+//! falling back to an unprivileged ICMP datagram socket (needs net.ipv4.ping_group_range);
+//! and a one-shot sweep of a small subnet that makes the kernel resolve every neighbour on it.
 
 use crate::error::{Error, Result};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -88,26 +89,7 @@ impl Dest {
 /// when it answered. `dev` scopes a link-local IPv6 target (fe80::...) to an interface.
 pub fn icmp_echo(target: IpAddr, dev: Option<&str>, timeout: Duration) -> Result<bool> {
     let v6 = target.is_ipv6();
-    let (domain, proto) = if v6 {
-        (libc::AF_INET6, libc::IPPROTO_ICMPV6)
-    } else {
-        (libc::AF_INET, libc::IPPROTO_ICMP)
-    };
-    let (fd, raw) = match open(domain, libc::SOCK_RAW, proto) {
-        Some(fd) => (fd, true),
-        None => match open(domain, libc::SOCK_DGRAM, proto) {
-            Some(fd) => (fd, false),
-            None => {
-                return Err(Error::io(
-                    "cannot open an ICMP socket",
-                    std::io::Error::last_os_error(),
-                )
-                .with_hint(
-                    "run as root, or allow ICMP sockets with sysctl net.ipv4.ping_group_range",
-                ))
-            }
-        },
-    };
+    let (fd, raw) = icmp_socket(v6)?;
     let scope = match (v6, dev) {
         (true, Some(d)) => {
             let c = std::ffi::CString::new(d).unwrap_or_default();
@@ -146,24 +128,91 @@ pub fn icmp_echo(target: IpAddr, dev: Option<&str>, timeout: Duration) -> Result
             if from != Some(target) {
                 continue;
             }
-            // A raw IPv4 socket hands over the IP header too; IPv6 and datagram ones do not.
-            let icmp = if raw && !v6 {
-                let ihl = ((buf[0] & 0x0f) as usize) * 4;
-                if n < ihl + 8 {
-                    continue;
-                }
-                &buf[ihl..n]
-            } else {
-                &buf[..n]
-            };
-            let reply = if v6 { 129 } else { 0 };
-            // On a raw socket the id must be ours (a datagram socket's id is rewritten by
-            // the kernel, which filters replies for us).
-            if icmp.len() >= 8 && icmp[0] == reply && (!raw || icmp[4..6] == id.to_be_bytes()) {
+            if is_our_reply(&buf, n, raw, v6, id) {
                 return Ok(true);
             }
         }
     }
+}
+
+/// An ICMP(v6) socket: raw (root) or, failing that, an unprivileged datagram one. The bool
+/// says raw.
+fn icmp_socket(v6: bool) -> Result<(OwnedFd, bool)> {
+    let (domain, proto) = if v6 {
+        (libc::AF_INET6, libc::IPPROTO_ICMPV6)
+    } else {
+        (libc::AF_INET, libc::IPPROTO_ICMP)
+    };
+    if let Some(fd) = open(domain, libc::SOCK_RAW, proto) {
+        return Ok((fd, true));
+    }
+    if let Some(fd) = open(domain, libc::SOCK_DGRAM, proto) {
+        return Ok((fd, false));
+    }
+    Err(Error::io(
+        "cannot open an ICMP socket",
+        std::io::Error::last_os_error(),
+    )
+    .with_hint("run as root, or allow ICMP sockets with sysctl net.ipv4.ping_group_range"))
+}
+
+/// Whether `buf[..n]` is an echo reply to us. A raw IPv4 socket hands over the IP header
+/// too; IPv6 and datagram ones do not. On a raw socket the id must be ours (a datagram
+/// socket's id is rewritten by the kernel, which filters replies for us).
+fn is_our_reply(buf: &[u8], n: usize, raw: bool, v6: bool, id: u16) -> bool {
+    let icmp = if raw && !v6 {
+        let ihl = ((buf[0] & 0x0f) as usize) * 4;
+        if n < ihl + 8 {
+            return false;
+        }
+        &buf[ihl..n]
+    } else {
+        &buf[..n]
+    };
+    let reply = if v6 { 129 } else { 0 };
+    icmp.len() >= 8 && icmp[0] == reply && (!raw || icmp[4..6] == id.to_be_bytes())
+}
+
+/// Send one ICMP echo request to each of `targets` at once (non-blocking, no waiting between
+/// them) and return those that answered within `wait`, in the order they answered; `enough`
+/// is asked after each answer and ends the wait early when it says so. Besides the answers,
+/// the sweep leaves the kernel's neighbour table filled with the MAC of every address that
+/// exists on the link, which is what `vbridge verify` reads next.
+pub fn icmp_sweep(
+    targets: &[Ipv4Addr],
+    wait: Duration,
+    enough: &mut dyn FnMut(Ipv4Addr) -> bool,
+) -> Result<Vec<Ipv4Addr>> {
+    let (fd, raw) = icmp_socket(false)?;
+    let id = (std::process::id() & 0xffff) as u16 ^ 0x5a5a;
+    for (i, t) in targets.iter().enumerate() {
+        send_to(
+            &fd,
+            &Dest::new(IpAddr::V4(*t), 0),
+            &echo_request(id, i as u16),
+        );
+    }
+    let deadline = Instant::now() + wait;
+    let mut answered = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if left.is_zero() || !readable(&fd, left) {
+            break;
+        }
+        let mut buf = [0u8; 1500];
+        let Some((n, Some(IpAddr::V4(from)))) = recv_from(&fd, &mut buf) else {
+            continue;
+        };
+        if targets.contains(&from)
+            && !answered.contains(&from)
+            && is_our_reply(&buf, n, raw, false, id)
+        {
+            answered.push(from);
+            if answered.len() == targets.len() || enough(from) {
+                break;
+            }
+        }
+    }
+    Ok(answered)
 }
 
 fn send_to(fd: &OwnedFd, to: &Dest, pkt: &[u8]) {

@@ -29,6 +29,7 @@
 //! - `define_guest(GuestSpec) -> String` (the domain name), `console(&str) -> String`,
 //!   `wait_console(&str, marker, Duration) -> Option<String>`,
 //!   `wait_console_from(&str, marker, from: usize, Duration) -> Option<(String, usize)>`.
+//! - `define_nat_network(label) -> String`, `nat_prefix() -> String` (10.78.N.).
 //! - `ping_from_lan(&str) -> bool`, `wait_ping(&str, Duration) -> bool`, `leases() -> String`,
 //!   `bridge_ports() -> Vec<String>`, `addr(u8) -> String`, `processes() -> Vec<u32>`,
 //!   `peak_rss_kib() -> u64`, `trace() -> Trace`; `lab::assert_nothing_left(&Trace)`.
@@ -206,6 +207,45 @@ impl Lab {
             self.virsh_ok(&["start", &name]);
         }
         name
+    }
+
+    /// Define and start a libvirt NAT network (`<forward mode='nat'/>`, 10.78.N.0/24 with
+    /// libvirt's own dnsmasq serving .100-.150, told `no-ping` as the LAN's dnsmasq is, else each
+    /// lease waits ~3 s for an ICMP probe) inside the private daemon; returns its name.
+    /// Its bridge (virbrX), dnsmasq and iptables rules all live in the lab's host netns, and go
+    /// with the daemon's process tree and the namespace at teardown.
+    pub fn define_nat_network(&self, label: &str) -> String {
+        let name = format!("{}-{label}", self.id);
+        let net = |h: u8| format!("10.78.{}.{h}", self.subnet);
+        let xml = format!(
+            "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n  \
+             <name>{name}</name>\n  <forward mode='nat'/>\n  \
+             <bridge stp='off' delay='0'/>\n  <ip address='{gw}' netmask='255.255.255.0'>\n    \
+             <dhcp><range start='{lo}' end='{hi}'/></dhcp>\n  </ip>\n  \
+             <dnsmasq:options><dnsmasq:option value='no-ping'/></dnsmasq:options>\n</network>\n",
+            name = guest::esc(&name),
+            gw = net(1),
+            lo = net(100),
+            hi = net(150),
+        );
+        let file = self.dir().join(format!("{name}.net.xml"));
+        fs::write(&file, xml).unwrap();
+        self.virsh_ok(&["net-define", file.to_str().unwrap()]);
+        let out = self.virsh(&["net-start", &name]);
+        assert!(
+            out.status.success(),
+            "the NAT network does not start in the lab: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            fs::read_to_string(self.daemon().run_dir.join("libvirtd.log"))
+                .map(|l| l.lines().rev().take(15).collect::<Vec<_>>().join("\n"))
+                .unwrap_or_default()
+        );
+        name
+    }
+
+    /// `10.78.N.` - the prefix of the NAT network's addresses.
+    pub fn nat_prefix(&self) -> String {
+        format!("10.78.{}.", self.subnet)
     }
 
     /// The serial console file of a domain.

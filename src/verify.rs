@@ -1,0 +1,675 @@
+//! `vbridge verify`: find the IPv4 addresses of a running VM's bridged NICs and check that
+//! they answer.
+//!
+//! On a bridge the guest usually leases from the LAN's router, so libvirt knows nothing
+//! (`virsh domifaddr` is empty) and there may be no guest agent. Every source that exists is
+//! asked, and the report says which one found the address that answered: libvirt's lease,
+//! agent and ARP sources, the host's neighbour table for the NIC's MAC, and an active ICMP
+//! sweep of the bridge's own subnet that makes the kernel resolve every neighbour on it.
+//!
+//! The pure part ([`bridged_nics`], [`sweep_targets`], [`judge`]) turns observations into a
+//! verdict per NIC; [`verify`] observes, probes and waits.
+
+use crate::domxml::{self, Nic};
+use crate::error::{Error, Result};
+use crate::host::{neigh, netlink::Netlink, probe, sysfs};
+use crate::libvirt::{AddressSource, Conn, Dom};
+use crate::validate;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+/// The widest subnet the active probe sweeps (a /22 is 1022 addresses).
+pub const MAX_SWEEP_PREFIX: u8 = 22;
+/// How long one sweep waits for echo replies (and the neighbour table to fill).
+const SWEEP_WAIT: Duration = Duration::from_millis(400);
+/// A sweep of the same bridge is repeated at most this often while waiting.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Pause between rounds of the cheap sources.
+const ROUND: Duration = Duration::from_millis(200);
+/// The longest one confirming ping of a candidate address may take.
+const PING: Duration = Duration::from_millis(800);
+
+/// Where an address was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// libvirt's own dnsmasq (libvirt-managed NAT/routed networks only).
+    Lease,
+    /// The QEMU guest agent.
+    Agent,
+    /// libvirt's reading of the host's ARP table.
+    Arp,
+    /// The host's neighbour table, read by vbridge, for the NIC's MAC.
+    Neighbour,
+    /// vbridge's ICMP sweep of the bridge's subnet, then the neighbour table.
+    Probe,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Lease => "lease",
+            Source::Agent => "agent",
+            Source::Arp => "arp",
+            Source::Neighbour => "neighbour",
+            Source::Probe => "probe",
+        }
+    }
+}
+
+/// A NIC of the running VM that sits on a bridge, from the live XML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgedNic {
+    pub mac: String,
+    pub bridge: String,
+    /// The TAP (`<target dev>`), when libvirt shows one.
+    pub tap: Option<String>,
+}
+
+/// The NICs of a live domain document that sit on a host bridge: `type='bridge'`, and
+/// `type='network'` whose network is a bridge (libvirt 9 writes the bridge into the live
+/// `<source network='..' portid='..' bridge='br0'/>`, for bridge-mode and NAT networks alike).
+/// Pure.
+pub fn bridged_nics(nics: &[Nic]) -> Vec<BridgedNic> {
+    nics.iter()
+        .filter(|n| n.kind == "bridge" || n.kind == "network")
+        .filter_map(|n| {
+            Some(BridgedNic {
+                mac: n.mac.clone()?,
+                bridge: n.source.get("bridge").filter(|b| !b.is_empty())?.clone(),
+                tap: n.target_dev.clone().filter(|t| !t.is_empty()),
+            })
+        })
+        .collect()
+}
+
+/// The addresses an active sweep sends to for the host address `own`/`prefix` on the bridge:
+/// every host address of the subnet but the host's own. Refuses subnets wider than
+/// [`MAX_SWEEP_PREFIX`], with the reason. Pure.
+pub fn sweep_targets(own: Ipv4Addr, prefix: u8) -> std::result::Result<Vec<Ipv4Addr>, String> {
+    if !(MAX_SWEEP_PREFIX..=32).contains(&prefix) {
+        return Err(format!(
+            "{own}/{prefix} is wider than /{MAX_SWEEP_PREFIX}: not sweeping it"
+        ));
+    }
+    if prefix >= 31 {
+        // Point-to-point: the other end is the only neighbour.
+        let base = u32::from(own) & (u32::MAX << (32 - prefix));
+        let size = 1u32 << (32 - prefix);
+        return Ok((base..base + size)
+            .map(Ipv4Addr::from)
+            .filter(|a| *a != own)
+            .collect());
+    }
+    let mask = u32::MAX << (32 - prefix);
+    let net = u32::from(own) & mask;
+    let bcast = net | !mask;
+    Ok((net + 1..bcast)
+        .map(Ipv4Addr::from)
+        .filter(|a| *a != own)
+        .collect())
+}
+
+/// One address seen for a NIC, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sighting {
+    pub ip: Ipv4Addr,
+    pub source: Source,
+}
+
+/// What was observed of one NIC.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The bridge the TAP is a port of right now (sysfs), None when on none or missing.
+    pub tap_master: Option<String>,
+    /// The TAP exists on this host.
+    pub tap_exists: bool,
+    /// Addresses seen, each with the first source that showed it.
+    pub sightings: Vec<Sighting>,
+    /// Addresses that answered ICMP echo.
+    pub answered: Vec<Ipv4Addr>,
+    /// Sources tried and what they could not do ("no IPv4 address on br0: no sweep").
+    pub notes: Vec<String>,
+}
+
+impl Observed {
+    /// Record an address unless it was seen before (the first source keeps it).
+    pub fn saw(&mut self, ip: Ipv4Addr, source: Source) -> bool {
+        if self.sightings.iter().any(|s| s.ip == ip) {
+            return false;
+        }
+        self.sightings.push(Sighting { ip, source });
+        true
+    }
+
+    fn note(&mut self, note: String) {
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
+    }
+}
+
+/// The verdict on one NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InterfaceReport {
+    pub mac: String,
+    pub bridge: String,
+    pub tap: Option<String>,
+    /// IPv4 addresses seen, answering ones first.
+    pub ips: Vec<String>,
+    /// Where the address that answered (else the first one seen) was found.
+    pub source: Option<Source>,
+    pub reachable: bool,
+    /// Why the NIC failed, in plain words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The TAP is not where libvirt says it is: the one fault that needs no waiting. Pure.
+pub fn tap_fault(nic: &BridgedNic, obs: &Observed) -> Option<String> {
+    let Some(tap) = &nic.tap else {
+        return Some(format!(
+            "libvirt shows no TAP device for this NIC (expected one on {})",
+            nic.bridge
+        ));
+    };
+    if !obs.tap_exists {
+        return Some(format!(
+            "TAP {tap} does not exist on this host (is vbridge running where libvirtd runs?)"
+        ));
+    }
+    match &obs.tap_master {
+        Some(m) if *m == nic.bridge => None,
+        Some(m) => Some(format!(
+            "TAP {tap} is not on {}: it is a port of {m}, though libvirt says {}",
+            nic.bridge, nic.bridge
+        )),
+        None => Some(format!(
+            "TAP {tap} is not on {}: it is a port of no bridge, though libvirt says {} \
+             (fix: ip link set {tap} master {})",
+            nic.bridge, nic.bridge, nic.bridge
+        )),
+    }
+}
+
+/// Turn what was observed of a NIC into its verdict. Pure.
+pub fn judge(nic: &BridgedNic, obs: &Observed) -> InterfaceReport {
+    let mut ips: Vec<&Sighting> = obs
+        .sightings
+        .iter()
+        .filter(|s| obs.answered.contains(&s.ip))
+        .collect();
+    ips.extend(
+        obs.sightings
+            .iter()
+            .filter(|s| !obs.answered.contains(&s.ip)),
+    );
+    let fault = tap_fault(nic, obs);
+    let reachable = fault.is_none() && ips.first().is_some_and(|s| obs.answered.contains(&s.ip));
+    let reason = if let Some(f) = fault {
+        Some(f)
+    } else if reachable {
+        None
+    } else if let Some(first) = ips.first() {
+        let list: Vec<String> = ips.iter().map(|s| s.ip.to_string()).collect();
+        let mut r = format!(
+            "address seen but no answer: {} (from {}) does not answer ping from this host",
+            list.join(", "),
+            first.source.as_str()
+        );
+        for n in &obs.notes {
+            r.push_str("; ");
+            r.push_str(n);
+        }
+        Some(r)
+    } else {
+        let mut r = "no address seen (asked libvirt's lease, agent and ARP sources, the \
+                     neighbour table"
+            .to_string();
+        r.push_str(if obs.notes.is_empty() {
+            " and an ICMP sweep of the bridge's subnet)"
+        } else {
+            ")"
+        });
+        for n in &obs.notes {
+            r.push_str("; ");
+            r.push_str(n);
+        }
+        Some(r)
+    };
+    InterfaceReport {
+        mac: nic.mac.clone(),
+        bridge: nic.bridge.clone(),
+        tap: nic.tap.clone(),
+        ips: ips.iter().map(|s| s.ip.to_string()).collect(),
+        source: ips.first().map(|s| s.source),
+        reachable,
+        reason,
+    }
+}
+
+/// What `vbridge verify` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub domain: String,
+    pub interfaces: Vec<InterfaceReport>,
+    /// Every bridged NIC has an address that answers.
+    pub ok: bool,
+    /// Seconds from start to verdict.
+    pub elapsed: f64,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.ok
+    }
+}
+
+/// Options of [`verify`].
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// How long to wait for an address that answers.
+    pub timeout: Duration,
+    /// Only the NIC with this MAC.
+    pub mac: Option<String>,
+}
+
+/// Find and check the addresses of the running domain's bridged NICs, waiting up to
+/// `opts.timeout`. Errors when the domain is not running or has no bridged NIC; a NIC that
+/// fails is a verdict in the report, not an error.
+pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let t0 = Instant::now();
+    let deadline = t0 + opts.timeout;
+    let dom = conn.domain(domain)?;
+    let name = dom.name().to_string();
+    if !dom.is_active()? {
+        return Err(
+            Error::conflict(format!("domain {name} is not running: nothing to verify"))
+                .with_hint(format!("start it (`virsh start {name}`), then verify")),
+        );
+    }
+    let nics = domxml::nics(&dom.live_xml()?)?;
+    let mut bridged = bridged_nics(&nics);
+    if let Some(m) = &opts.mac {
+        let m = validate::mac(m)?;
+        bridged.retain(|n| n.mac == m);
+        if bridged.is_empty() {
+            return Err(
+                Error::not_found(format!("domain {name} has no bridged NIC with MAC {m}"))
+                    .with_hint(format!("list its NICs with `virsh domiflist {name}`")),
+            );
+        }
+    }
+    if bridged.is_empty() {
+        return Err(Error::not_found(format!(
+            "domain {name} has no NIC on a bridge ({} NIC(s), none on a host bridge)",
+            nics.len()
+        ))
+        .with_hint(format!(
+            "put one on the bridge with `vbridge attach {name}` (power-cycle after), or \
+             `vbridge attach {name} --hotplug` while it runs"
+        )));
+    }
+
+    let mut obs: Vec<Observed> = vec![Observed::default(); bridged.len()];
+    let mut done = vec![false; bridged.len()];
+    let mut pinged: BTreeMap<Ipv4Addr, Instant> = BTreeMap::new();
+    let mut swept: BTreeMap<String, Instant> = BTreeMap::new();
+    loop {
+        let neighbours = neigh::ipv4().unwrap_or_default();
+        let libvirt = libvirt_sightings(&dom);
+        for (i, nic) in bridged.iter().enumerate() {
+            if done[i] {
+                continue;
+            }
+            let o = &mut obs[i];
+            look(nic, o, &libvirt, &neighbours, Source::Neighbour);
+            if tap_fault(nic, o).is_some() {
+                done[i] = true;
+                continue;
+            }
+            done[i] = confirm(o, &mut pinged, deadline);
+        }
+        if done.iter().all(|d| *d) || Instant::now() >= deadline {
+            break;
+        }
+        // Sweep each bridge that still has a NIC without an answering address.
+        let mut bridges: Vec<&str> = bridged
+            .iter()
+            .zip(&done)
+            .filter(|(_, d)| !**d)
+            .map(|(n, _)| n.bridge.as_str())
+            .collect();
+        bridges.sort_unstable();
+        bridges.dedup();
+        for br in bridges {
+            if swept.get(br).is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+                continue;
+            }
+            swept.insert(br.to_string(), Instant::now());
+            // Stop waiting for echo replies once every NIC still open here has answered.
+            let wanted: Vec<&str> = bridged
+                .iter()
+                .zip(&done)
+                .filter(|(n, d)| !**d && n.bridge == br)
+                .map(|(n, _)| n.mac.as_str())
+                .collect();
+            let mut found = 0;
+            let mut enough = |ip: Ipv4Addr| {
+                let table = neigh::ipv4().unwrap_or_default();
+                if table
+                    .iter()
+                    .any(|n| n.ip == ip && wanted.contains(&n.mac.as_str()))
+                {
+                    found += 1;
+                }
+                found >= wanted.len()
+            };
+            let result = sweep(br, deadline, &mut enough);
+            let neighbours = neigh::ipv4().unwrap_or_default();
+            for (i, nic) in bridged.iter().enumerate() {
+                if done[i] || nic.bridge != br {
+                    continue;
+                }
+                let o = &mut obs[i];
+                match &result {
+                    Ok(answered) => {
+                        look(nic, o, &[], &neighbours, Source::Probe);
+                        for s in o.sightings.clone() {
+                            if answered.contains(&s.ip) && !o.answered.contains(&s.ip) {
+                                o.answered.push(s.ip);
+                            }
+                        }
+                        done[i] = !o.answered.is_empty() || confirm(o, &mut pinged, deadline);
+                    }
+                    Err(note) => o.note(note.clone()),
+                }
+            }
+        }
+        if done.iter().all(|d| *d) {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::sleep(ROUND.min(deadline - now));
+    }
+    let interfaces: Vec<InterfaceReport> =
+        bridged.iter().zip(&obs).map(|(n, o)| judge(n, o)).collect();
+    Ok(VerifyReport {
+        domain: name,
+        ok: interfaces.iter().all(|i| i.reachable),
+        interfaces,
+        elapsed: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Update `o` from sysfs (the TAP), libvirt's sightings and the neighbour table (credited
+/// to `neigh_source`).
+fn look(
+    nic: &BridgedNic,
+    o: &mut Observed,
+    libvirt: &[(Option<String>, Ipv4Addr, Source)],
+    neighbours: &[neigh::Neighbour],
+    neigh_source: Source,
+) {
+    if let Some(tap) = &nic.tap {
+        o.tap_exists = sysfs::exists(tap);
+        o.tap_master = sysfs::master(tap);
+    }
+    for (mac, ip, src) in libvirt {
+        if mac.as_deref() == Some(nic.mac.as_str()) {
+            o.saw(*ip, *src);
+        }
+    }
+    for n in neighbours {
+        if n.mac == nic.mac {
+            o.saw(n.ip, neigh_source);
+        }
+    }
+}
+
+/// Ping the addresses seen that have not answered yet (each at most once a second).
+/// True once one answers.
+fn confirm(o: &mut Observed, pinged: &mut BTreeMap<Ipv4Addr, Instant>, deadline: Instant) -> bool {
+    if !o.answered.is_empty() {
+        return true;
+    }
+    for s in o.sightings.clone() {
+        if pinged.get(&s.ip).is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        pinged.insert(s.ip, Instant::now());
+        match probe::icmp_echo(IpAddr::V4(s.ip), None, PING.min(left)) {
+            Ok(true) => {
+                o.answered.push(s.ip);
+                return true;
+            }
+            Ok(false) => {}
+            // No ICMP socket (not root): say so rather than blame the guest.
+            Err(e) => o.note(format!("cannot ping {}: {}", s.ip, e.message)),
+        }
+    }
+    false
+}
+
+/// Addresses libvirt knows, from each of its sources that answers (IPv4 only).
+fn libvirt_sightings(dom: &Dom) -> Vec<(Option<String>, Ipv4Addr, Source)> {
+    let mut out = Vec::new();
+    for (src, source) in [
+        (AddressSource::Lease, Source::Lease),
+        (AddressSource::Agent, Source::Agent),
+        (AddressSource::Arp, Source::Arp),
+    ] {
+        // No agent, or a bridge libvirt does not manage, is the normal case: no addresses.
+        let Ok(list) = dom.addresses(src) else {
+            continue;
+        };
+        for a in list {
+            if let Ok(ip) = a.ip.parse::<Ipv4Addr>() {
+                out.push((a.mac, ip, source));
+            }
+        }
+    }
+    out
+}
+
+/// Sweep the IPv4 subnets of the host's addresses on `bridge`; the echo answers, or why
+/// no sweep was possible.
+fn sweep(
+    bridge: &str,
+    deadline: Instant,
+    enough: &mut dyn FnMut(Ipv4Addr) -> bool,
+) -> std::result::Result<Vec<Ipv4Addr>, String> {
+    let addrs =
+        bridge_ipv4(bridge).map_err(|e| format!("cannot read {bridge}'s addresses: {e}"))?;
+    if addrs.is_empty() {
+        return Err(format!(
+            "{bridge} has no IPv4 address on this host, so its subnet cannot be swept"
+        ));
+    }
+    let mut targets = Vec::new();
+    let mut refused = Vec::new();
+    for (ip, prefix) in addrs {
+        match sweep_targets(ip, prefix) {
+            Ok(t) => targets.extend(t),
+            Err(why) => refused.push(why),
+        }
+    }
+    targets.sort_unstable();
+    targets.dedup();
+    if targets.is_empty() && refused.is_empty() {
+        return Err(format!("{bridge}'s subnet has no other address to sweep"));
+    }
+    if targets.is_empty() {
+        return Err(refused.join("; "));
+    }
+    let wait = SWEEP_WAIT.min(deadline.saturating_duration_since(Instant::now()));
+    probe::icmp_sweep(&targets, wait, enough)
+        .map_err(|e| format!("ICMP sweep of {bridge} failed: {e}"))
+}
+
+/// The host's IPv4 addresses on `bridge`, from netlink.
+fn bridge_ipv4(bridge: &str) -> Result<Vec<(Ipv4Addr, u8)>> {
+    let mut nl = Netlink::open()?;
+    let links = nl.links()?;
+    let names = |i: u32| links.iter().find(|l| l.index == i).map(|l| l.name.clone());
+    Ok(nl
+        .addrs(&names)?
+        .into_iter()
+        .filter(|a| a.dev == bridge)
+        .filter_map(|a| match a.ip {
+            IpAddr::V4(v4) => Some((v4, a.prefix)),
+            IpAddr::V6(_) => None,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIVE: &str = "<domain type='qemu' id='3'>\n  <name>web</name>\n  <devices>\n    \
+        <interface type='bridge'>\n      <mac address='52:54:00:00:00:01'/>\n      \
+        <source bridge='br0'/>\n      <target dev='vnet0'/>\n      <model type='virtio'/>\n    \
+        </interface>\n    <interface type='network'>\n      <mac address='52:54:00:00:00:02'/>\n      \
+        <source network='br0-network' portid='9c3b' bridge='br0'/>\n      <target dev='vnet1'/>\n    \
+        </interface>\n    <interface type='network'>\n      <mac address='52:54:00:00:00:03'/>\n      \
+        <source network='default'/>\n    </interface>\n    <interface type='user'>\n      \
+        <mac address='52:54:00:00:00:04'/>\n    </interface>\n    <interface type='direct'>\n      \
+        <mac address='52:54:00:00:00:05'/>\n      <source dev='eth0' mode='bridge'/>\n      \
+        <target dev='macvtap0'/>\n    </interface>\n  </devices>\n</domain>\n";
+
+    fn nic() -> BridgedNic {
+        BridgedNic {
+            mac: "52:54:00:00:00:01".into(),
+            bridge: "br0".into(),
+            tap: Some("vnet0".into()),
+        }
+    }
+
+    fn on_bridge() -> Observed {
+        Observed {
+            tap_master: Some("br0".into()),
+            tap_exists: true,
+            ..Observed::default()
+        }
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn bridge_and_bridged_network_nics_count() {
+        let b = bridged_nics(&domxml::nics(LIVE).unwrap());
+        assert_eq!(
+            b,
+            vec![
+                nic(),
+                BridgedNic {
+                    mac: "52:54:00:00:00:02".into(),
+                    bridge: "br0".into(),
+                    tap: Some("vnet1".into()),
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn sweep_bounds() {
+        let t = sweep_targets(ip("10.77.3.2"), 24).unwrap();
+        assert_eq!(t.len(), 253);
+        assert_eq!(t[0], ip("10.77.3.1"));
+        assert_eq!(*t.last().unwrap(), ip("10.77.3.254"));
+        assert!(!t.contains(&ip("10.77.3.2")));
+        assert_eq!(sweep_targets(ip("10.0.1.9"), 22).unwrap().len(), 1021);
+        let wide = sweep_targets(ip("10.0.0.2"), 21).unwrap_err();
+        assert!(wide.contains("wider than /22"), "{wide}");
+        assert!(sweep_targets(ip("10.0.0.2"), 8).is_err());
+        assert_eq!(
+            sweep_targets(ip("10.0.0.2"), 31).unwrap(),
+            vec![ip("10.0.0.3")]
+        );
+        assert!(sweep_targets(ip("10.0.0.2"), 32).unwrap().is_empty());
+    }
+
+    #[test]
+    fn answering_address_passes_with_its_source() {
+        let mut o = on_bridge();
+        o.saw(ip("10.77.3.150"), Source::Neighbour);
+        o.saw(ip("10.77.3.101"), Source::Probe);
+        assert!(
+            !o.saw(ip("10.77.3.101"), Source::Lease),
+            "first source keeps it"
+        );
+        o.answered.push(ip("10.77.3.101"));
+        let r = judge(&nic(), &o);
+        assert!(r.reachable);
+        assert_eq!(r.reason, None);
+        assert_eq!(r.ips, vec!["10.77.3.101", "10.77.3.150"]);
+        assert_eq!(r.source, Some(Source::Probe));
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["source"], "probe");
+        assert_eq!(j["tap"], "vnet0");
+        assert!(j.get("reason").is_none());
+    }
+
+    #[test]
+    fn seen_but_silent() {
+        let mut o = on_bridge();
+        o.saw(ip("10.77.3.101"), Source::Neighbour);
+        let r = judge(&nic(), &o);
+        assert!(!r.reachable);
+        let why = r.reason.unwrap();
+        assert!(why.starts_with("address seen but no answer"), "{why}");
+        assert!(why.contains("10.77.3.101 (from neighbour)"), "{why}");
+    }
+
+    #[test]
+    fn nothing_seen_says_what_was_tried() {
+        let r = judge(&nic(), &on_bridge());
+        assert!(!r.reachable);
+        let why = r.reason.unwrap();
+        assert!(why.starts_with("no address seen"), "{why}");
+        assert!(why.contains("sweep"), "{why}");
+        let mut o = on_bridge();
+        o.notes
+            .push("10.0.0.2/16 is wider than /22: not sweeping it".into());
+        let why = judge(&nic(), &o).reason.unwrap();
+        assert!(why.contains("wider than /22"), "{why}");
+    }
+
+    #[test]
+    fn tap_off_the_bridge_fails_even_with_an_answer() {
+        let mut o = Observed {
+            tap_exists: true,
+            ..Observed::default()
+        };
+        o.saw(ip("10.77.3.101"), Source::Neighbour);
+        o.answered.push(ip("10.77.3.101"));
+        let r = judge(&nic(), &o);
+        assert!(!r.reachable);
+        let why = r.reason.unwrap();
+        assert!(why.contains("TAP vnet0 is not on br0"), "{why}");
+        assert!(why.contains("no bridge"), "{why}");
+        o.tap_master = Some("br1".into());
+        let why = judge(&nic(), &o).reason.unwrap();
+        assert!(why.contains("a port of br1"), "{why}");
+        let gone = judge(&nic(), &Observed::default()).reason.unwrap();
+        assert!(gone.contains("does not exist"), "{gone}");
+        let mut no_tap = nic();
+        no_tap.tap = None;
+        assert!(judge(&no_tap, &on_bridge())
+            .reason
+            .unwrap()
+            .contains("no TAP"));
+    }
+}
