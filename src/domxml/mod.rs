@@ -9,7 +9,7 @@ mod rewrite;
 mod scan;
 
 use crate::error::{Error, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -78,7 +78,7 @@ impl Rewritten {
 }
 
 /// Facts about a domain the hotplug preflight and the doctor need.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainFacts {
     pub name: Option<String>,
     pub uuid: Option<String>,

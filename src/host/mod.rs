@@ -6,10 +6,12 @@
 //! them through the [`bridge::Net`] trait, whose real implementation speaks rtnetlink.
 
 pub mod bridge;
+pub mod firewall;
 pub mod netlink;
 pub mod netplan;
 pub mod pending;
 pub mod probe;
+pub mod sysctl;
 pub mod sysfs;
 pub mod tap;
 
