@@ -447,7 +447,10 @@ pub fn paths(obs: &Observation, findings: &[Finding]) -> Vec<NicPath> {
             };
             let mut hops = vec![Hop {
                 kind: "nic",
-                name: nic.model.clone().unwrap_or_else(|| "NIC".into()),
+                name: nic
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| "(default model)".into()),
                 mark: "ok",
             }];
             let Some(b) = bridge else {
@@ -543,4 +546,386 @@ pub fn paths(obs: &Observation, findings: &[Finding]) -> Vec<NicPath> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each check against a recorded host state (tests/data/doctor/healthy.json: a host with
+    //! br0 on enp3s0, a running VM on a bridge-mode network, a shut-off one on br0) with one
+    //! fault put in.
+
+    use super::super::{Iface, NicObs, Observation};
+    use super::*;
+    use crate::host::firewall::Firewall;
+
+    fn healthy() -> Observation {
+        serde_json::from_str(include_str!("../../tests/data/doctor/healthy.json")).unwrap()
+    }
+
+    fn host(o: &mut Observation) -> &mut HostState {
+        o.host.as_mut().unwrap()
+    }
+
+    fn iface<'a>(o: &'a mut Observation, name: &str) -> &'a mut Iface {
+        host(o).interfaces.get_mut(name).unwrap()
+    }
+
+    fn errors(f: &[Finding]) -> Vec<(&str, &str)> {
+        f.iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| (f.id, f.subject.as_str()))
+            .collect()
+    }
+
+    fn find<'a>(f: &'a [Finding], id: &str) -> &'a Finding {
+        f.iter()
+            .find(|x| x.id == id)
+            .unwrap_or_else(|| panic!("no {id} in {f:#?}"))
+    }
+
+    #[test]
+    fn healthy_host_has_no_error_or_warning() {
+        let f = check(&healthy());
+        let loud: Vec<_> = f.iter().filter(|f| f.severity != Severity::Info).collect();
+        assert!(loud.is_empty(), "{loud:#?}");
+        // The sysctl is 1 with FORWARD accepting: worth knowing, not an error.
+        assert_eq!(find(&f, "bridge-nf-call-iptables").severity, Severity::Info);
+        let p = paths(&healthy(), &f);
+        let web = &p.iter().find(|p| p.domain == "web").unwrap().hops;
+        let marks: Vec<_> = web
+            .iter()
+            .map(|h| (h.kind, h.name.as_str(), h.mark))
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                ("nic", "virtio", "ok"),
+                ("tap", "vnet0", "ok"),
+                ("bridge", "br0", "ok"),
+                ("uplink", "enp3s0", "ok"),
+                ("lan", "LAN", "unknown")
+            ]
+        );
+        let db = &p.iter().find(|p| p.domain == "db").unwrap().hops;
+        assert_eq!(db[1].mark, "off");
+    }
+
+    #[test]
+    fn bridge_missing_for_network_and_vm() {
+        let mut o = healthy();
+        host(&mut o).interfaces.retain(|n, _| n != "br0");
+        iface(&mut o, "enp3s0").master = None;
+        iface(&mut o, "vnet0").master = None;
+        let f = check(&o);
+        assert_eq!(errors(&f), [("bridge-missing", "br0")]);
+        let m = &find(&f, "bridge-missing").message;
+        assert!(
+            m.contains("network br0-network") && m.contains("VM web"),
+            "{m}"
+        );
+        assert!(find(&f, "bridge-missing").action.is_none());
+    }
+
+    #[test]
+    fn not_a_bridge_names_the_real_bridge() {
+        let mut o = healthy();
+        o.domains[1].nics[0].bridge = Some("enp3s0".into());
+        let f = check(&o);
+        assert_eq!(errors(&f), [("not-a-bridge", "enp3s0")]);
+        assert!(find(&f, "not-a-bridge").fix.contains("use br0"));
+    }
+
+    #[test]
+    fn bridge_down_is_fixed_by_link_up() {
+        let mut o = healthy();
+        iface(&mut o, "br0").up = false;
+        let f = check(&o);
+        assert_eq!(errors(&f), [("bridge-down", "br0")]);
+        assert_eq!(
+            find(&f, "bridge-down").action,
+            Some(Action::BridgeUp {
+                bridge: "br0".into()
+            })
+        );
+    }
+
+    #[test]
+    fn bridge_without_uplink_warns() {
+        let mut o = healthy();
+        iface(&mut o, "enp3s0").master = None;
+        let f = check(&o);
+        let w = find(&f, "bridge-no-uplink");
+        assert_eq!((w.severity, w.subject.as_str()), (Severity::Warning, "br0"));
+        assert!(w.message.contains("vnet0"));
+        let p = paths(&o, &f);
+        assert_eq!(p[1].hops[3].mark, "fail", "{p:#?}");
+    }
+
+    #[test]
+    fn uplink_with_address_warns_and_is_never_fixed() {
+        let mut o = healthy();
+        iface(&mut o, "enp3s0").ipv4 = vec!["192.168.1.20/24".into()];
+        let f = check(&o);
+        let w = find(&f, "uplink-has-ip");
+        assert_eq!(
+            (w.severity, w.subject.as_str()),
+            (Severity::Warning, "enp3s0")
+        );
+        assert!(w.fix.contains("ip addr del 192.168.1.20/24 dev enp3s0"));
+        assert!(w.action.is_none());
+    }
+
+    #[test]
+    fn stp_on_warns_with_the_delay() {
+        let mut o = healthy();
+        iface(&mut o, "br0").stp_state = Some(1);
+        iface(&mut o, "br0").forward_delay = Some(1500);
+        let f = check(&o);
+        let w = find(&f, "stp-forward-delay");
+        assert_eq!(w.subject, "br0");
+        assert!(
+            w.message.contains("15 s") && w.message.contains("30 s"),
+            "{}",
+            w.message
+        );
+        assert_eq!(
+            w.action,
+            Some(Action::StpOff {
+                bridge: "br0".into()
+            })
+        );
+        // virbr0 has STP on too, but no VM uses it: not reported.
+        assert_eq!(f.iter().filter(|f| f.id == "stp-forward-delay").count(), 1);
+    }
+
+    #[test]
+    fn tap_off_the_bridge_is_detached() {
+        let mut o = healthy();
+        iface(&mut o, "vnet0").master = None;
+        let f = check(&o);
+        assert_eq!(errors(&f), [("tap-detached", "vnet0")]);
+        assert_eq!(
+            find(&f, "tap-detached").action,
+            Some(Action::AttachTap {
+                tap: "vnet0".into(),
+                bridge: "br0".into()
+            })
+        );
+        iface(&mut o, "vnet0").master = Some("virbr0".into());
+        let f = check(&o);
+        assert!(find(&f, "tap-detached").message.contains("port of virbr0"));
+    }
+
+    #[test]
+    fn forward_drop_with_the_sysctl_on() {
+        let mut o = healthy();
+        host(&mut o).firewall = Some(Firewall {
+            forward_policy: Some("DROP".into()),
+            ..Firewall::default()
+        });
+        let f = check(&o);
+        assert_eq!(errors(&f), [("forward-drop", "br0")]);
+        assert_eq!(find(&f, "forward-drop").action, Some(Action::BridgeNfOff));
+        assert!(!f.iter().any(|f| f.id == "bridge-nf-call-iptables"));
+        assert_eq!(paths(&o, &f)[1].hops[4].mark, "fail");
+
+        // An ACCEPT rule for bridged frames makes DROP harmless.
+        host(&mut o).firewall.as_mut().unwrap().rules =
+            vec!["-A FORWARD -m physdev --physdev-is-bridged -j ACCEPT".into()];
+        assert!(errors(&check(&o)).is_empty());
+
+        // With the sysctl at 0 (or br_netfilter absent) iptables never sees bridged frames.
+        host(&mut o).firewall.as_mut().unwrap().rules.clear();
+        host(&mut o).bridge_nf_call_iptables = Some(0);
+        let f = check(&o);
+        assert!(errors(&f).is_empty());
+        assert!(!f.iter().any(|f| f.id == "bridge-nf-call-iptables"));
+        host(&mut o).bridge_nf_call_iptables = None;
+        assert!(errors(&check(&o)).is_empty());
+    }
+
+    #[test]
+    fn forward_drop_under_docker_adds_a_rule_instead() {
+        let mut o = healthy();
+        host(&mut o).firewall = Some(crate::host::firewall::parse(
+            "-P FORWARD DROP\n-N DOCKER-USER\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -j RETURN\n",
+        ));
+        let f = check(&o);
+        assert_eq!(
+            find(&f, "forward-drop").action,
+            Some(Action::AcceptBridged {
+                chain: "DOCKER-USER".into(),
+                bridge: "br0".into()
+            })
+        );
+    }
+
+    #[test]
+    fn unreadable_firewall_is_info() {
+        let mut o = healthy();
+        host(&mut o).firewall = Some(Firewall {
+            error: Some("cannot run iptables: No such file or directory".into()),
+            ..Firewall::default()
+        });
+        let f = check(&o);
+        assert!(find(&f, "bridge-nf-call-iptables")
+            .message
+            .contains("could not be read"));
+        assert!(errors(&f).is_empty());
+    }
+
+    #[test]
+    fn network_inactive_and_no_autostart() {
+        let mut o = healthy();
+        o.networks[0].active = false;
+        o.networks[0].autostart = false;
+        let f = check(&o);
+        assert_eq!(errors(&f), [("network-inactive", "br0-network")]);
+        let w = find(&f, "network-no-autostart");
+        assert_eq!(
+            (w.severity, w.subject.as_str()),
+            (Severity::Warning, "br0-network")
+        );
+        // NAT networks are libvirt's own business.
+        o.networks[1].active = false;
+        assert_eq!(errors(&check(&o)).len(), 1);
+        // Fixes: start, then autostart, each once.
+        let plan = crate::doctor::plan(&check(&o));
+        let acts: Vec<_> = plan.iter().map(|p| p.change.as_str()).collect();
+        assert_eq!(
+            acts,
+            [
+                "virsh net-start br0-network",
+                "virsh net-autostart br0-network"
+            ]
+        );
+    }
+
+    #[test]
+    fn network_missing() {
+        let mut o = healthy();
+        o.domains[0].nics[0].network = Some("gone".into());
+        o.domains[0].nics[0].bridge = None;
+        let f = check(&o);
+        assert_eq!(errors(&f), [("network-missing", "gone")]);
+    }
+
+    #[test]
+    fn hotplug_unavailable_for_i440fx_without_acpi_and_full_q35() {
+        let mut o = healthy();
+        o.domains[0].facts.acpi = false;
+        o.domains[1].facts.free_pcie_root_ports = 0;
+        let f = check(&o);
+        let subjects: Vec<_> = f
+            .iter()
+            .filter(|f| f.id == "hotplug-unavailable")
+            .map(|f| (f.severity, f.subject.as_str()))
+            .collect();
+        assert_eq!(subjects, [(Severity::Info, "db"), (Severity::Info, "web")]);
+    }
+
+    #[test]
+    fn model_not_virtio_and_nat_only() {
+        let mut o = healthy();
+        o.domains[1].nics = vec![NicObs {
+            mac: Some("52:54:00:00:00:03".into()),
+            kind: "network".into(),
+            network: Some("default".into()),
+            model: Some("e1000".into()),
+            ..NicObs::default()
+        }];
+        let f = check(&o);
+        let m = find(&f, "model-not-virtio");
+        assert_eq!((m.severity, m.subject.as_str()), (Severity::Info, "db"));
+        assert!(m.message.contains("e1000") && m.message.contains("Gbit/s"));
+        assert_eq!(find(&f, "vm-nat-only").subject, "db");
+    }
+
+    #[test]
+    fn wireless_and_down_uplinks_are_errors() {
+        let mut o = healthy();
+        iface(&mut o, "enp3s0").wireless = true;
+        iface(&mut o, "enp3s0").operstate = Some("down".into());
+        let f = check(&o);
+        assert_eq!(
+            errors(&f),
+            [("uplink-down", "enp3s0"), ("uplink-wireless", "enp3s0")]
+        );
+    }
+
+    #[test]
+    fn bridge_mac_that_follows_ports_warns() {
+        let mut o = healthy();
+        iface(&mut o, "br0").mac = Some("52:54:00:aa:00:99".into());
+        assert_eq!(find(&check(&o), "bridge-mac-unstable").subject, "br0");
+        // Pinned, it stays whatever the ports do.
+        iface(&mut o, "br0").mac_pinned = true;
+        assert!(!check(&o).iter().any(|f| f.id == "bridge-mac-unstable"));
+        // Following the uplink, but a port with a lower MAC would take over.
+        let mut o = healthy();
+        iface(&mut o, "vnet0").mac = Some("02:00:00:00:00:01".into());
+        assert!(find(&check(&o), "bridge-mac-unstable")
+            .message
+            .contains("vnet0"));
+    }
+
+    #[test]
+    fn remote_host_skips_host_checks() {
+        let mut o = healthy();
+        o.host = None;
+        o.host_skipped = Some("remote".into());
+        o.uri = "qemu+ssh://kvm1/system".into();
+        iface_free_errors(&o);
+        let f = check(&o);
+        let s = find(&f, "host-checks-skipped");
+        assert_eq!(s.subject, "qemu+ssh://kvm1/system");
+        // libvirt-side checks still run.
+        o.networks[0].active = false;
+        assert_eq!(errors(&check(&o)), [("network-inactive", "br0-network")]);
+        assert_eq!(paths(&o, &check(&o))[1].hops[2].mark, "unknown");
+    }
+
+    fn iface_free_errors(o: &Observation) {
+        assert!(errors(&check(o)).is_empty());
+    }
+
+    #[test]
+    fn plan_dedups_and_orders() {
+        let mut o = healthy();
+        iface(&mut o, "vnet0").master = None;
+        iface(&mut o, "br0").stp_state = Some(1);
+        host(&mut o).firewall = Some(Firewall {
+            forward_policy: Some("DROP".into()),
+            ..Firewall::default()
+        });
+        o.domains[1].nics[0].bridge = Some("br1".into());
+        host(&mut o).interfaces.insert(
+            "br1".into(),
+            Iface {
+                is_bridge: true,
+                up: true,
+                ..Iface::default()
+            },
+        );
+        let f = check(&o);
+        let plan = crate::doctor::plan(&f);
+        let acts: Vec<_> = plan
+            .iter()
+            .map(|p| (p.change.as_str(), p.ids.clone()))
+            .collect();
+        assert_eq!(
+            acts,
+            [
+                (
+                    "ip link set br0 type bridge stp_state 0 forward_delay 0",
+                    vec!["stp-forward-delay"]
+                ),
+                (
+                    "sysctl -w net.bridge.bridge-nf-call-iptables=0",
+                    vec!["forward-drop"]
+                ),
+                ("ip link set vnet0 master br0 up", vec!["tap-detached"]),
+            ]
+        );
+    }
 }
