@@ -4,6 +4,7 @@ mod common;
 mod corpus;
 mod lab;
 mod lab_core;
+mod lab_doctor;
 mod lab_smoke;
 mod rewrite;
 mod testdriver;
