@@ -112,7 +112,7 @@ fn render(r: &Report, g: &Globals) -> String {
     let count = |sev| r.findings.iter().filter(|f| f.severity == sev).count();
     let _ = writeln!(
         s,
-        "\n{} error(s), {} warning(s), {} info ({} ms){}",
+        "\n{} error(s), {} warning(s), {} info ({:.1} ms){}",
         count(Severity::Error),
         count(Severity::Warning),
         count(Severity::Info),

@@ -224,7 +224,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_skipped: Option<String>,
     pub dry_run: bool,
-    pub elapsed_ms: u64,
+    /// Wall time of observe + check (+ fix), connection already open; microsecond precision.
+    pub elapsed_ms: f64,
 }
 
 impl Report {
@@ -284,6 +285,6 @@ pub fn run(conn: &Conn, opts: &Options) -> Result<Report> {
         paths,
         host_skipped: obs.host_skipped.clone(),
         dry_run: opts.dry_run,
-        elapsed_ms: t0.elapsed().as_millis() as u64,
+        elapsed_ms: (t0.elapsed().as_micros() as f64 / 1000.0),
     })
 }

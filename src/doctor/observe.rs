@@ -13,6 +13,24 @@ use std::collections::BTreeMap;
 
 /// Observe libvirt (all domains, or those named) and, when libvirt runs here, the host.
 pub fn observe(conn: &Conn, names: &[String]) -> Result<Observation> {
+    // The host side (sysfs, netlink, an iptables exec) runs on its own thread while the
+    // libvirt round trips run here: on a host with many VMs it then costs no wall time.
+    let host_applies = host_checks_apply(conn);
+    std::thread::scope(|s| {
+        let host = host_applies.then(|| s.spawn(observe_host));
+        let obs = observe_libvirt(conn, names);
+        let host = host.map(|h| h.join().expect("host observation does not panic"));
+        obs.map(|mut o| {
+            if host_applies {
+                o.host = host;
+                o.host_skipped = None;
+            }
+            o
+        })
+    })
+}
+
+fn observe_libvirt(conn: &Conn, names: &[String]) -> Result<Observation> {
     let doms: Vec<(Dom, bool)> = if names.is_empty() {
         conn.domains_with_state()?
     } else {
@@ -56,35 +74,30 @@ pub fn observe(conn: &Conn, names: &[String]) -> Result<Observation> {
     networks.sort_by(|a, b| a.name.cmp(&b.name));
 
     let uri = conn.uri();
-    let (host, host_skipped) = if host_checks_apply(conn) {
-        (Some(observe_host()), None)
+    let host_skipped = if host_checks_apply(conn) {
+        None
     } else if conn.is_local() {
-        (
-            None,
-            Some(format!(
-                "{uri} is libvirt's test driver: its networks and taps are not this host's"
-            )),
-        )
+        Some(format!(
+            "{uri} is libvirt's test driver: its networks and taps are not this host's"
+        ))
     } else {
-        (
-            None,
-            Some(format!(
-                "{uri} is a remote host: host-side checks (bridges, taps, sysctl, firewall) were skipped; run `vbridge doctor` on that host"
-            )),
-        )
+        Some(format!(
+            "{uri} is a remote host: host-side checks (bridges, taps, sysctl, firewall) were skipped; run `vbridge doctor` on that host"
+        ))
     };
     Ok(Observation {
         uri,
         networks,
         domains,
-        host,
+        host: None,
         host_skipped,
     })
 }
 
 /// A domain from its XML (pure).
 pub fn domain_obs(name: &str, running: bool, xml: &str) -> Result<DomainObs> {
-    let nics = domxml::nics(xml)?
+    let (nics, facts) = domxml::nics_and_facts(xml)?;
+    let nics = nics
         .into_iter()
         .map(|n| NicObs {
             mac: n.mac,
@@ -101,7 +114,7 @@ pub fn domain_obs(name: &str, running: bool, xml: &str) -> Result<DomainObs> {
         name: name.to_string(),
         running,
         nics,
-        facts: domxml::facts(xml)?,
+        facts,
     })
 }
 

@@ -121,6 +121,17 @@ pub fn facts(xml: &str) -> Result<DomainFacts> {
     facts::facts(&domain_root(xml)?, xml)
 }
 
+/// The interfaces and the facts from one parse (the doctor reads many domains).
+pub fn nics_and_facts(xml: &str) -> Result<(Vec<Nic>, DomainFacts)> {
+    let root = domain_root(xml)?;
+    let nics = interfaces(&root)
+        .iter()
+        .enumerate()
+        .map(|(i, el)| nic_from(el, i + 1))
+        .collect();
+    Ok((nics, facts::facts(&root, xml)?))
+}
+
 /// Parse the document and check that it is a `<domain>`.
 fn domain_root(xml: &str) -> Result<scan::Element> {
     let root = scan::parse(xml)?;
