@@ -96,6 +96,7 @@ fn render(r: &Report, g: &Globals) -> String {
             let state = match (&f.error, f.done) {
                 (Some(e), _) => format!("FAILED: {e}"),
                 (None, true) => "done".to_string(),
+                (None, false) if r.dry_run => "would do".to_string(),
                 (None, false) => "not done".to_string(),
             };
             let _ = writeln!(s, "  {} ({}): {state}", f.change, f.ids.join(", "));
@@ -124,4 +125,67 @@ fn render(r: &Report, g: &Globals) -> String {
         }
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    //! Golden text reports: tests/data/doctor/*.txt, rewritten with `VBRIDGE_BLESS=1`.
+
+    use super::*;
+    use crate::doctor::{check, paths, plan, Observation};
+
+    fn globals() -> Globals {
+        Globals {
+            connect: None,
+            output: super::super::Format::Text,
+            dry_run: true,
+            quiet: false,
+            verbose: false,
+        }
+    }
+
+    fn golden(name: &str, obs: &Observation, fix: bool) {
+        let findings = check(obs);
+        let fixed = if fix { plan(&findings) } else { Vec::new() };
+        let r = Report {
+            uri: obs.uri.clone(),
+            paths: paths(obs, &findings),
+            findings,
+            fixed,
+            host_skipped: obs.host_skipped.clone(),
+            dry_run: true,
+            elapsed_ms: 0.0,
+        };
+        let text = render(&r, &globals());
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/doctor")
+            .join(format!("{name}.txt"));
+        if std::env::var_os("VBRIDGE_BLESS").is_some() {
+            std::fs::write(&p, &text).unwrap();
+        }
+        let want = std::fs::read_to_string(&p)
+            .unwrap_or_else(|_| panic!("{} missing: run with VBRIDGE_BLESS=1", p.display()));
+        assert_eq!(
+            text,
+            want,
+            "{} differs (VBRIDGE_BLESS=1 rewrites it)",
+            p.display()
+        );
+    }
+
+    fn healthy() -> Observation {
+        serde_json::from_str(include_str!("../../tests/data/doctor/healthy.json")).unwrap()
+    }
+
+    #[test]
+    fn golden_reports() {
+        golden("healthy", &healthy(), false);
+        let mut o = healthy();
+        let host = o.host.as_mut().unwrap();
+        host.interfaces.get_mut("vnet0").unwrap().master = None;
+        host.interfaces.get_mut("enp3s0").unwrap().ipv4 = vec!["192.168.1.20/24".into()];
+        host.firewall.as_mut().unwrap().forward_policy = Some("DROP".into());
+        o.networks[0].autostart = false;
+        golden("faults-dry-run-fix", &o, true);
+    }
 }
