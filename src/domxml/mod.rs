@@ -9,7 +9,7 @@ mod rewrite;
 mod scan;
 
 use crate::error::{Error, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -78,7 +78,7 @@ impl Rewritten {
 }
 
 /// Facts about a domain the hotplug preflight and the doctor need.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainFacts {
     pub name: Option<String>,
     pub uuid: Option<String>,
@@ -119,6 +119,17 @@ pub fn rewrite_to_bridge(xml: &str, bridge: &str, selection: &Selection) -> Resu
 /// Facts about the domain document.
 pub fn facts(xml: &str) -> Result<DomainFacts> {
     facts::facts(&domain_root(xml)?, xml)
+}
+
+/// The interfaces and the facts from one parse (the doctor reads many domains).
+pub fn nics_and_facts(xml: &str) -> Result<(Vec<Nic>, DomainFacts)> {
+    let root = domain_root(xml)?;
+    let nics = interfaces(&root)
+        .iter()
+        .enumerate()
+        .map(|(i, el)| nic_from(el, i + 1))
+        .collect();
+    Ok((nics, facts::facts(&root, xml)?))
 }
 
 /// Parse the document and check that it is a `<domain>`.

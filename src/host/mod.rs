@@ -11,12 +11,14 @@
 //! STP state, forward delay, MAC) and [`bridge::observe`] (links, addresses, routes).
 
 pub mod bridge;
+pub mod firewall;
 pub mod host_bridge;
 pub mod neigh;
 pub mod netlink;
 pub mod netplan;
 pub mod pending;
 pub mod probe;
+pub mod sysctl;
 pub mod sysfs;
 pub mod tap;
 

@@ -102,6 +102,12 @@ pub fn is_up(iface: &str) -> bool {
         .is_some_and(|f| f & 1 != 0)
 }
 
+/// How the MAC address was assigned (0 permanent, 1 random, 2 stolen, 3 set by user space).
+/// A bridge whose MAC was not set follows its ports' MACs, so it can change under DHCP.
+pub fn addr_assign_type(iface: &str) -> Option<u32> {
+    attr(iface, "addr_assign_type")?.parse().ok()
+}
+
 /// The interface names of this namespace, sorted.
 pub fn interfaces() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(base())

@@ -6,6 +6,7 @@ mod corpus;
 mod host;
 mod lab;
 mod lab_core;
+mod lab_doctor;
 mod lab_e2e;
 mod lab_smoke;
 mod rewrite;

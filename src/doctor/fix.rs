@@ -1,0 +1,192 @@
+//! `doctor --fix`: turn findings into a plan of safe, reversible [`Action`]s (pure), then
+//! apply them one by one. A failed change is reported and the others still run. Nothing
+//! here touches an address of a NIC.
+
+use super::{Action, Finding, Fixed};
+use crate::error::{Error, Result};
+use crate::host::{firewall, netlink::Netlink, sysctl};
+use crate::libvirt::Conn;
+use std::path::PathBuf;
+
+/// The file `--persist` writes in the sysctl.d directory.
+pub const SYSCTL_DROPIN: &str = "90-vbridge-bridge-nf.conf";
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct FixOptions {
+    pub dry_run: bool,
+    pub persist: bool,
+    /// Where `--persist` writes the sysctl drop-in (tests point it at a temp dir).
+    pub sysctl_dir: PathBuf,
+}
+
+impl Action {
+    /// The change as a command a person could type.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::BridgeUp { bridge } => format!("ip link set {bridge} up"),
+            Action::StpOff { bridge } => {
+                format!("ip link set {bridge} type bridge stp_state 0 forward_delay 0")
+            }
+            Action::BridgeNfOff => format!("sysctl -w {}=0", sysctl::BRIDGE_NF_CALL_IPTABLES),
+            Action::AcceptBridged { chain, bridge } => {
+                format!("iptables -I {chain} -i {bridge} -o {bridge} -j ACCEPT")
+            }
+            Action::StartNetwork { network } => format!("virsh net-start {network}"),
+            Action::AutostartNetwork { network } => format!("virsh net-autostart {network}"),
+            Action::AttachTap { tap, bridge } => format!("ip link set {tap} master {bridge} up"),
+        }
+    }
+
+    fn subject(&self) -> String {
+        match self {
+            Action::BridgeUp { bridge } | Action::StpOff { bridge } => bridge.clone(),
+            Action::BridgeNfOff => sysctl::BRIDGE_NF_CALL_IPTABLES.to_string(),
+            Action::AcceptBridged { chain, .. } => chain.clone(),
+            Action::StartNetwork { network } | Action::AutostartNetwork { network } => {
+                network.clone()
+            }
+            Action::AttachTap { tap, .. } => tap.clone(),
+        }
+    }
+}
+
+/// The changes that answer the findings, each once, in a safe order: bridges first, then the
+/// firewall, networks, and taps last (onto a bridge that is up). Pure.
+pub fn plan(findings: &[Finding]) -> Vec<Fixed> {
+    let mut out: Vec<Fixed> = Vec::new();
+    for f in findings {
+        let Some(a) = &f.action else { continue };
+        if let Some(p) = out.iter_mut().find(|p| &p.action == a) {
+            if !p.ids.contains(&f.id) {
+                p.ids.push(f.id);
+            }
+            continue;
+        }
+        out.push(Fixed {
+            ids: vec![f.id],
+            subject: a.subject(),
+            change: a.describe(),
+            action: a.clone(),
+            done: false,
+            error: None,
+            persisted: None,
+            persist_hint: None,
+        });
+    }
+    out.sort_by(|a, b| a.action.cmp(&b.action));
+    out
+}
+
+/// Apply a plan. With `dry_run` nothing changes and every entry says what would be done.
+pub fn apply(conn: &Conn, plan: Vec<Fixed>, opts: &FixOptions) -> Vec<Fixed> {
+    let mut nl: Option<Netlink> = None;
+    plan.into_iter()
+        .map(|mut f| {
+            f.persist_hint = persist_hint(&f.action, opts);
+            if opts.dry_run {
+                return f;
+            }
+            match apply_one(conn, &mut nl, &f.action, opts) {
+                Ok(persisted) => {
+                    f.done = true;
+                    f.persisted = persisted;
+                }
+                Err(e) => f.error = Some(e),
+            }
+            f
+        })
+        .collect()
+}
+
+fn persist_hint(a: &Action, opts: &FixOptions) -> Option<String> {
+    match a {
+        Action::BridgeNfOff if !opts.persist => Some(format!(
+            "lost at reboot: add --persist to write {}",
+            opts.sysctl_dir.join(SYSCTL_DROPIN).display()
+        )),
+        Action::BridgeNfOff => None,
+        Action::AcceptBridged { .. } => Some(
+            "lost at reboot: save it with your firewall's tool (`iptables-save > /etc/iptables/rules.v4` with iptables-persistent, or a firewalld direct rule)".into(),
+        ),
+        Action::StpOff { .. } | Action::BridgeUp { .. } => Some(
+            "lost when the bridge is recreated: set it in the bridge's config (netplan `parameters: {stp: false, forward-delay: 0}`)".into(),
+        ),
+        Action::AttachTap { .. } => {
+            Some("libvirt attaches the tap itself at the next VM start".into())
+        }
+        Action::StartNetwork { .. } | Action::AutostartNetwork { .. } => None,
+    }
+}
+
+fn index(nl: &mut Netlink, name: &str) -> Result<u32> {
+    nl.links()?
+        .into_iter()
+        .find(|l| l.name == name)
+        .map(|l| l.index)
+        .ok_or_else(|| Error::not_found(format!("{name} does not exist")))
+}
+
+fn netlink(nl: &mut Option<Netlink>) -> Result<&mut Netlink> {
+    if nl.is_none() {
+        *nl = Some(Netlink::open()?);
+    }
+    Ok(nl.as_mut().expect("just opened"))
+}
+
+fn apply_one(
+    conn: &Conn,
+    nl: &mut Option<Netlink>,
+    a: &Action,
+    opts: &FixOptions,
+) -> Result<Option<String>> {
+    match a {
+        Action::BridgeUp { bridge } => {
+            let nl = netlink(nl)?;
+            let i = index(nl, bridge)?;
+            nl.set_up(i, true, bridge)?;
+        }
+        Action::StpOff { bridge } => {
+            sysctl::write_bridge_attr(bridge, "stp_state", "0")?;
+            sysctl::write_bridge_attr(bridge, "forward_delay", "0")?;
+        }
+        Action::BridgeNfOff => {
+            let key = sysctl::BRIDGE_NF_CALL_IPTABLES;
+            sysctl::write(key, "0")?;
+            if opts.persist {
+                let path = opts.sysctl_dir.join(SYSCTL_DROPIN);
+                let text = sysctl::dropin(
+                    key,
+                    "0",
+                    "bridged VM frames skip iptables, so a FORWARD policy of DROP cannot cut VMs off",
+                );
+                std::fs::create_dir_all(&opts.sysctl_dir)
+                    .and_then(|_| std::fs::write(&path, text))
+                    .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+                return Ok(Some(path.display().to_string()));
+            }
+        }
+        Action::AcceptBridged { chain, bridge } => {
+            crate::validate::interface_name(bridge)?;
+            firewall::run(&firewall::accept_rule_args("-I", chain, bridge))?;
+        }
+        Action::StartNetwork { network } => {
+            conn.network(network)?
+                .ok_or_else(|| Error::not_found(format!("no network named {network:?}")))?
+                .start()?;
+        }
+        Action::AutostartNetwork { network } => {
+            conn.network(network)?
+                .ok_or_else(|| Error::not_found(format!("no network named {network:?}")))?
+                .set_autostart(true)?;
+        }
+        Action::AttachTap { tap, bridge } => {
+            let nl = netlink(nl)?;
+            let t = index(nl, tap)?;
+            let b = index(nl, bridge)?;
+            nl.set_master(t, b, tap)?;
+            nl.set_up(t, true, tap)?;
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,166 @@
+//! The doctor's one look at libvirt and the host. Cheap by construction: two list calls for
+//! the domains and their states, one XML read per domain, a handful of calls per network,
+//! sysfs reads, one netlink address dump, and `iptables -S` only when bridged frames reach
+//! iptables at all.
+
+use super::{DomainObs, HostState, Iface, NetworkObs, NicObs, Observation};
+use crate::attach::host_checks_apply;
+use crate::domxml;
+use crate::error::Result;
+use crate::host::{firewall, netlink::Netlink, sysctl, sysfs};
+use crate::libvirt::{Conn, Dom};
+use std::collections::BTreeMap;
+
+/// Observe libvirt (all domains, or those named) and, when libvirt runs here, the host.
+pub fn observe(conn: &Conn, names: &[String]) -> Result<Observation> {
+    // The host side (sysfs, netlink, an iptables exec) runs on its own thread while the
+    // libvirt round trips run here: on a host with many VMs it then costs no wall time.
+    let host_applies = host_checks_apply(conn);
+    std::thread::scope(|s| {
+        let host = host_applies.then(|| s.spawn(observe_host));
+        let obs = observe_libvirt(conn, names);
+        let host = host.map(|h| h.join().expect("host observation does not panic"));
+        obs.map(|mut o| {
+            if host_applies {
+                o.host = host;
+                o.host_skipped = None;
+            }
+            o
+        })
+    })
+}
+
+fn observe_libvirt(conn: &Conn, names: &[String]) -> Result<Observation> {
+    let doms: Vec<(Dom, bool)> = if names.is_empty() {
+        conn.domains_with_state()?
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                let d = conn.domain(n)?;
+                let running = d.is_active()?;
+                Ok((d, running))
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut domains = Vec::with_capacity(doms.len());
+    for (d, running) in &doms {
+        // The live XML of a running VM names its taps; shut off, it is the definition.
+        let xml = d.live_xml()?;
+        domains.push(domain_obs(d.name(), *running, &xml)?);
+    }
+    domains.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut networks = Vec::new();
+    for n in conn.networks()? {
+        let name = n.name()?;
+        let used = domains
+            .iter()
+            .flat_map(|d| &d.nics)
+            .any(|nic| nic.network.as_deref() == Some(name.as_str()));
+        if !names.is_empty() && !used {
+            continue;
+        }
+        let def = crate::network::parse_network(&n.xml()?)?;
+        networks.push(NetworkObs {
+            name,
+            forward_mode: def.forward_mode,
+            bridge: def.bridge,
+            active: n.is_active()?,
+            autostart: n.autostart()?,
+            persistent: n.is_persistent()?,
+        });
+    }
+    networks.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let uri = conn.uri();
+    let host_skipped = if host_checks_apply(conn) {
+        None
+    } else if conn.is_local() {
+        Some(format!(
+            "{uri} is libvirt's test driver: its networks and taps are not this host's"
+        ))
+    } else {
+        Some(format!(
+            "{uri} is a remote host: host-side checks (bridges, taps, sysctl, firewall) were skipped; run `vbridge doctor` on that host"
+        ))
+    };
+    Ok(Observation {
+        uri,
+        networks,
+        domains,
+        host: None,
+        host_skipped,
+    })
+}
+
+/// A domain from its XML (pure).
+pub fn domain_obs(name: &str, running: bool, xml: &str) -> Result<DomainObs> {
+    let (nics, facts) = domxml::nics_and_facts(xml)?;
+    let nics = nics
+        .into_iter()
+        .map(|n| NicObs {
+            mac: n.mac,
+            network: (n.kind == "network")
+                .then(|| n.source.get("network").cloned())
+                .flatten(),
+            bridge: n.source.get("bridge").cloned(),
+            tap: if running { n.target_dev } else { None },
+            model: n.model,
+            kind: n.kind,
+        })
+        .collect();
+    Ok(DomainObs {
+        name: name.to_string(),
+        running,
+        nics,
+        facts,
+    })
+}
+
+/// The host side of this network namespace. Never fails: what cannot be read is absent.
+pub fn observe_host() -> HostState {
+    let mut interfaces = BTreeMap::new();
+    for name in sysfs::interfaces() {
+        if name == "lo" || name == "bonding_masters" {
+            continue;
+        }
+        let is_bridge = sysfs::is_bridge(&name);
+        let iface = Iface {
+            is_bridge,
+            up: sysfs::is_up(&name),
+            operstate: sysfs::operstate(&name),
+            master: sysfs::master(&name),
+            tun: sysfs::is_tun(&name),
+            wireless: sysfs::is_wireless(&name),
+            mac: sysfs::mac(&name),
+            mac_pinned: sysfs::addr_assign_type(&name) == Some(3),
+            stp_state: is_bridge.then(|| sysfs::stp_state(&name)).flatten(),
+            forward_delay: is_bridge.then(|| sysfs::forward_delay(&name)).flatten(),
+            ipv4: Vec::new(),
+        };
+        interfaces.insert(name, iface);
+    }
+    if let Ok(mut nl) = Netlink::open() {
+        if let Ok(links) = nl.links() {
+            let names = |i: u32| links.iter().find(|l| l.index == i).map(|l| l.name.clone());
+            for a in nl.addrs(&names).unwrap_or_default() {
+                // Global scope IPv4 only: link-local and IPv6 autoconf do not matter here.
+                if a.ip.is_ipv4() && a.scope == 0 {
+                    if let Some(i) = interfaces.get_mut(&a.dev) {
+                        i.ipv4.push(a.cidr());
+                    }
+                }
+            }
+        }
+    }
+    let bridge_nf_call_iptables =
+        sysctl::read(sysctl::BRIDGE_NF_CALL_IPTABLES).and_then(|v| v.parse().ok());
+    // Bridged frames meet iptables only when the sysctl is 1: skip the exec otherwise.
+    let firewall = (bridge_nf_call_iptables == Some(1)).then(firewall::observe);
+    HostState {
+        interfaces,
+        bridge_nf_call_iptables,
+        firewall,
+    }
+}
