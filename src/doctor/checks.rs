@@ -56,7 +56,7 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
         if n.persistent && !n.autostart {
             out.push(finding(
                 "network-no-autostart",
-                Severity::Warning,
+                Severity::Error,
                 &n.name,
                 format!("network {} is not started at boot: after a host reboot, VMs on it fail to start until someone runs net-start", n.name),
                 format!("`virsh net-autostart {}`; --fix sets it", n.name),
@@ -306,7 +306,7 @@ fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, users: &[Str
             let a = i.ipv4.join(", ");
             out.push(finding(
                 "uplink-has-ip",
-                Severity::Warning,
+                Severity::Error,
                 u,
                 format!("{u} is a port of {b} but still carries {a}: a bridge port's own address answers erratically (the bridge takes its frames), so the host loses its LAN address; it belongs on {b}"),
                 format!("move it: `ip addr del {} dev {u}` then `ip addr add {} dev {b}` (or let `vbridge host-bridge {u} --bridge {b}` do it with rollback); --fix never touches a NIC's addresses", i.ipv4[0], i.ipv4[0]),
@@ -662,14 +662,14 @@ mod tests {
     }
 
     #[test]
-    fn uplink_with_address_warns_and_is_never_fixed() {
+    fn uplink_with_address_is_an_error_and_is_never_fixed() {
         let mut o = healthy();
         iface(&mut o, "enp3s0").ipv4 = vec!["192.168.1.20/24".into()];
         let f = check(&o);
         let w = find(&f, "uplink-has-ip");
         assert_eq!(
             (w.severity, w.subject.as_str()),
-            (Severity::Warning, "enp3s0")
+            (Severity::Error, "enp3s0")
         );
         assert!(w.fix.contains("ip addr del 192.168.1.20/24 dev enp3s0"));
         assert!(w.action.is_none());
@@ -780,15 +780,17 @@ mod tests {
         o.networks[0].active = false;
         o.networks[0].autostart = false;
         let f = check(&o);
-        assert_eq!(errors(&f), [("network-inactive", "br0-network")]);
-        let w = find(&f, "network-no-autostart");
         assert_eq!(
-            (w.severity, w.subject.as_str()),
-            (Severity::Warning, "br0-network")
+            errors(&f),
+            [
+                ("network-inactive", "br0-network"),
+                ("network-no-autostart", "br0-network")
+            ]
         );
         // NAT networks are libvirt's own business.
         o.networks[1].active = false;
-        assert_eq!(errors(&check(&o)).len(), 1);
+        o.networks[1].autostart = false;
+        assert_eq!(errors(&check(&o)).len(), 2);
         // Fixes: start, then autostart, each once.
         let plan = crate::doctor::plan(&check(&o));
         let acts: Vec<_> = plan.iter().map(|p| p.change.as_str()).collect();
