@@ -232,14 +232,8 @@ pub fn attach(
     })
 }
 
-/// Host-side checks apply when libvirt runs on this host (and is not the test driver,
-/// whose networks are not the host's).
-pub fn host_checks_apply(conn: &Conn) -> bool {
-    conn.is_local() && !conn.driver().eq_ignore_ascii_case("test")
-}
-
 fn host_bridge_warning(conn: &Conn, bridge: &str) -> Vec<String> {
-    if host_checks_apply(conn) {
+    if conn.shares_host() {
         crate::network::bridge_warnings(bridge)
     } else {
         Vec::new()

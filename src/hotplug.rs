@@ -1,7 +1,7 @@
 //! `vbridge attach --hotplug` and `vbridge detach`: add or remove a virtio NIC on the bridge,
 //! in the running VM and its persistent config (`virsh attach-interface --config --live`).
 
-use crate::attach::{host_checks_apply, DomainResult, NicResult};
+use crate::attach::{DomainResult, NicResult};
 use crate::domxml::{self, DomainFacts, Nic};
 use crate::error::{Error, Result};
 use crate::libvirt::Conn;
@@ -132,7 +132,7 @@ pub fn hotplug(
         {
             return Err(err);
         }
-        if host_checks_apply(conn) {
+        if conn.shares_host() {
             if let Some(w) = crate::network::bridge_warnings(bridge).into_iter().next() {
                 return Err(Error::not_found(w));
             }

@@ -98,6 +98,12 @@ impl Conn {
         uri_is_local(Some(&self.uri()))
     }
 
+    /// Whether this machine's network (sysfs, netlink, iptables) is the one the VMs use: a
+    /// local URI, and not the test driver, whose networks and taps exist only in memory.
+    pub fn shares_host(&self) -> bool {
+        self.is_local() && !self.driver().eq_ignore_ascii_case("test")
+    }
+
     /// The driver name ("QEMU", "Test", ...).
     pub fn driver(&self) -> String {
         self.inner.driver_type().unwrap_or_default()

@@ -232,7 +232,7 @@ pub fn define(conn: &Conn, want: &NetDefine, dry_run: bool) -> Result<NetReport>
     let existing = net.as_ref().map(observe).transpose()?;
     let actions = plan_define(want, existing.as_ref())?;
     let mut warnings = Vec::new();
-    if conn.is_local() {
+    if conn.shares_host() {
         warnings.extend(bridge_warnings(&want.bridge));
     }
     let redefining = actions.contains(&Action::Redefine);

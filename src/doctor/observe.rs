@@ -4,7 +4,6 @@
 //! iptables at all.
 
 use super::{DomainObs, HostState, Iface, NetworkObs, NicObs, Observation};
-use crate::attach::host_checks_apply;
 use crate::domxml;
 use crate::error::Result;
 use crate::host::{firewall, netlink::Netlink, sysctl, sysfs};
@@ -15,7 +14,7 @@ use std::collections::BTreeMap;
 pub fn observe(conn: &Conn, names: &[String]) -> Result<Observation> {
     // The host side (sysfs, netlink, an iptables exec) runs on its own thread while the
     // libvirt round trips run here: on a host with many VMs it then costs no wall time.
-    let host_applies = host_checks_apply(conn);
+    let host_applies = conn.shares_host();
     std::thread::scope(|s| {
         let host = host_applies.then(|| s.spawn(observe_host));
         let obs = observe_libvirt(conn, names);
@@ -74,7 +73,7 @@ fn observe_libvirt(conn: &Conn, names: &[String]) -> Result<Observation> {
     networks.sort_by(|a, b| a.name.cmp(&b.name));
 
     let uri = conn.uri();
-    let host_skipped = if host_checks_apply(conn) {
+    let host_skipped = if conn.shares_host() {
         None
     } else if conn.is_local() {
         Some(format!(
