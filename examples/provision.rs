@@ -23,7 +23,8 @@ fn main() -> anyhow::Result<()> {
     }
     let conn = Conn::open(Some(&uri))?;
     let net = network::define(&conn, &NetDefine::default(), false)?;
-    let state = StateDir::new(std::env::temp_dir().join("vbridge-provision-example"));
+    // Where `vbridge undo` looks too: $VBRIDGE_STATE_DIR, or /var/lib/vbridge.
+    let state = StateDir::from_env();
     let opts = AttachOptions {
         bridge: net.bridge.clone(),
         selection: Selection::All,

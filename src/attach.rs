@@ -171,7 +171,7 @@ pub fn attach(
 ) -> Result<AttachReport> {
     let selection = check_options(&opts.bridge, &opts.selection)?;
     let host_warning = host_bridge_warning(conn, &opts.bridge);
-    let mut slots: Vec<(DomainResult, Option<(Dom, Plan)>)> =
+    let planned: Vec<(Option<String>, DomainResult, Todo)> =
         parallel(domains.iter().collect(), WORKERS, |name| {
             match plan_one(conn, name, &opts.bridge, &selection) {
                 Ok((dom, plan)) => {
@@ -182,12 +182,21 @@ pub fn attach(
                     if opts.dry_run && plan.changed() {
                         r.diff = Some(plan.diff());
                     }
+                    let uuid = dom.uuid().ok();
                     let todo = (plan.changed() && !opts.dry_run).then_some((dom, plan));
-                    (r, todo)
+                    (uuid, r, todo)
                 }
-                Err(e) => (DomainResult::failed(name, e), None),
+                Err(e) => (None, DomainResult::failed(name, e), None),
             }
         });
+    // The same VM named twice (or by name and by UUID) was planned twice from one definition:
+    // keep its first mention only, or it would be defined twice.
+    let mut seen = std::collections::HashSet::new();
+    let mut slots: Vec<(DomainResult, Todo)> = planned
+        .into_iter()
+        .filter(|(uuid, _, _)| uuid.as_ref().is_none_or(|u| seen.insert(u.clone())))
+        .map(|(_, r, todo)| (r, todo))
+        .collect();
 
     let mut backed_up = false;
     for (r, todo) in slots.iter_mut() {
@@ -239,6 +248,9 @@ fn host_bridge_warning(conn: &Conn, bridge: &str) -> Vec<String> {
         Vec::new()
     }
 }
+
+/// A domain's plan still to apply (None: nothing to do, or it failed).
+type Todo = Option<(Dom, Plan)>;
 
 /// Calls in flight at once on the one connection: libvirt connections are thread-safe and
 /// libvirtd serves a connection's calls with several workers, so round trips overlap.
@@ -319,6 +331,14 @@ pub fn rewrite_document(
 /// beside it (`*.xml.pre-undo`), and the backup is marked used so a second undo goes one
 /// step further back.
 pub fn undo(conn: &Conn, name: &str, state: &StateDir, dry_run: bool) -> Result<DomainResult> {
+    // Backups are filed under the domain's name: resolve a UUID to it first. A domain that
+    // no longer exists can still be restored by its name.
+    let (current, dom) = match conn.domain(name) {
+        Ok(dom) => (Some(dom.persistent_xml()?), Some(dom)),
+        Err(e) if e.kind == ErrorKind::NotFound => (None, None),
+        Err(e) => return Err(e),
+    };
+    let name = dom.as_ref().map(|d| d.name()).unwrap_or(name);
     let backup_path = state.latest_backup(name)?.ok_or_else(|| {
         Error::not_found(format!(
             "no backup of {name} in {}",
@@ -329,11 +349,6 @@ pub fn undo(conn: &Conn, name: &str, state: &StateDir, dry_run: bool) -> Result<
     let backup = std::fs::read_to_string(&backup_path)
         .map_err(|e| Error::io(format!("cannot read {}", backup_path.display()), e))?;
     let backup_facts = domxml::facts(&backup)?;
-    let (current, dom) = match conn.domain(name) {
-        Ok(dom) => (Some(dom.persistent_xml()?), Some(dom)),
-        Err(e) if e.kind == ErrorKind::NotFound => (None, None),
-        Err(e) => return Err(e),
-    };
     if let (Some(dom), Some(want)) = (&dom, &backup_facts.uuid) {
         let have = dom.uuid()?;
         if !have.eq_ignore_ascii_case(want) {

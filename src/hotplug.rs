@@ -95,7 +95,9 @@ pub fn hotplug(
             .into_iter()
             .find(|n| n.mac.as_deref() == Some(mac.as_str())))
     };
-    let in_config = find(&config_xml)?;
+    // A transient VM has no config to add to: its "persistent" XML is the live one.
+    let persistent = dom.is_persistent()?;
+    let in_config = if persistent { find(&config_xml)? } else { None };
     let in_live = live_xml.as_deref().map(find).transpose()?.flatten();
     for nic in in_config.iter().chain(in_live.iter()) {
         if !nic.is_on_bridge(bridge) {
@@ -106,7 +108,7 @@ pub fn hotplug(
             .with_hint(format!("move it with `vbridge attach {name} --mac {mac} --bridge {bridge}`, or pick another --mac")));
         }
     }
-    let add_config = in_config.is_none();
+    let add_config = persistent && in_config.is_none();
     let add_live = running && in_live.is_none();
 
     let mut result = DomainResult {
@@ -142,6 +144,11 @@ pub fn hotplug(
         template::INTERFACE_BRIDGE,
         &[("mac", &mac), ("bridge", bridge)],
     )?;
+    if !persistent {
+        result.notes.push(format!(
+            "{name} is transient: the NIC was added to the running VM only and goes away when it stops"
+        ));
+    }
     if !running {
         result.notes.push(format!(
             "{name} is shut off: the NIC was added to its config and appears at the next start"
@@ -172,7 +179,11 @@ pub fn detach(conn: &Conn, name: &str, mac: &str, dry_run: bool) -> Result<Domai
                 (n, text)
             }))
     };
-    let in_config = find(&config_xml)?;
+    let in_config = if dom.is_persistent()? {
+        find(&config_xml)?
+    } else {
+        None
+    };
     let in_live = live_xml.as_deref().map(find).transpose()?.flatten();
     let changed = in_config.is_some() || in_live.is_some();
     let result = DomainResult {

@@ -73,7 +73,9 @@ impl Conn {
             Err(err) => {
                 let shown = uri.unwrap_or("libvirt's default URI");
                 let mut e = map(err);
-                if matches!(e.kind, ErrorKind::Libvirt | ErrorKind::Connection) {
+                // Whatever libvirt says (a bad socket path, an unreadable test-driver file),
+                // the outcome is the same: no connection.
+                if e.kind != ErrorKind::Permission {
                     e.kind = ErrorKind::Connection;
                     e = e.with_hint(format!(
                         "is libvirtd running and is the URI right? try `virsh -c {shown} list --all`"
@@ -224,6 +226,11 @@ impl Dom {
 
     pub fn is_active(&self) -> Result<bool> {
         self.inner.is_active().map_err(map)
+    }
+
+    /// Whether the domain has a persistent definition (a transient one exists only while it runs).
+    pub fn is_persistent(&self) -> Result<bool> {
+        self.inner.is_persistent().map_err(map)
     }
 
     /// Whether the domain had an id (was running) when it was looked up; answered from the

@@ -128,7 +128,11 @@ fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
         xml: rw.xml,
     };
     // Text mode prints the document itself, byte for byte, for pipes.
-    Ok(report(r, |r, _| r.xml.clone(), |_| true))
+    Ok(Box::new(super::Data(super::Rendered {
+        value: r,
+        render: |r, _| r.xml.clone(),
+        success: |_| true,
+    })))
 }
 
 pub fn detach(a: &DetachArgs, g: &Globals) -> CmdResult {

@@ -94,6 +94,28 @@ pub trait Report {
     fn success(&self) -> bool {
         true
     }
+    /// The text is the command's product (a rewritten document), not a message: `-q` keeps it.
+    fn is_data(&self) -> bool {
+        false
+    }
+}
+
+/// A report whose text rendering is data for a pipe (`attach --xml`).
+pub struct Data<T: Serialize>(pub Rendered<T>);
+
+impl<T: Serialize> Report for Data<T> {
+    fn json(&self) -> serde_json::Value {
+        self.0.json()
+    }
+    fn text(&self, globals: &Globals) -> String {
+        self.0.text(globals)
+    }
+    fn success(&self) -> bool {
+        self.0.success()
+    }
+    fn is_data(&self) -> bool {
+        true
+    }
 }
 
 /// Wrap a serialisable value and a text renderer into a `Report`.
@@ -150,7 +172,9 @@ fn dispatch(cli: &Cli) -> CmdResult {
 fn wants_json(args: &[String]) -> bool {
     args.windows(2)
         .any(|w| (w[0] == "-o" || w[0] == "--output") && w[1] == "json")
-        || args.iter().any(|a| a == "--output=json" || a == "-ojson")
+        || args
+            .iter()
+            .any(|a| a == "--output=json" || a == "-ojson" || a == "-o=json")
 }
 
 fn print_error(json: bool, err: &Error) {
@@ -202,7 +226,7 @@ pub fn main() -> ExitCode {
             let mut out = std::io::stdout().lock();
             if json {
                 let _ = writeln!(out, "{}", report.json());
-            } else if !cli.globals.quiet || !ok {
+            } else if !cli.globals.quiet || !ok || report.is_data() {
                 let text = report.text(&cli.globals);
                 // Renderers end their own lines: `attach --xml` must print the document as is.
                 let _ = write!(out, "{text}");

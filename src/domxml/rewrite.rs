@@ -389,7 +389,12 @@ fn rewrite_interface(doc: &str, el: &Element, bridge: &str, layout: &Layout) -> 
                 Action::Replace(source_el.clone())
             }
             "source" => Action::Drop,
-            "model" => Action::Replace(set_attr(doc, c, "type", "virtio", quote)),
+            "model" => {
+                // Only the start tag changes; `<model ...></model>` keeps its end tag.
+                let mut m = set_attr(doc, c, "type", "virtio", quote);
+                m.push_str(&doc[c.start_tag.end..c.span.end]);
+                Action::Replace(m)
+            }
             "target" => {
                 if c.attr("managed") == Some("no") || c.attr("dev").is_some_and(generated_name) {
                     Action::Drop

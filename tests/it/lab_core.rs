@@ -83,6 +83,25 @@ fn lab_net_define_twice_and_attach_with_backup_and_undo() {
     assert_eq!(ghost["active"], true);
     let w = ghost["warnings"].to_string();
     assert!(w.contains("nobr0 does not exist"), "{ghost}");
+    // A NIC given instead of a bridge: said so, with the fix.
+    let (_, nic) = vb(
+        &lab,
+        state.path(),
+        &[
+            "net-define",
+            "--name",
+            "nic-net",
+            "--bridge",
+            "uplink0",
+            "-n",
+        ],
+    );
+    assert!(
+        nic["warnings"]
+            .to_string()
+            .contains("uplink0 exists but is not a bridge"),
+        "{nic}"
+    );
 
     // A shut-off VM on a user-mode NIC (the e1000 an installer picks).
     let nic = "    <interface type='user'>\n      <mac address='52:54:00:77:00:01'/>\n      <model type='e1000'/>\n    </interface>\n";

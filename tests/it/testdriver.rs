@@ -631,3 +631,55 @@ fn cli_missing_permissions() {
     );
     assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
 }
+
+#[test]
+fn undo_by_uuid_and_duplicate_names_are_one_vm() {
+    let c = conn();
+    let tmp = StateTmp::new();
+    let uuid = "4a1c5a10-0000-4000-8000-00000000a002";
+    let original = c.domain("db").unwrap().persistent_xml().unwrap();
+    // Named twice and by UUID: one result, one backup, one define.
+    let names: Vec<String> = vec!["db".into(), uuid.into(), "db".into()];
+    let r = attach::attach(&c, &names, &opts(Selection::Auto), &tmp.state).unwrap();
+    assert_eq!(r.domains.len(), 1, "{r:?}");
+    assert!(r.domains[0].changed);
+    assert_eq!(backups(&tmp.state, "db"), 1);
+    // undo by UUID finds the backup filed under the name.
+    let u = attach::undo(&c, uuid, &tmp.state, false).unwrap();
+    assert!(u.changed, "{u:?}");
+    assert_eq!(c.domain("db").unwrap().persistent_xml().unwrap(), original);
+}
+
+#[test]
+fn cli_output_details() {
+    // -q keeps `attach --xml`'s document: it is the command's product.
+    let doc = format!("{}/examples/web-domain.xml", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(vbridge_bin())
+        .args(["-q", "attach", "--xml", &doc])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<source bridge=\"br0\"/>"));
+    // A test-driver file that cannot be read is a connection failure, said as one.
+    let out = Command::new(vbridge_bin())
+        .args([
+            "-c",
+            "test:///nonexistent/node.xml",
+            "-o=json",
+            "attach",
+            "web",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["error"]["kind"], "connection", "{v}");
+    // -o=json also turns usage errors into JSON.
+    let out = Command::new(vbridge_bin())
+        .args(["-o=json", "verify", "web", "--timeout", "-1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON usage error");
+    assert_eq!(v["error"]["kind"], "usage");
+}
