@@ -71,11 +71,20 @@ fn kernel_dir(cache: &Path) -> PathBuf {
         .prefix(".kernel-")
         .tempdir_in(cache)
         .expect("temp dir in the lab cache");
-    let out = Command::new("apt-get")
-        .args(["download", &pkg])
-        .current_dir(work.path())
-        .output()
-        .expect("cannot run apt-get");
+    let download = || {
+        Command::new("apt-get")
+            .args(["download", &pkg])
+            .current_dir(work.path())
+            .output()
+            .expect("cannot run apt-get")
+    };
+    let mut out = download();
+    if !out.status.success() {
+        // Stale package lists name a .deb the mirror no longer has: refresh once, retry.
+        let _ = Command::new("apt-get").args(["update", "-qq"]).output();
+        let _ = fs::remove_file(cache.join("kernel-package"));
+        out = download();
+    }
     assert!(
         out.status.success(),
         "apt-get download {pkg} failed (the lab needs the Debian kernel package; is apt \
