@@ -62,6 +62,10 @@ fn build() -> Assets {
 
 /// The unpacked kernel package, downloaded with `apt-get download` when missing.
 fn kernel_dir(cache: &Path) -> PathBuf {
+    kernel_dir_try(cache, true)
+}
+
+fn kernel_dir_try(cache: &Path, may_refresh: bool) -> PathBuf {
     let pkg = kernel_package(cache);
     let dir = cache.join(format!("kernel-{pkg}"));
     if dir.join("boot").is_dir() {
@@ -71,19 +75,17 @@ fn kernel_dir(cache: &Path) -> PathBuf {
         .prefix(".kernel-")
         .tempdir_in(cache)
         .expect("temp dir in the lab cache");
-    let download = || {
-        Command::new("apt-get")
-            .args(["download", &pkg])
-            .current_dir(work.path())
-            .output()
-            .expect("cannot run apt-get")
-    };
-    let mut out = download();
-    if !out.status.success() {
-        // Stale package lists name a .deb the mirror no longer has: refresh once, retry.
+    let out = Command::new("apt-get")
+        .args(["download", &pkg])
+        .current_dir(work.path())
+        .output()
+        .expect("cannot run apt-get");
+    if !out.status.success() && may_refresh {
+        // Stale package lists name a .deb the mirror no longer has (or an older kernel
+        // than the meta package now wants): refresh once and start over.
         let _ = Command::new("apt-get").args(["update", "-qq"]).output();
         let _ = fs::remove_file(cache.join("kernel-package"));
-        out = download();
+        return kernel_dir_try(cache, false);
     }
     assert!(
         out.status.success(),
