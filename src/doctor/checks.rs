@@ -87,7 +87,8 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
                             Severity::Error,
                             name,
                             format!("VM {}'s NIC {mac} uses network {name}, which is not defined: the VM cannot start", d.name),
-                            format!("define it (`vbridge net-define --name {name} --bridge br0`) or move the NIC: `vbridge attach {} --mac {mac}`", d.name),
+                            // No action: an undefined network cannot be started, only defined.
+                            format!("define it on the host bridge: `vbridge net-define --name {name} --bridge {}`, or move the NIC: `vbridge attach {} --mac {mac}`; --fix cannot do this (there is no network to start)", nic.bridge.as_deref().unwrap_or("BR"), d.name),
                             None,
                         ));
                         None
@@ -315,15 +316,45 @@ fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, users: &[Str
         }
     }
     if br.stp_state.is_some_and(|s| s != 0) {
-        let fd = br.forward_delay.unwrap_or(1500);
-        out.push(finding(
-            "stp-forward-delay",
-            Severity::Warning,
-            b,
-            format!("STP is on for {b} with a forward delay of {} s: every new port (each VM start or hot-plug) waits {} s in listening and learning before it forwards, and the guest's DHCP gives up first", fd / 100, 2 * fd / 100),
-            format!("--fix sets stp_state 0 and forward_delay 0 (sysfs); to keep it, say `parameters: {{stp: false, forward-delay: 0}}` in the netplan bridge (or `ip link set {b} type bridge stp_state 0 forward_delay 0` in your network config)"),
-            Some(Action::StpOff { bridge: b.to_string() }),
-        ));
+        // With STP on, a new port spends forward_delay in listening and again in learning
+        // before it forwards. With forward_delay 0 both states pass at once, so DHCP is not
+        // stalled; what is left is STP itself: it blocks a port it believes closes a loop
+        // (after a topology change, or when the LAN's switches send BPDUs with a better path).
+        let fix = format!("--fix sets stp_state 0 and forward_delay 0 (sysfs); to keep it, say `parameters: {{stp: false, forward-delay: 0}}` in the netplan bridge (or `ip link set {b} type bridge stp_state 0 forward_delay 0` in your network config)");
+        let action = Some(Action::StpOff {
+            bridge: b.to_string(),
+        });
+        match br.forward_delay {
+            // No action here: nothing is stalled, and STP may be on deliberately against a
+            // loop (two uplinks); turning it off is the admin's call.
+            Some(0) => out.push(finding(
+                "stp-forward-delay",
+                Severity::Info,
+                b,
+                format!("STP is on for {b} with a forward delay of 0: new ports forward at once, so DHCP is not stalled; but STP can still block a port it thinks closes a loop (after a topology change, or on BPDUs from the LAN's switches), cutting the VMs behind it off"),
+                format!("with a single uplink and no loop, turn it off: `ip link set {b} type bridge stp_state 0` (netplan `parameters: {{stp: false}}`); --fix leaves it, as STP may be there to stop a loop"),
+                None,
+            )),
+            fd => {
+                // Unreadable: the kernel's default, 15 s.
+                let fd = fd.unwrap_or(1500);
+                let secs = |cs: u32| {
+                    if cs % 100 == 0 {
+                        format!("{}", cs / 100)
+                    } else {
+                        format!("{:.2}", f64::from(cs) / 100.0)
+                    }
+                };
+                out.push(finding(
+                    "stp-forward-delay",
+                    Severity::Warning,
+                    b,
+                    format!("STP is on for {b} with a forward delay of {} s: every new port (each VM start or hot-plug) waits {} s in listening and learning before it forwards, and the guest's DHCP may give up first", secs(fd), secs(2 * fd)),
+                    fix,
+                    action,
+                ));
+            }
+        }
     }
     // An unpinned bridge MAC follows the lowest port MAC: when the uplink is not that port,
     // or a port with a lower MAC comes along, the host's DHCP identity changes.
@@ -493,7 +524,12 @@ pub fn paths(obs: &Observation, findings: &[Finding]) -> Vec<NicPath> {
             });
             // bridge
             let br_fail = has(&["bridge-missing", "not-a-bridge", "bridge-down"], &b);
-            let br_warn = has(&["stp-forward-delay", "bridge-mac-unstable"], &b);
+            // An info-level STP finding (delay 0) does not slow the bridge: no mark for it.
+            let br_warn = findings.iter().any(|f| {
+                ["stp-forward-delay", "bridge-mac-unstable"].contains(&f.id)
+                    && f.subject == b
+                    && f.severity <= Severity::Warning
+            });
             let br_mark = if br_fail {
                 unknown(false)
             } else if br_warn {
@@ -694,8 +730,33 @@ mod tests {
                 bridge: "br0".into()
             })
         );
+        assert_eq!(w.severity, Severity::Warning);
         // virbr0 has STP on too, but no VM uses it: not reported.
         assert_eq!(f.iter().filter(|f| f.id == "stp-forward-delay").count(), 1);
+        // A delay that is not whole seconds is not rounded down to 0.
+        iface(&mut o, "br0").forward_delay = Some(50);
+        let w = find(&check(&o), "stp-forward-delay").clone();
+        assert!(
+            w.message.contains("0.50 s") && w.message.contains("waits 1 s"),
+            "{}",
+            w.message
+        );
+    }
+
+    #[test]
+    fn stp_on_with_zero_delay_is_info_about_blocking() {
+        let mut o = healthy();
+        iface(&mut o, "br0").stp_state = Some(1);
+        iface(&mut o, "br0").forward_delay = Some(0);
+        let f = check(&o);
+        let w = find(&f, "stp-forward-delay");
+        assert_eq!((w.severity, w.subject.as_str()), (Severity::Info, "br0"));
+        assert!(!w.message.contains("waits 0"), "{}", w.message);
+        assert!(w.message.contains("block a port"), "{}", w.message);
+        // Not changed by --fix: STP may be on against a loop.
+        assert!(w.action.is_none());
+        // Only info: the bridge hop stays ok.
+        assert_eq!(paths(&o, &f)[0].hops[2].mark, "ok");
     }
 
     #[test]
@@ -810,6 +871,17 @@ mod tests {
         o.domains[0].nics[0].bridge = None;
         let f = check(&o);
         assert_eq!(errors(&f), [("network-missing", "gone")]);
+        let m = find(&f, "network-missing");
+        assert!(m.action.is_none());
+        assert!(
+            m.fix
+                .contains("`vbridge net-define --name gone --bridge BR`"),
+            "{}",
+            m.fix
+        );
+        assert!(!m.fix.contains("starts") && !m.message.contains("start it"));
+        // Nothing in a --fix plan claims to start it.
+        assert!(crate::doctor::plan(&f).is_empty());
     }
 
     #[test]
@@ -896,6 +968,7 @@ mod tests {
         let mut o = healthy();
         iface(&mut o, "vnet0").master = None;
         iface(&mut o, "br0").stp_state = Some(1);
+        iface(&mut o, "br0").forward_delay = Some(1500);
         host(&mut o).firewall = Some(Firewall {
             forward_policy: Some("DROP".into()),
             ..Firewall::default()
