@@ -187,5 +187,10 @@ mod tests {
         host.firewall.as_mut().unwrap().forward_policy = Some("DROP".into());
         o.networks[0].autostart = false;
         golden("faults-dry-run-fix", &o, true);
+        // The uplink gone from br0 under a running VM: an error (its way to the LAN).
+        let mut o = healthy();
+        let host = o.host.as_mut().unwrap();
+        host.interfaces.get_mut("enp3s0").unwrap().master = None;
+        golden("no-uplink-running-vm", &o, true);
     }
 }

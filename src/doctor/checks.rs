@@ -4,12 +4,37 @@
 //! Severity is chosen by one rule: an error is something that stops a VM's traffic now
 //! (exit 1); a warning is a setup that works today but breaks under a usual event (a host
 //! reboot, a new port, DHCP renewal); info is a cost or a limit worth knowing.
-//! `bridge-no-uplink` is a warning, not an error: a bridge with only taps is also how an
-//! isolated VM segment is built on purpose, and doctor must not fail such a host.
+//! `bridge-no-uplink` is a warning in general: a bridge with only taps is also how an
+//! isolated VM segment is built on purpose, and doctor must not fail such a host. It is an
+//! error when both hold: a running VM has a NIC on the bridge now, and the bridge is the one
+//! VMs are meant to reach the LAN through (a bridge-mode libvirt network names it, or it is
+//! vbridge's default bridge, [`DEFAULT_BRIDGE`]). Then a VM is cut off from the LAN today.
 
 use super::{Action, Finding, Hop, HostState, NicPath, Observation, Severity};
 use crate::host::firewall;
 use std::collections::BTreeMap;
+
+/// The bridge vbridge puts VMs on when none is named (`--bridge` default of attach,
+/// net-define, host-bridge).
+pub const DEFAULT_BRIDGE: &str = "br0";
+
+/// Who needs a bridge.
+#[derive(Debug, Default)]
+struct Need {
+    /// "network NAME", "VM NAME", in order.
+    users: Vec<String>,
+    /// A bridge-mode libvirt network names it.
+    by_network: bool,
+    /// A running VM has a NIC on it.
+    running_vm: bool,
+}
+
+impl Need {
+    /// The bridge VMs are expected to reach the LAN through.
+    fn is_lan_bridge(&self, bridge: &str) -> bool {
+        self.by_network || bridge == DEFAULT_BRIDGE
+    }
+}
 
 const VIRTIO_COST: &str = "an emulated NIC costs a host CPU per packet burst and tops out around 1 Gbit/s; virtio is several times faster and lighter (the guest needs virtio-net, built into Linux; Windows needs the virtio-win drivers)";
 
@@ -35,7 +60,7 @@ fn finding(
 pub fn check(obs: &Observation) -> Vec<Finding> {
     let mut out = Vec::new();
     // Bridge name -> who needs it, in a stable order.
-    let mut needs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut needs: BTreeMap<String, Need> = BTreeMap::new();
     let network = |name: &str| obs.networks.iter().find(|n| n.name == name);
 
     for n in &obs.networks {
@@ -64,10 +89,9 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
             ));
         }
         if let Some(b) = &n.bridge {
-            needs
-                .entry(b.clone())
-                .or_default()
-                .push(format!("network {}", n.name));
+            let need = needs.entry(b.clone()).or_default();
+            need.users.push(format!("network {}", n.name));
+            need.by_network = true;
         }
     }
 
@@ -101,10 +125,9 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
                 bridged = true;
             }
             if let Some(b) = &bridge {
-                needs
-                    .entry(b.clone())
-                    .or_default()
-                    .push(format!("VM {}", d.name));
+                let need = needs.entry(b.clone()).or_default();
+                need.users.push(format!("VM {}", d.name));
+                need.running_vm |= d.running;
                 if let (true, Some(tap), Some(host)) = (d.running, &nic.tap, &obs.host) {
                     tap_check(&mut out, host, &d.name, mac, tap, b);
                 }
@@ -153,8 +176,8 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
 
     match &obs.host {
         Some(host) => {
-            for (b, users) in &needs {
-                bridge_checks(&mut out, host, b, users);
+            for (b, need) in &needs {
+                bridge_checks(&mut out, host, b, need);
             }
             firewall_checks(&mut out, host, &needs);
         }
@@ -208,8 +231,8 @@ fn tap_check(
     }
 }
 
-fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, users: &[String]) {
-    let mut users = users.to_vec();
+fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, need: &Need) {
+    let mut users = need.users.clone();
     users.dedup();
     let who = users.join(", ");
     let Some(br) = host.interfaces.get(b) else {
@@ -258,11 +281,30 @@ fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, users: &[Str
         } else {
             ports.join(", ")
         };
+        // See the module doc: an error only when a running VM is cut off from the LAN now.
+        let (severity, why) = if need.running_vm && need.is_lan_bridge(b) {
+            let via = if need.by_network {
+                "a bridge-mode libvirt network names it".to_string()
+            } else {
+                format!("{b} is vbridge's default bridge")
+            };
+            (
+                Severity::Error,
+                format!(
+                    "running VMs on it are cut off from the LAN ({via}, so it is their way out)"
+                ),
+            )
+        } else {
+            (
+                Severity::Warning,
+                "its VMs reach each other and the host, not the LAN (fine for an isolated segment built on purpose)".to_string(),
+            )
+        };
         out.push(finding(
             "bridge-no-uplink",
-            Severity::Warning,
+            severity,
             b,
-            format!("bridge {b} has no port but taps (ports: {ports}): its VMs reach each other and the host, not the LAN"),
+            format!("bridge {b} has no port but taps (ports: {ports}): {why}"),
             format!("enslave the LAN NIC with its address moved to the bridge: `vbridge host-bridge NIC --bridge {b} --dhcp` (--fix never moves a NIC's address)"),
             None,
         ));
@@ -389,11 +431,7 @@ fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, users: &[Str
     }
 }
 
-fn firewall_checks(
-    out: &mut Vec<Finding>,
-    host: &HostState,
-    needs: &BTreeMap<String, Vec<String>>,
-) {
+fn firewall_checks(out: &mut Vec<Finding>, host: &HostState, needs: &BTreeMap<String, Need>) {
     if host.bridge_nf_call_iptables != Some(1) {
         return; // bridged frames never meet iptables
     }
@@ -686,15 +724,69 @@ mod tests {
     }
 
     #[test]
-    fn bridge_without_uplink_warns() {
+    fn bridge_without_uplink_is_an_error_under_a_running_vm_on_the_lan_bridge() {
+        // web runs on br0-network (bridge mode, br0): cut off from the LAN now.
         let mut o = healthy();
         iface(&mut o, "enp3s0").master = None;
         let f = check(&o);
         let w = find(&f, "bridge-no-uplink");
-        assert_eq!((w.severity, w.subject.as_str()), (Severity::Warning, "br0"));
-        assert!(w.message.contains("vnet0"));
+        assert_eq!((w.severity, w.subject.as_str()), (Severity::Error, "br0"));
+        assert!(w.message.contains("vnet0"), "{}", w.message);
+        assert!(w.message.contains("network names it"), "{}", w.message);
         let p = paths(&o, &f);
         assert_eq!(p[1].hops[3].mark, "fail", "{p:#?}");
+
+        // No network names it, but br0 is vbridge's default bridge: still an error.
+        o.domains[0].nics[0].kind = "bridge".into();
+        o.domains[0].nics[0].network = None;
+        o.networks.retain(|n| n.name != "br0-network");
+        let w = find(&check(&o), "bridge-no-uplink").clone();
+        assert_eq!(w.severity, Severity::Error);
+        assert!(w.message.contains("default bridge"), "{}", w.message);
+    }
+
+    #[test]
+    fn bridge_without_uplink_warns_when_no_vm_runs_or_the_segment_is_isolated() {
+        // Nothing running on br0: a warning.
+        let mut o = healthy();
+        iface(&mut o, "enp3s0").master = None;
+        o.domains[0].running = false;
+        o.domains[0].nics[0].tap = None;
+        let w = find(&check(&o), "bridge-no-uplink").clone();
+        assert_eq!((w.severity, w.subject.as_str()), (Severity::Warning, "br0"));
+
+        // A running VM on a bridge no network names and that is not br0: an isolated
+        // segment built on purpose is a warning.
+        let mut o = healthy();
+        o.domains[0].nics[0].kind = "bridge".into();
+        o.domains[0].nics[0].network = None;
+        o.domains[0].nics[0].bridge = Some("isol0".into());
+        o.domains[0].nics[0].tap = Some("vnet9".into());
+        let h = host(&mut o);
+        h.interfaces.insert(
+            "isol0".into(),
+            Iface {
+                is_bridge: true,
+                up: true,
+                ..Iface::default()
+            },
+        );
+        h.interfaces.insert(
+            "vnet9".into(),
+            Iface {
+                up: true,
+                tun: true,
+                master: Some("isol0".into()),
+                ..Iface::default()
+            },
+        );
+        let f = check(&o);
+        let w = find(&f, "bridge-no-uplink");
+        assert_eq!(
+            (w.severity, w.subject.as_str()),
+            (Severity::Warning, "isol0")
+        );
+        assert!(errors(&f).is_empty(), "{f:#?}");
     }
 
     #[test]
