@@ -256,6 +256,61 @@ fn lab_doctor_docker_style_forward_drop_gets_an_accept_rule() {
     finish(lab);
 }
 
+/// A terminal `-A FORWARD -j DROP` under policy ACCEPT (what many hand-written firewalls end
+/// with) drops bridged frames just as a DROP policy does; an ACCEPT for br0 appended after it
+/// does not help. Doctor must see both, and `--fix` must bring the guest back.
+#[test]
+fn lab_doctor_forward_drop_rule_under_policy_accept() {
+    if !common::require_root("lab_doctor_forward_drop_rule_under_policy_accept") {
+        return;
+    }
+    let (lab, _dom, ip, _tap) = lab_with_guest("doc4");
+    let sysctl_dir = tempfile::tempdir().unwrap();
+    let key = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    assert_eq!(netns_run(&lab, "cat", &[key]).trim(), "1");
+    let rules = netns_run(&lab, "iptables", &["-w", "5", "-S", "FORWARD"]);
+    assert!(rules.contains("-P FORWARD ACCEPT"), "{rules}");
+    for args in [
+        &["-w", "5", "-A", "FORWARD", "-j", "DROP"][..],
+        // Too late: the DROP above takes every frame first.
+        &[
+            "-w", "5", "-A", "FORWARD", "-i", "br0", "-o", "br0", "-j", "ACCEPT",
+        ],
+    ] {
+        netns_run(&lab, "iptables", args);
+    }
+    assert!(
+        !lab.ping_from_lan(&ip),
+        "-A FORWARD -j DROP did not cut the guest off"
+    );
+    let (out, r) = doctor(&lab, sysctl_dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{r:#}");
+    assert_eq!(
+        ids(&r, "error"),
+        [("forward-drop".to_string(), "br0".to_string())],
+        "{r:#}"
+    );
+    let msg = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "forward-drop")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("`-A FORWARD -j DROP`"), "{msg}");
+    let (out, r) = doctor(&lab, sysctl_dir.path(), &["--fix"]);
+    assert_eq!(out.status.code(), Some(0), "{r:#}");
+    assert_eq!(r["fixed"][0]["action"], "bridge-nf-off", "{r:#}");
+    assert_eq!(netns_run(&lab, "cat", &[key]).trim(), "0");
+    assert!(
+        lab.wait_ping(&ip, Duration::from_secs(10)),
+        "no answer after the fix"
+    );
+    finish(lab);
+}
+
 #[test]
 fn lab_doctor_network_faults_stp_and_uplink_address() {
     if !common::require_root("lab_doctor_network_faults_stp_and_uplink_address") {
