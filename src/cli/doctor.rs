@@ -26,6 +26,7 @@ pub fn run(args: &DoctorArgs, g: &Globals) -> CmdResult {
         persist: args.persist,
         dry_run: g.dry_run,
         sysctl_dir: None,
+        modules_load_dir: None,
     };
     let r = doctor::run(&conn, &opts)?;
     Ok(report(r, render, Report::ok))
@@ -100,11 +101,11 @@ fn render(r: &Report, g: &Globals) -> String {
                 (None, false) => "not done".to_string(),
             };
             let _ = writeln!(s, "  {} ({}): {state}", f.change, f.ids.join(", "));
-            if let Some(p) = &f.persisted {
-                let _ = writeln!(s, "      persisted in {p}");
+            for p in &f.persisted {
+                let _ = writeln!(s, "      wrote {}: {}", p.path, p.why);
             }
             if let Some(h) = &f.persist_hint {
-                if g.verbose || !f.done || f.persisted.is_none() {
+                if g.verbose || !f.done || f.persisted.is_empty() {
                     let _ = writeln!(s, "      {h}");
                 }
             }

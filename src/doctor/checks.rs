@@ -538,7 +538,7 @@ fn firewall_checks(out: &mut Vec<Finding>, host: &HostState, needs: &BTreeMap<St
             }
             alt.extend(nft_cmds);
             (
-                format!("--fix sets {key}=0: bridged frames then skip iptables and nftables' ip/inet forward chains, as on a switch (routed and host traffic are still filtered); --persist also writes /etc/sysctl.d/90-vbridge-bridge-nf.conf. Or keep filtering bridged frames and allow the VMs: {}", alt.join(", ")),
+                format!("--fix sets {key}=0: bridged frames then skip iptables and nftables' ip/inet forward chains, as on a switch (routed and host traffic are still filtered); --persist also writes /etc/sysctl.d/90-vbridge-bridge-nf.conf (and /etc/modules-load.d/br_netfilter.conf when br_netfilter is a module, so the key exists when systemd-sysctl applies it). Or keep filtering bridged frames and allow the VMs: {}", alt.join(", ")),
                 Some(Action::BridgeNfOff),
             )
         };

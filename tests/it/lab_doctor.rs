@@ -15,12 +15,17 @@ const BOOT: Duration = Duration::from_secs(90);
 const NET: &str = "br0-network";
 
 /// `vbridge -c URI -o json doctor ARGS...` in the lab's host netns, with `--persist` writing
-/// into `sysctl_dir`, never /etc.
+/// into `sysctl_dir` (its sysctl drop-in) and `sysctl_dir/modules-load.d`, never /etc.
 fn doctor(lab: &Lab, sysctl_dir: &Path, args: &[&str]) -> (Output, serde_json::Value) {
     let bin = vbridge_bin();
     let env = format!("VBRIDGE_SYSCTL_DIR={}", sysctl_dir.display());
+    let env2 = format!(
+        "VBRIDGE_MODULES_LOAD_DIR={}",
+        sysctl_dir.join("modules-load.d").display()
+    );
     let mut v = vec![
         env.as_str(),
+        env2.as_str(),
         bin.to_str().unwrap(),
         "-c",
         lab.uri(),
@@ -201,7 +206,24 @@ fn lab_doctor_healthy_then_tap_detached_and_forward_drop() {
     assert_eq!(r["fixed"][0]["action"], "bridge-nf-off", "{r:#}");
     assert_eq!(netns_run(&lab, "cat", &[key]).trim(), "0");
     let dropin = sysctl_dir.path().join(vbridge::doctor::SYSCTL_DROPIN);
-    assert_eq!(r["fixed"][0]["persisted"], dropin.display().to_string());
+    assert_eq!(
+        r["fixed"][0]["persisted"][0]["path"],
+        dropin.display().to_string(),
+        "{r:#}"
+    );
+    // br_netfilter is built into the lab's kernel (LAB.md): the key exists from boot, so no
+    // modules-load.d file is needed or written. (Unit tests cover the module case.)
+    let is_module = vbridge::host::sysctl::br_netfilter_is_module(
+        Path::new("/"),
+        &vbridge::host::sysctl::kernel_release(),
+    );
+    let conf = sysctl_dir.path().join("modules-load.d/br_netfilter.conf");
+    assert_eq!(conf.exists(), is_module, "{r:#}");
+    assert_eq!(
+        r["fixed"][0]["persisted"].as_array().unwrap().len(),
+        1 + usize::from(is_module),
+        "{r:#}"
+    );
     let text = std::fs::read_to_string(&dropin).unwrap();
     assert!(
         text.contains("net.bridge.bridge-nf-call-iptables = 0"),
