@@ -26,6 +26,7 @@ pub fn run(args: &DoctorArgs, g: &Globals) -> CmdResult {
         persist: args.persist,
         dry_run: g.dry_run,
         sysctl_dir: None,
+        modules_load_dir: None,
     };
     let r = doctor::run(&conn, &opts)?;
     Ok(report(r, render, Report::ok))
@@ -100,11 +101,11 @@ fn render(r: &Report, g: &Globals) -> String {
                 (None, false) => "not done".to_string(),
             };
             let _ = writeln!(s, "  {} ({}): {state}", f.change, f.ids.join(", "));
-            if let Some(p) = &f.persisted {
-                let _ = writeln!(s, "      persisted in {p}");
+            for p in &f.persisted {
+                let _ = writeln!(s, "      wrote {}: {}", p.path, p.why);
             }
             if let Some(h) = &f.persist_hint {
-                if g.verbose || !f.done || f.persisted.is_none() {
+                if g.verbose || !f.done || f.persisted.is_empty() {
                     let _ = writeln!(s, "      {h}");
                 }
             }
@@ -187,5 +188,10 @@ mod tests {
         host.firewall.as_mut().unwrap().forward_policy = Some("DROP".into());
         o.networks[0].autostart = false;
         golden("faults-dry-run-fix", &o, true);
+        // The uplink gone from br0 under a running VM: an error (its way to the LAN).
+        let mut o = healthy();
+        let host = o.host.as_mut().unwrap();
+        host.interfaces.get_mut("enp3s0").unwrap().master = None;
+        golden("no-uplink-running-vm", &o, true);
     }
 }

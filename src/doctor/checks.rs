@@ -4,12 +4,37 @@
 //! Severity is chosen by one rule: an error is something that stops a VM's traffic now
 //! (exit 1); a warning is a setup that works today but breaks under a usual event (a host
 //! reboot, a new port, DHCP renewal); info is a cost or a limit worth knowing.
-//! `bridge-no-uplink` is a warning, not an error: a bridge with only taps is also how an
-//! isolated VM segment is built on purpose, and doctor must not fail such a host.
+//! `bridge-no-uplink` is a warning in general: a bridge with only taps is also how an
+//! isolated VM segment is built on purpose, and doctor must not fail such a host. It is an
+//! error when both hold: a running VM has a NIC on the bridge now, and the bridge is the one
+//! VMs are meant to reach the LAN through (a bridge-mode libvirt network names it, or it is
+//! vbridge's default bridge, [`DEFAULT_BRIDGE`]). Then a VM is cut off from the LAN today.
 
 use super::{Action, Finding, Hop, HostState, NicPath, Observation, Severity};
-use crate::host::firewall;
+use crate::host::firewall::{self, Outcome};
 use std::collections::BTreeMap;
+
+/// The bridge vbridge puts VMs on when none is named (`--bridge` default of attach,
+/// net-define, host-bridge).
+pub const DEFAULT_BRIDGE: &str = "br0";
+
+/// Who needs a bridge.
+#[derive(Debug, Default)]
+struct Need {
+    /// "network NAME", "VM NAME", in order.
+    users: Vec<String>,
+    /// A bridge-mode libvirt network names it.
+    by_network: bool,
+    /// A running VM has a NIC on it.
+    running_vm: bool,
+}
+
+impl Need {
+    /// The bridge VMs are expected to reach the LAN through.
+    fn is_lan_bridge(&self, bridge: &str) -> bool {
+        self.by_network || bridge == DEFAULT_BRIDGE
+    }
+}
 
 const VIRTIO_COST: &str = "an emulated NIC costs a host CPU per packet burst and tops out around 1 Gbit/s; virtio is several times faster and lighter (the guest needs virtio-net, built into Linux; Windows needs the virtio-win drivers)";
 
@@ -35,7 +60,7 @@ fn finding(
 pub fn check(obs: &Observation) -> Vec<Finding> {
     let mut out = Vec::new();
     // Bridge name -> who needs it, in a stable order.
-    let mut needs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut needs: BTreeMap<String, Need> = BTreeMap::new();
     let network = |name: &str| obs.networks.iter().find(|n| n.name == name);
 
     for n in &obs.networks {
@@ -64,10 +89,9 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
             ));
         }
         if let Some(b) = &n.bridge {
-            needs
-                .entry(b.clone())
-                .or_default()
-                .push(format!("network {}", n.name));
+            let need = needs.entry(b.clone()).or_default();
+            need.users.push(format!("network {}", n.name));
+            need.by_network = true;
         }
     }
 
@@ -87,7 +111,8 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
                             Severity::Error,
                             name,
                             format!("VM {}'s NIC {mac} uses network {name}, which is not defined: the VM cannot start", d.name),
-                            format!("define it (`vbridge net-define --name {name} --bridge br0`) or move the NIC: `vbridge attach {} --mac {mac}`", d.name),
+                            // No action: an undefined network cannot be started, only defined.
+                            format!("define it on the host bridge: `vbridge net-define --name {name} --bridge {}`, or move the NIC: `vbridge attach {} --mac {mac}`; --fix cannot do this (there is no network to start)", nic.bridge.as_deref().unwrap_or("BR"), d.name),
                             None,
                         ));
                         None
@@ -100,10 +125,9 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
                 bridged = true;
             }
             if let Some(b) = &bridge {
-                needs
-                    .entry(b.clone())
-                    .or_default()
-                    .push(format!("VM {}", d.name));
+                let need = needs.entry(b.clone()).or_default();
+                need.users.push(format!("VM {}", d.name));
+                need.running_vm |= d.running;
                 if let (true, Some(tap), Some(host)) = (d.running, &nic.tap, &obs.host) {
                     tap_check(&mut out, host, &d.name, mac, tap, b);
                 }
@@ -152,8 +176,8 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
 
     match &obs.host {
         Some(host) => {
-            for (b, users) in &needs {
-                bridge_checks(&mut out, host, b, users);
+            for (b, need) in &needs {
+                bridge_checks(&mut out, host, b, need);
             }
             firewall_checks(&mut out, host, &needs);
         }
@@ -207,8 +231,8 @@ fn tap_check(
     }
 }
 
-fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, users: &[String]) {
-    let mut users = users.to_vec();
+fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, need: &Need) {
+    let mut users = need.users.clone();
     users.dedup();
     let who = users.join(", ");
     let Some(br) = host.interfaces.get(b) else {
@@ -257,11 +281,30 @@ fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, users: &[Str
         } else {
             ports.join(", ")
         };
+        // See the module doc: an error only when a running VM is cut off from the LAN now.
+        let (severity, why) = if need.running_vm && need.is_lan_bridge(b) {
+            let via = if need.by_network {
+                "a bridge-mode libvirt network names it".to_string()
+            } else {
+                format!("{b} is vbridge's default bridge")
+            };
+            (
+                Severity::Error,
+                format!(
+                    "running VMs on it are cut off from the LAN ({via}, so it is their way out)"
+                ),
+            )
+        } else {
+            (
+                Severity::Warning,
+                "its VMs reach each other and the host, not the LAN (fine for an isolated segment built on purpose)".to_string(),
+            )
+        };
         out.push(finding(
             "bridge-no-uplink",
-            Severity::Warning,
+            severity,
             b,
-            format!("bridge {b} has no port but taps (ports: {ports}): its VMs reach each other and the host, not the LAN"),
+            format!("bridge {b} has no port but taps (ports: {ports}): {why}"),
             format!("enslave the LAN NIC with its address moved to the bridge: `vbridge host-bridge NIC --bridge {b} --dhcp` (--fix never moves a NIC's address)"),
             None,
         ));
@@ -315,15 +358,45 @@ fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, users: &[Str
         }
     }
     if br.stp_state.is_some_and(|s| s != 0) {
-        let fd = br.forward_delay.unwrap_or(1500);
-        out.push(finding(
-            "stp-forward-delay",
-            Severity::Warning,
-            b,
-            format!("STP is on for {b} with a forward delay of {} s: every new port (each VM start or hot-plug) waits {} s in listening and learning before it forwards, and the guest's DHCP gives up first", fd / 100, 2 * fd / 100),
-            format!("--fix sets stp_state 0 and forward_delay 0 (sysfs); to keep it, say `parameters: {{stp: false, forward-delay: 0}}` in the netplan bridge (or `ip link set {b} type bridge stp_state 0 forward_delay 0` in your network config)"),
-            Some(Action::StpOff { bridge: b.to_string() }),
-        ));
+        // With STP on, a new port spends forward_delay in listening and again in learning
+        // before it forwards. With forward_delay 0 both states pass at once, so DHCP is not
+        // stalled; what is left is STP itself: it blocks a port it believes closes a loop
+        // (after a topology change, or when the LAN's switches send BPDUs with a better path).
+        let fix = format!("--fix sets stp_state 0 and forward_delay 0 (sysfs); to keep it, say `parameters: {{stp: false, forward-delay: 0}}` in the netplan bridge (or `ip link set {b} type bridge stp_state 0 forward_delay 0` in your network config)");
+        let action = Some(Action::StpOff {
+            bridge: b.to_string(),
+        });
+        match br.forward_delay {
+            // No action here: nothing is stalled, and STP may be on deliberately against a
+            // loop (two uplinks); turning it off is the admin's call.
+            Some(0) => out.push(finding(
+                "stp-forward-delay",
+                Severity::Info,
+                b,
+                format!("STP is on for {b} with a forward delay of 0: new ports forward at once, so DHCP is not stalled; but STP can still block a port it thinks closes a loop (after a topology change, or on BPDUs from the LAN's switches), cutting the VMs behind it off"),
+                format!("with a single uplink and no loop, turn it off: `ip link set {b} type bridge stp_state 0` (netplan `parameters: {{stp: false}}`); --fix leaves it, as STP may be there to stop a loop"),
+                None,
+            )),
+            fd => {
+                // Unreadable: the kernel's default, 15 s.
+                let fd = fd.unwrap_or(1500);
+                let secs = |cs: u32| {
+                    if cs % 100 == 0 {
+                        format!("{}", cs / 100)
+                    } else {
+                        format!("{:.2}", f64::from(cs) / 100.0)
+                    }
+                };
+                out.push(finding(
+                    "stp-forward-delay",
+                    Severity::Warning,
+                    b,
+                    format!("STP is on for {b} with a forward delay of {} s: every new port (each VM start or hot-plug) waits {} s in listening and learning before it forwards, and the guest's DHCP may give up first", secs(fd), secs(2 * fd)),
+                    fix,
+                    action,
+                ));
+            }
+        }
     }
     // An unpinned bridge MAC follows the lowest port MAC: when the uplink is not that port,
     // or a port with a lower MAC comes along, the host's DHCP identity changes.
@@ -358,11 +431,7 @@ fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, users: &[Str
     }
 }
 
-fn firewall_checks(
-    out: &mut Vec<Finding>,
-    host: &HostState,
-    needs: &BTreeMap<String, Vec<String>>,
-) {
+fn firewall_checks(out: &mut Vec<Finding>, host: &HostState, needs: &BTreeMap<String, Need>) {
     if host.bridge_nf_call_iptables != Some(1) {
         return; // bridged frames never meet iptables
     }
@@ -376,45 +445,139 @@ fn firewall_checks(
     }
     let key = crate::host::sysctl::BRIDGE_NF_CALL_IPTABLES;
     let fw = host.firewall.clone().unwrap_or_default();
+    let nft = fw.nft.clone().unwrap_or_default();
+    // iptables-nft keeps its filter table as nft's `ip filter` with base chain FORWARD: when
+    // `iptables -S` was read, that chain has been judged already, in its own words.
+    let nft_chains: Vec<_> = nft
+        .chains
+        .iter()
+        .filter(|c| {
+            !(fw.error.is_none()
+                && fw.forward_policy.is_some()
+                && c.family == "ip"
+                && c.table == "filter"
+                && c.name == "FORWARD")
+        })
+        .collect();
     let mut dropping = false;
-    if fw.forward_policy.as_deref() == Some("DROP") {
-        for b in &bridges {
-            if fw.rules.iter().any(|r| firewall::accepts_bridged(r, b)) {
-                continue;
+    let mut notes: Vec<String> = Vec::new();
+    for b in &bridges {
+        let ipt = firewall::iptables_verdict(&fw, b);
+        let mut drops = Vec::new();
+        let mut doubts = Vec::new();
+        let mut nft_drops = Vec::new();
+        match ipt.outcome {
+            Outcome::Drop => {
+                drops.push(if ipt.by.starts_with("policy") {
+                    format!("iptables FORWARD {}", ipt.by)
+                } else {
+                    format!("iptables rule `{}`", ipt.by)
+                });
+                doubts.extend(ipt.doubts.iter().map(|d| format!("`{d}`")));
             }
-            dropping = true;
-            let (fix, action) = if fw.docker {
-                (
-                    format!("Docker manages FORWARD and needs {key}=1 for its own bridges, so --fix keeps the sysctl and adds `iptables -I DOCKER-USER -i {b} -o {b} -j ACCEPT` (Docker never flushes DOCKER-USER); to keep it across reboots, save it with your firewall (e.g. `iptables-save > /etc/iptables/rules.v4` with iptables-persistent)"),
-                    Action::AcceptBridged { chain: "DOCKER-USER".into(), bridge: b.to_string() },
-                )
-            } else {
-                (
-                    format!("--fix sets {key}=0: bridged frames then skip iptables, as on a switch (routed and host traffic are still filtered); --persist also writes /etc/sysctl.d/90-vbridge-bridge-nf.conf. Or keep filtering bridged frames and allow the VMs: `iptables -I FORWARD -i {b} -o {b} -j ACCEPT`"),
-                    Action::BridgeNfOff,
-                )
-            };
-            out.push(finding(
-                "forward-drop",
-                Severity::Error,
-                b,
-                format!("frames crossing {b} pass through iptables ({key}=1) and the FORWARD chain drops them (policy DROP, no rule accepting {b}'s traffic; installing Docker does this): DHCP and all VM traffic die while the bridge looks healthy"),
-                fix,
-                Some(action),
-            ));
+            _ => notes.extend(
+                ipt.doubts
+                    .iter()
+                    .map(|d| format!("`{d}` may drop some of {b}'s frames")),
+            ),
         }
+        for c in &nft_chains {
+            let v = firewall::nft_verdict(c, b);
+            if v.outcome == Outcome::Drop {
+                drops.push(format!("nftables chain {} ({})", c.label(), v.by));
+                doubts.extend(v.doubts.iter().map(|d| format!("`{d}` in {}", c.label())));
+                nft_drops.push(*c);
+            } else {
+                notes.extend(
+                    v.doubts
+                        .iter()
+                        .map(|d| format!("`{d}` in {} may drop some of {b}'s frames", c.label())),
+                );
+            }
+        }
+        if drops.is_empty() {
+            continue;
+        }
+        dropping = true;
+        let nft_cmds: Vec<String> = nft_drops
+            .iter()
+            .map(|c| {
+                format!(
+                    "`nft insert rule {} {} {} iifname {b} oifname {b} accept`",
+                    c.family, c.table, c.name
+                )
+            })
+            .collect();
+        // Under Docker, a rule in DOCKER-USER keeps the sysctl Docker relies on; it helps only
+        // when FORWARD reaches DOCKER-USER before what drops, which the walk itself tells.
+        let docker_rule_helps = fw.docker && nft_drops.is_empty() && {
+            let mut with = fw.clone();
+            let rule = format!("-A DOCKER-USER -i {b} -o {b} -j ACCEPT");
+            let at = with
+                .rules
+                .iter()
+                .position(|r| r.starts_with("-A DOCKER-USER "))
+                .unwrap_or(with.rules.len());
+            with.rules.insert(at, rule);
+            firewall::iptables_verdict(&with, b).outcome == Outcome::Accept
+        };
+        let (fix, action) = if docker_rule_helps {
+            (
+                format!("Docker manages FORWARD and needs {key}=1 for its own bridges, so --fix keeps the sysctl and adds `iptables -I DOCKER-USER -i {b} -o {b} -j ACCEPT` (Docker never flushes DOCKER-USER); to keep it across reboots, save it with your firewall (e.g. `iptables-save > /etc/iptables/rules.v4` with iptables-persistent)"),
+                Some(Action::AcceptBridged { chain: "DOCKER-USER".into(), bridge: b.to_string() }),
+            )
+        } else if fw.docker {
+            (
+                format!("Docker needs {key}=1 for its own bridges, so --fix changes nothing here; allow {b}'s frames before what drops them: {}", if nft_cmds.is_empty() { format!("`iptables -I FORWARD -i {b} -o {b} -j ACCEPT`") } else { nft_cmds.join(", ") }),
+                None,
+            )
+        } else {
+            let mut alt = Vec::new();
+            if drops.iter().any(|d| d.starts_with("iptables")) {
+                alt.push(format!("`iptables -I FORWARD -i {b} -o {b} -j ACCEPT`"));
+            }
+            alt.extend(nft_cmds);
+            (
+                format!("--fix sets {key}=0: bridged frames then skip iptables and nftables' ip/inet forward chains, as on a switch (routed and host traffic are still filtered); --persist also writes /etc/sysctl.d/90-vbridge-bridge-nf.conf (and /etc/modules-load.d/br_netfilter.conf when br_netfilter is a module, so the key exists when systemd-sysctl applies it). Or keep filtering bridged frames and allow the VMs: {}", alt.join(", ")),
+                Some(Action::BridgeNfOff),
+            )
+        };
+        let doubt = if doubts.is_empty() {
+            String::new()
+        } else {
+            format!(" (uncertain: earlier rules this check cannot evaluate may accept part of the traffic: {})", doubts.join("; "))
+        };
+        out.push(finding(
+            "forward-drop",
+            Severity::Error,
+            b,
+            format!("frames crossing {b} pass through the firewall ({key}=1) and it drops them: {}, with no earlier rule accepting all of {b}'s traffic (installing Docker does this){doubt}: DHCP and all VM traffic die while the bridge looks healthy", drops.join(" and ")),
+            fix,
+            action,
+        ));
     }
     if !dropping {
         let now = match (&fw.forward_policy, &fw.error) {
-            (Some(p), _) => format!("FORWARD's policy is {p} and lets them through now"),
+            (Some(_), _) => "the firewall lets them through now".to_string(),
             (None, Some(e)) => format!("the FORWARD chain could not be read ({e})"),
             (None, None) => "the FORWARD chain could not be read".to_string(),
         };
+        let mut extra = String::new();
+        if !notes.is_empty() {
+            notes.dedup();
+            extra.push_str(&format!(
+                " (some rules match only part of the traffic: {})",
+                notes.join("; ")
+            ));
+        }
+        if let Some(n) = &nft.note {
+            extra.push_str(&format!(" (note: {n})"));
+        }
         out.push(finding(
             "bridge-nf-call-iptables",
             Severity::Info,
             key,
-            format!("frames crossing {} pass through iptables ({key}=1); {now}, but a DROP policy later (Docker sets one) cuts the VMs off", bridges.join(", ")),
+            format!("frames crossing {} pass through iptables ({key}=1); {now}{extra}, but a DROP policy later (Docker sets one) cuts the VMs off", bridges.join(", ")),
             format!("`sysctl -w {key}=0` and a file in /etc/sysctl.d, unless you filter bridged traffic on purpose; `vbridge doctor --fix` does it once FORWARD drops"),
             None,
         ));
@@ -493,7 +656,12 @@ pub fn paths(obs: &Observation, findings: &[Finding]) -> Vec<NicPath> {
             });
             // bridge
             let br_fail = has(&["bridge-missing", "not-a-bridge", "bridge-down"], &b);
-            let br_warn = has(&["stp-forward-delay", "bridge-mac-unstable"], &b);
+            // An info-level STP finding (delay 0) does not slow the bridge: no mark for it.
+            let br_warn = findings.iter().any(|f| {
+                ["stp-forward-delay", "bridge-mac-unstable"].contains(&f.id)
+                    && f.subject == b
+                    && f.severity <= Severity::Warning
+            });
             let br_mark = if br_fail {
                 unknown(false)
             } else if br_warn {
@@ -650,15 +818,69 @@ mod tests {
     }
 
     #[test]
-    fn bridge_without_uplink_warns() {
+    fn bridge_without_uplink_is_an_error_under_a_running_vm_on_the_lan_bridge() {
+        // web runs on br0-network (bridge mode, br0): cut off from the LAN now.
         let mut o = healthy();
         iface(&mut o, "enp3s0").master = None;
         let f = check(&o);
         let w = find(&f, "bridge-no-uplink");
-        assert_eq!((w.severity, w.subject.as_str()), (Severity::Warning, "br0"));
-        assert!(w.message.contains("vnet0"));
+        assert_eq!((w.severity, w.subject.as_str()), (Severity::Error, "br0"));
+        assert!(w.message.contains("vnet0"), "{}", w.message);
+        assert!(w.message.contains("network names it"), "{}", w.message);
         let p = paths(&o, &f);
         assert_eq!(p[1].hops[3].mark, "fail", "{p:#?}");
+
+        // No network names it, but br0 is vbridge's default bridge: still an error.
+        o.domains[0].nics[0].kind = "bridge".into();
+        o.domains[0].nics[0].network = None;
+        o.networks.retain(|n| n.name != "br0-network");
+        let w = find(&check(&o), "bridge-no-uplink").clone();
+        assert_eq!(w.severity, Severity::Error);
+        assert!(w.message.contains("default bridge"), "{}", w.message);
+    }
+
+    #[test]
+    fn bridge_without_uplink_warns_when_no_vm_runs_or_the_segment_is_isolated() {
+        // Nothing running on br0: a warning.
+        let mut o = healthy();
+        iface(&mut o, "enp3s0").master = None;
+        o.domains[0].running = false;
+        o.domains[0].nics[0].tap = None;
+        let w = find(&check(&o), "bridge-no-uplink").clone();
+        assert_eq!((w.severity, w.subject.as_str()), (Severity::Warning, "br0"));
+
+        // A running VM on a bridge no network names and that is not br0: an isolated
+        // segment built on purpose is a warning.
+        let mut o = healthy();
+        o.domains[0].nics[0].kind = "bridge".into();
+        o.domains[0].nics[0].network = None;
+        o.domains[0].nics[0].bridge = Some("isol0".into());
+        o.domains[0].nics[0].tap = Some("vnet9".into());
+        let h = host(&mut o);
+        h.interfaces.insert(
+            "isol0".into(),
+            Iface {
+                is_bridge: true,
+                up: true,
+                ..Iface::default()
+            },
+        );
+        h.interfaces.insert(
+            "vnet9".into(),
+            Iface {
+                up: true,
+                tun: true,
+                master: Some("isol0".into()),
+                ..Iface::default()
+            },
+        );
+        let f = check(&o);
+        let w = find(&f, "bridge-no-uplink");
+        assert_eq!(
+            (w.severity, w.subject.as_str()),
+            (Severity::Warning, "isol0")
+        );
+        assert!(errors(&f).is_empty(), "{f:#?}");
     }
 
     #[test]
@@ -694,8 +916,33 @@ mod tests {
                 bridge: "br0".into()
             })
         );
+        assert_eq!(w.severity, Severity::Warning);
         // virbr0 has STP on too, but no VM uses it: not reported.
         assert_eq!(f.iter().filter(|f| f.id == "stp-forward-delay").count(), 1);
+        // A delay that is not whole seconds is not rounded down to 0.
+        iface(&mut o, "br0").forward_delay = Some(50);
+        let w = find(&check(&o), "stp-forward-delay").clone();
+        assert!(
+            w.message.contains("0.50 s") && w.message.contains("waits 1 s"),
+            "{}",
+            w.message
+        );
+    }
+
+    #[test]
+    fn stp_on_with_zero_delay_is_info_about_blocking() {
+        let mut o = healthy();
+        iface(&mut o, "br0").stp_state = Some(1);
+        iface(&mut o, "br0").forward_delay = Some(0);
+        let f = check(&o);
+        let w = find(&f, "stp-forward-delay");
+        assert_eq!((w.severity, w.subject.as_str()), (Severity::Info, "br0"));
+        assert!(!w.message.contains("waits 0"), "{}", w.message);
+        assert!(w.message.contains("block a port"), "{}", w.message);
+        // Not changed by --fix: STP may be on against a loop.
+        assert!(w.action.is_none());
+        // Only info: the bridge hop stays ok.
+        assert_eq!(paths(&o, &f)[0].hops[2].mark, "ok");
     }
 
     #[test]
@@ -760,6 +1007,152 @@ mod tests {
         );
     }
 
+    fn with_iptables(o: &mut Observation, text: &str) {
+        host(o).firewall = Some(crate::host::firewall::parse(text));
+    }
+
+    #[test]
+    fn forward_drop_from_a_terminal_rule_under_policy_accept() {
+        let mut o = healthy();
+        with_iptables(&mut o, "-P FORWARD ACCEPT\n-A FORWARD -j DROP\n");
+        let f = check(&o);
+        assert_eq!(errors(&f), [("forward-drop", "br0")]);
+        let d = find(&f, "forward-drop");
+        assert!(
+            d.message.contains("iptables rule `-A FORWARD -j DROP`"),
+            "{}",
+            d.message
+        );
+        assert!(!d.message.contains("uncertain"), "{}", d.message);
+        assert_eq!(d.action, Some(Action::BridgeNfOff));
+        // An accept for br0 placed after that drop does not help.
+        with_iptables(
+            &mut o,
+            "-P FORWARD ACCEPT\n-A FORWARD -j DROP\n-A FORWARD -i br0 -o br0 -j ACCEPT\n",
+        );
+        assert_eq!(errors(&check(&o)), [("forward-drop", "br0")]);
+        // Before it, it does.
+        with_iptables(
+            &mut o,
+            "-P FORWARD ACCEPT\n-A FORWARD -i br0 -o br0 -j ACCEPT\n-A FORWARD -j DROP\n",
+        );
+        assert!(errors(&check(&o)).is_empty());
+    }
+
+    #[test]
+    fn forward_drop_behind_conditional_rules_says_it_is_uncertain() {
+        let mut o = healthy();
+        with_iptables(
+            &mut o,
+            include_str!("../../tests/data/doctor/iptables-ufw.txt"),
+        );
+        let f = check(&o);
+        let d = find(&f, "forward-drop");
+        assert_eq!(d.severity, Severity::Error);
+        assert!(
+            d.message.contains("uncertain") && d.message.contains("--ctstate"),
+            "{}",
+            d.message
+        );
+        // A conditional drop before an accept is not an error, but the info names it.
+        with_iptables(
+            &mut o,
+            "-P FORWARD ACCEPT\n-A FORWARD -s 10.9.0.0/16 -j DROP\n",
+        );
+        let f = check(&o);
+        assert!(errors(&f).is_empty());
+        assert!(find(&f, "bridge-nf-call-iptables")
+            .message
+            .contains("-s 10.9.0.0/16"));
+    }
+
+    #[test]
+    fn docker28_forward_drop_gets_a_docker_user_rule_unless_a_drop_comes_first() {
+        let mut o = healthy();
+        let d28 = include_str!("../../tests/data/doctor/iptables-docker28.txt");
+        with_iptables(&mut o, d28);
+        let f = check(&o);
+        assert_eq!(
+            find(&f, "forward-drop").action,
+            Some(Action::AcceptBridged {
+                chain: "DOCKER-USER".into(),
+                bridge: "br0".into()
+            })
+        );
+        // A DROP ahead of the jump to DOCKER-USER: a rule there would not be reached.
+        let first = d28.replace(
+            "-A FORWARD -j DOCKER-USER",
+            "-A FORWARD -j DROP\n-A FORWARD -j DOCKER-USER",
+        );
+        with_iptables(&mut o, &first);
+        let d = find(&check(&o), "forward-drop").clone();
+        assert_eq!(d.action, None);
+        assert!(
+            d.fix
+                .contains("iptables -I FORWARD -i br0 -o br0 -j ACCEPT"),
+            "{}",
+            d.fix
+        );
+    }
+
+    fn nft(json: &str) -> crate::host::firewall::Nft {
+        crate::host::firewall::parse_nft(json).unwrap()
+    }
+
+    #[test]
+    fn forward_drop_from_nftables() {
+        let mut o = healthy();
+        let fw = host(&mut o).firewall.as_mut().unwrap();
+        fw.nft = Some(nft(include_str!(
+            "../../tests/data/doctor/nft-inet-forward-drop.json"
+        )));
+        let f = check(&o);
+        assert_eq!(errors(&f), [("forward-drop", "br0")]);
+        let d = find(&f, "forward-drop");
+        assert!(
+            d.message
+                .contains("nftables chain inet filter forward (policy drop)")
+                && d.message.contains("uncertain")
+                && d.message.contains("ct state accept"),
+            "{}",
+            d.message
+        );
+        assert_eq!(d.action, Some(Action::BridgeNfOff));
+        assert!(
+            d.fix
+                .contains("nft insert rule inet filter forward iifname br0 oifname br0 accept"),
+            "{}",
+            d.fix
+        );
+
+        // iptables-nft's own `ip filter FORWARD` is judged through `iptables -S`, not twice.
+        let mut o = healthy();
+        let fw = host(&mut o).firewall.as_mut().unwrap();
+        fw.nft = Some(nft(
+            r#"{"nftables":[{"chain":{"family":"ip","table":"filter","name":"FORWARD","type":"filter","hook":"forward","prio":0,"policy":"drop"}}]}"#,
+        ));
+        assert!(errors(&check(&o)).is_empty());
+        // ...unless iptables could not be read.
+        let fw = host(&mut o).firewall.as_mut().unwrap();
+        fw.forward_policy = None;
+        fw.error = Some("cannot run iptables".into());
+        assert_eq!(errors(&check(&o)), [("forward-drop", "br0")]);
+    }
+
+    #[test]
+    fn nft_not_installed_is_a_note() {
+        let mut o = healthy();
+        host(&mut o).firewall.as_mut().unwrap().nft = Some(crate::host::firewall::Nft {
+            chains: Vec::new(),
+            note: Some("nft is not installed: nftables rules were not read".into()),
+        });
+        let f = check(&o);
+        assert!(errors(&f).is_empty());
+        assert!(find(&f, "bridge-nf-call-iptables")
+            .message
+            .contains("nft is not installed"));
+    }
+
     #[test]
     fn unreadable_firewall_is_info() {
         let mut o = healthy();
@@ -810,6 +1203,17 @@ mod tests {
         o.domains[0].nics[0].bridge = None;
         let f = check(&o);
         assert_eq!(errors(&f), [("network-missing", "gone")]);
+        let m = find(&f, "network-missing");
+        assert!(m.action.is_none());
+        assert!(
+            m.fix
+                .contains("`vbridge net-define --name gone --bridge BR`"),
+            "{}",
+            m.fix
+        );
+        assert!(!m.fix.contains("starts") && !m.message.contains("start it"));
+        // Nothing in a --fix plan claims to start it.
+        assert!(crate::doctor::plan(&f).is_empty());
     }
 
     #[test]
@@ -896,6 +1300,7 @@ mod tests {
         let mut o = healthy();
         iface(&mut o, "vnet0").master = None;
         iface(&mut o, "br0").stp_state = Some(1);
+        iface(&mut o, "br0").forward_delay = Some(1500);
         host(&mut o).firewall = Some(Firewall {
             forward_policy: Some("DROP".into()),
             ..Firewall::default()

@@ -2,11 +2,11 @@
 //! apply them one by one. A failed change is reported and the others still run. Nothing
 //! here touches an address of a NIC.
 
-use super::{Action, Finding, Fixed};
+use super::{Action, Finding, Fixed, PersistedFile};
 use crate::error::{Error, Result};
 use crate::host::{firewall, netlink::Netlink, sysctl};
 use crate::libvirt::Conn;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The file `--persist` writes in the sysctl.d directory.
 pub const SYSCTL_DROPIN: &str = "90-vbridge-bridge-nf.conf";
@@ -18,6 +18,8 @@ pub struct FixOptions {
     pub persist: bool,
     /// Where `--persist` writes the sysctl drop-in (tests point it at a temp dir).
     pub sysctl_dir: PathBuf,
+    /// Where `--persist` writes `br_netfilter.conf` when br_netfilter is a module.
+    pub modules_load_dir: PathBuf,
 }
 
 impl Action {
@@ -70,7 +72,7 @@ pub fn plan(findings: &[Finding]) -> Vec<Fixed> {
             action: a.clone(),
             done: false,
             error: None,
-            persisted: None,
+            persisted: Vec::new(),
             persist_hint: None,
         });
     }
@@ -102,8 +104,11 @@ pub fn apply(conn: &Conn, plan: Vec<Fixed>, opts: &FixOptions) -> Vec<Fixed> {
 fn persist_hint(a: &Action, opts: &FixOptions) -> Option<String> {
     match a {
         Action::BridgeNfOff if !opts.persist => Some(format!(
-            "lost at reboot: add --persist to write {}",
-            opts.sysctl_dir.join(SYSCTL_DROPIN).display()
+            "lost at reboot: add --persist to write {} (and {} when br_netfilter is a module)",
+            opts.sysctl_dir.join(SYSCTL_DROPIN).display(),
+            opts.modules_load_dir
+                .join(sysctl::MODULES_LOAD_FILE)
+                .display()
         )),
         Action::BridgeNfOff => None,
         Action::AcceptBridged { .. } => Some(
@@ -134,12 +139,47 @@ fn netlink(nl: &mut Option<Netlink>) -> Result<&mut Netlink> {
     Ok(nl.as_mut().expect("just opened"))
 }
 
+fn write_file(dir: &Path, name: &str, text: &str) -> Result<String> {
+    let path = dir.join(name);
+    std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&path, text))
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    Ok(path.display().to_string())
+}
+
+/// `--persist` for `bridge-nf-call-iptables=0`: the sysctl.d drop-in and, when br_netfilter
+/// is a module (`is_module`), a modules-load.d file that loads it at boot. Without that, on
+/// stock Debian/Ubuntu kernels the module arrives late (Docker loads it), after
+/// systemd-sysctl ran, and the drop-in has no key to set; systemd-modules-load runs before
+/// systemd-sysctl, so with the module loaded there the key exists when the drop-in applies.
+pub fn persist_bridge_nf_off(
+    sysctl_dir: &Path,
+    modules_load_dir: &Path,
+    is_module: bool,
+) -> Result<Vec<PersistedFile>> {
+    let key = sysctl::BRIDGE_NF_CALL_IPTABLES;
+    let mut out = Vec::new();
+    if is_module {
+        let why = format!("loads br_netfilter at boot before systemd-sysctl runs, so {SYSCTL_DROPIN} finds {key} to set (br_netfilter is a module here, otherwise loaded late, e.g. by Docker, and the setting would not apply)");
+        let path = write_file(
+            modules_load_dir,
+            sysctl::MODULES_LOAD_FILE,
+            &sysctl::modules_load("br_netfilter", &why),
+        )?;
+        out.insert(0, PersistedFile { path, why });
+    }
+    let why = format!("sets {key}=0 at boot: bridged VM frames skip iptables, so a FORWARD policy of DROP cannot cut VMs off");
+    let path = write_file(sysctl_dir, SYSCTL_DROPIN, &sysctl::dropin(key, "0", &why))?;
+    out.insert(0, PersistedFile { path, why });
+    Ok(out)
+}
+
 fn apply_one(
     conn: &Conn,
     nl: &mut Option<Netlink>,
     a: &Action,
     opts: &FixOptions,
-) -> Result<Option<String>> {
+) -> Result<Vec<PersistedFile>> {
     match a {
         Action::BridgeUp { bridge } => {
             let nl = netlink(nl)?;
@@ -154,16 +194,9 @@ fn apply_one(
             let key = sysctl::BRIDGE_NF_CALL_IPTABLES;
             sysctl::write(key, "0")?;
             if opts.persist {
-                let path = opts.sysctl_dir.join(SYSCTL_DROPIN);
-                let text = sysctl::dropin(
-                    key,
-                    "0",
-                    "bridged VM frames skip iptables, so a FORWARD policy of DROP cannot cut VMs off",
-                );
-                std::fs::create_dir_all(&opts.sysctl_dir)
-                    .and_then(|_| std::fs::write(&path, text))
-                    .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-                return Ok(Some(path.display().to_string()));
+                let is_module =
+                    sysctl::br_netfilter_is_module(Path::new("/"), &sysctl::kernel_release());
+                return persist_bridge_nf_off(&opts.sysctl_dir, &opts.modules_load_dir, is_module);
             }
         }
         Action::AcceptBridged { chain, bridge } => {
@@ -188,5 +221,61 @@ fn apply_one(
             nl.set_up(t, true, tap)?;
         }
     }
-    Ok(None)
+    Ok(Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persist_writes_modules_load_only_for_a_module() {
+        let sysctl_dir = tempfile::tempdir().unwrap();
+        let modules_dir = tempfile::tempdir().unwrap();
+        let modules_load = modules_dir.path().join("sub/dir");
+        // br_netfilter a module: both files, the sysctl drop-in first.
+        let files = persist_bridge_nf_off(sysctl_dir.path(), &modules_load, true).unwrap();
+        let paths: Vec<_> = files.iter().map(|f| f.path.clone()).collect();
+        let dropin = sysctl_dir.path().join(SYSCTL_DROPIN);
+        let conf = modules_load.join("br_netfilter.conf");
+        assert_eq!(
+            paths,
+            [dropin.display().to_string(), conf.display().to_string()]
+        );
+        let text = std::fs::read_to_string(&conf).unwrap();
+        assert!(text.ends_with("\nbr_netfilter\n"), "{text}");
+        assert!(
+            files[1].why.contains("before systemd-sysctl"),
+            "{}",
+            files[1].why
+        );
+        let text = std::fs::read_to_string(&dropin).unwrap();
+        assert!(
+            text.ends_with("net.bridge.bridge-nf-call-iptables = 0\n"),
+            "{text}"
+        );
+
+        // Built in: the key exists from boot; only the drop-in.
+        let sysctl_dir = tempfile::tempdir().unwrap();
+        let modules_dir = tempfile::tempdir().unwrap();
+        let files = persist_bridge_nf_off(sysctl_dir.path(), modules_dir.path(), false).unwrap();
+        assert_eq!(files.len(), 1);
+        assert!(modules_dir.path().read_dir().unwrap().next().is_none());
+    }
+
+    #[test]
+    fn persist_hint_names_both_files() {
+        let opts = FixOptions {
+            dry_run: true,
+            persist: false,
+            sysctl_dir: "/etc/sysctl.d".into(),
+            modules_load_dir: "/etc/modules-load.d".into(),
+        };
+        let h = persist_hint(&Action::BridgeNfOff, &opts).unwrap();
+        assert!(
+            h.contains("/etc/sysctl.d/90-vbridge-bridge-nf.conf")
+                && h.contains("/etc/modules-load.d/br_netfilter.conf"),
+            "{h}"
+        );
+    }
 }

@@ -10,7 +10,7 @@ mod fix;
 mod observe;
 
 pub use checks::{check, paths};
-pub use fix::{apply, plan, FixOptions, SYSCTL_DROPIN};
+pub use fix::{apply, persist_bridge_nf_off, plan, FixOptions, SYSCTL_DROPIN};
 pub use observe::observe;
 
 use crate::domxml::DomainFacts;
@@ -79,12 +79,20 @@ pub struct Fixed {
     pub done: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<crate::Error>,
-    /// A file written so the change survives a reboot (`--persist`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub persisted: Option<String>,
+    /// The files written so the change survives a reboot (`--persist`), each with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub persisted: Vec<PersistedFile>,
     /// How to make it survive a reboot where vbridge does not write it itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persist_hint: Option<String>,
+}
+
+/// A file `--persist` wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PersistedFile {
+    pub path: String,
+    /// What it does at boot, and why it is needed.
+    pub why: String,
 }
 
 /// Everything the checks look at. Serialisable so host states can be recorded as fixtures.
@@ -246,6 +254,9 @@ pub struct Options {
     /// Where `--persist` writes its sysctl drop-in (default /etc/sysctl.d, or
     /// `VBRIDGE_SYSCTL_DIR`).
     pub sysctl_dir: Option<PathBuf>,
+    /// Where `--persist` writes the file that loads br_netfilter at boot, when it is a
+    /// module (default /etc/modules-load.d, or `VBRIDGE_MODULES_LOAD_DIR`).
+    pub modules_load_dir: Option<PathBuf>,
 }
 
 /// The sysctl.d directory `--persist` writes to.
@@ -253,6 +264,13 @@ pub fn default_sysctl_dir() -> PathBuf {
     std::env::var_os("VBRIDGE_SYSCTL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/etc/sysctl.d"))
+}
+
+/// The modules-load.d directory `--persist` writes to.
+pub fn default_modules_load_dir() -> PathBuf {
+    std::env::var_os("VBRIDGE_MODULES_LOAD_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/modules-load.d"))
 }
 
 /// Observe, check and (with `fix`) repair, then check again.
@@ -269,6 +287,10 @@ pub fn run(conn: &Conn, opts: &Options) -> Result<Report> {
                 dry_run: opts.dry_run,
                 persist: opts.persist,
                 sysctl_dir: opts.sysctl_dir.clone().unwrap_or_else(default_sysctl_dir),
+                modules_load_dir: opts
+                    .modules_load_dir
+                    .clone()
+                    .unwrap_or_else(default_modules_load_dir),
             };
             fixed = apply(conn, actions, &fopts);
             if !opts.dry_run {

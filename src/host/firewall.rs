@@ -1,24 +1,134 @@
-//! The part of the IPv4 firewall that decides whether bridged frames pass: the filter table's
-//! FORWARD chain (and Docker's DOCKER-USER, which FORWARD jumps to first). Read with
-//! `iptables -S` (an argument vector, no shell); parsed by a pure function.
+//! The part of the IPv4 firewall that decides whether bridged frames pass (with
+//! `net.bridge.bridge-nf-call-iptables=1` they cross the IPv4 forward hook): the filter
+//! table's FORWARD chain with the user chains it jumps to (Docker's DOCKER-USER and
+//! DOCKER-FORWARD, ufw's, ...), read with `iptables -S`, and nftables' forward base chains
+//! of family ip/inet, read with `nft -j list ruleset`. Both run with an argument vector, no
+//! shell; parsing and the verdict are pure functions.
+//!
+//! The verdict is for one frame crossing bridge BR (in BR, out BR, bridged). A rule applies
+//! to all such frames when its only matches are `-i BR`, `-o BR` (or a `+` wildcard),
+//! `--physdev-is-bridged` and comments; it applies to none when one of those cannot hold
+//! (`-i other`, `! -o BR`); anything else (addresses, protocols, conntrack, ...) may hold
+//! for some frames and not others. Conservatively, such a rule neither saves nor condemns
+//! the frames: the walk goes on, and the verdict lists it as a doubt.
 
 use serde::{Deserialize, Serialize};
 use std::process::Command;
 
-/// What was read of the filter table.
+/// What was read of the firewall.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Firewall {
     /// The FORWARD chain's policy (`ACCEPT`, `DROP`), None when it could not be read.
     pub forward_policy: Option<String>,
-    /// The rules of FORWARD and DOCKER-USER, as `iptables -S` prints them (`-A FORWARD ...`).
+    /// Every rule of the filter table, in order, as `iptables -S` prints them (`-A CHAIN ...`).
     #[serde(default)]
     pub rules: Vec<String>,
+    /// The user-defined chains (`-N NAME`).
+    #[serde(default)]
+    pub chains: Vec<String>,
     /// Docker's DOCKER-USER chain exists (Docker manages FORWARD; its policy is DROP).
     #[serde(default)]
     pub docker: bool,
     /// Why the table could not be read (iptables missing, not root, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// nftables' forward hooks; None when not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nft: Option<Nft>,
+}
+
+/// nftables' base chains on the forward hook of family ip and inet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nft {
+    #[serde(default)]
+    pub chains: Vec<NftChain>,
+    /// Why nftables was not read (`nft` not installed, failed): a note, not an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One base chain with `hook forward`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NftChain {
+    pub family: String,
+    pub table: String,
+    pub name: String,
+    /// `accept` or `drop`.
+    pub policy: String,
+    #[serde(default)]
+    pub rules: Vec<NftRule>,
+}
+
+/// One rule of such a chain, reduced to what the verdict needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NftRule {
+    /// Interface-name matches (`iifname`, `oifname`, `ibrname`, `obrname`, `iif`, `oif`).
+    #[serde(default)]
+    pub ifaces: Vec<NftIface>,
+    /// Other matches, not evaluated (`ct state`, `ip saddr`, `@set`, ...).
+    #[serde(default)]
+    pub other: Vec<String>,
+    /// `accept`, `drop`, `reject`, `return`, `jump NAME`, `goto NAME`, `queue`; None when
+    /// the rule only counts or logs.
+    pub verdict: Option<String>,
+}
+
+/// `KEY == NAME` / `KEY != NAME` / `KEY { A, B }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NftIface {
+    pub key: String,
+    #[serde(default)]
+    pub negated: bool,
+    pub names: Vec<String>,
+}
+
+impl NftChain {
+    /// `inet filter forward`
+    pub fn label(&self) -> String {
+        format!("{} {} {}", self.family, self.table, self.name)
+    }
+}
+
+impl NftRule {
+    /// The rule, roughly as `nft list` prints it.
+    pub fn text(&self) -> String {
+        let mut w: Vec<String> = self
+            .ifaces
+            .iter()
+            .map(|c| {
+                let names = if c.names.len() == 1 {
+                    c.names[0].clone()
+                } else {
+                    format!("{{ {} }}", c.names.join(", "))
+                };
+                format!("{}{} {names}", c.key, if c.negated { " !=" } else { "" })
+            })
+            .collect();
+        w.extend(self.other.iter().cloned());
+        w.extend(self.verdict.iter().cloned());
+        w.join(" ")
+    }
+}
+
+/// What happens to a frame crossing a bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accept,
+    Drop,
+    /// The chain could not be read.
+    Unknown,
+}
+
+/// The verdict of one chain (FORWARD with what it jumps to, or one nft base chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    /// What decided it: `policy DROP`, or the rule (`-A FORWARD -j DROP`).
+    pub by: String,
+    /// Rules before it whose effect on the frames could not be decided (conditional
+    /// matches, chains not followed, queues): for a drop, ones that may accept some of the
+    /// frames; for an accept, ones that may drop some.
+    pub doubts: Vec<String>,
 }
 
 /// Parse `iptables -S` output (filter table).
@@ -28,48 +138,377 @@ pub fn parse(text: &str) -> Firewall {
         let mut w = line.split_whitespace();
         match (w.next(), w.next()) {
             (Some("-P"), Some("FORWARD")) => fw.forward_policy = w.next().map(str::to_string),
-            (Some("-N"), Some("DOCKER-USER")) => fw.docker = true,
-            (Some("-A"), Some("FORWARD" | "DOCKER-USER")) => fw.rules.push(line.to_string()),
+            (Some("-N"), Some(chain)) => {
+                fw.docker |= chain == "DOCKER-USER";
+                fw.chains.push(chain.to_string());
+            }
+            (Some("-A"), Some(_)) => fw.rules.push(line.to_string()),
             _ => {}
         }
     }
     fw
 }
 
-/// Whether a rule accepts every bridged frame of `bridge`: `-j ACCEPT` with no match but
-/// `-i BRIDGE`, `-o BRIDGE`, `-m physdev --physdev-is-bridged` (and a comment).
-pub fn accepts_bridged(rule: &str, bridge: &str) -> bool {
+/// Whether `dev` (an iptables interface match, `+` a wildcard suffix) names `bridge`.
+fn iface_matches(dev: &str, bridge: &str, wildcard: char) -> bool {
+    dev == bridge
+        || dev
+            .strip_suffix(wildcard)
+            .is_some_and(|p| bridge.starts_with(p))
+}
+
+/// Whether a rule matches the frames crossing a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Applies {
+    All,
+    None,
+    /// Some of them perhaps: the first match that was not evaluated.
+    Some,
+}
+
+/// A rule's target: `(true, X)` for `-g X`, `(false, X)` for `-j X`.
+type Target = (bool, String);
+
+/// An iptables rule's chain, whether it applies to `bridge`'s frames, and its target.
+fn classify(rule: &str, bridge: &str) -> Option<(String, Applies, Option<Target>)> {
     let mut toks = tokens(rule).into_iter();
     if toks.next().as_deref() != Some("-A") {
-        return false;
+        return None;
     }
-    toks.next(); // the chain
-    let mut accept = false;
+    let chain = toks.next()?;
+    let mut applies = Applies::All;
+    let mut negate = false;
+    let mut target = None;
+    let some = |a: &mut Applies| {
+        if *a == Applies::All {
+            *a = Applies::Some;
+        }
+    };
     while let Some(t) = toks.next() {
+        let neg = std::mem::take(&mut negate);
         match t.as_str() {
+            "!" => negate = true,
             "-i" | "--in-interface" | "-o" | "--out-interface" => {
                 let dev = toks.next().unwrap_or_default();
-                let matches =
-                    dev == bridge || dev.strip_suffix('+').is_some_and(|p| bridge.starts_with(p));
-                if !matches {
-                    return false;
+                if iface_matches(&dev, bridge, '+') == neg {
+                    applies = Applies::None;
                 }
             }
-            "-m" => {
+            "-m" | "--match" => {
                 let m = toks.next().unwrap_or_default();
                 if m != "physdev" && m != "comment" {
-                    return false;
+                    some(&mut applies);
                 }
             }
-            "--physdev-is-bridged" => {}
             "--comment" => {
                 toks.next();
             }
-            "-j" => accept = toks.next().as_deref() == Some("ACCEPT"),
-            _ => return false,
+            // Every bridged frame has an in and out port and is bridged.
+            "--physdev-is-bridged" | "--physdev-is-in" | "--physdev-is-out" => {
+                if neg {
+                    applies = Applies::None;
+                }
+            }
+            "-j" | "--jump" | "-g" | "--goto" => {
+                target = toks
+                    .next()
+                    .map(|n| (t.starts_with("-g") || t == "--goto", n));
+                break; // what follows are the target's options
+            }
+            _ => some(&mut applies),
         }
     }
-    accept
+    Some((chain, applies, target))
+}
+
+/// Whether a rule accepts every bridged frame of `bridge`: `-j ACCEPT` with no match but
+/// `-i BRIDGE`, `-o BRIDGE`, `-m physdev --physdev-is-bridged` (and a comment).
+pub fn accepts_bridged(rule: &str, bridge: &str) -> bool {
+    matches!(classify(rule, bridge), Some((_, Applies::All, Some((_, t)))) if t == "ACCEPT")
+}
+
+/// How deep user chains are followed. The brief asked for one level; Docker 28
+/// (FORWARD -> DOCKER-FORWARD -> DOCKER-CT/DOCKER-BRIDGE) and ufw (FORWARD ->
+/// ufw-before-forward -> ufw-user-forward) nest two, so one level would leave every such host
+/// "uncertain". Deeper ones become doubts.
+const MAX_DEPTH: usize = 3;
+
+enum Flow {
+    Accept(String),
+    Drop(String),
+    /// Fell off the end or hit RETURN: back to the caller (or FORWARD's policy).
+    Next,
+}
+
+fn walk(
+    fw: &Firewall,
+    chain: &str,
+    bridge: &str,
+    depth: usize,
+    cond: bool,
+    doubts: &mut (Vec<String>, Vec<String>),
+) -> Flow {
+    for rule in &fw.rules {
+        let Some((c, applies, target)) = classify(rule, bridge) else {
+            continue;
+        };
+        if c != chain || applies == Applies::None {
+            continue;
+        }
+        // `cond`: reached only through a rule that may not match, so not decisive.
+        let all = applies == Applies::All && !cond;
+        let Some((goto, t)) = target else { continue };
+        match t.as_str() {
+            "ACCEPT" if all => return Flow::Accept(rule.clone()),
+            "ACCEPT" => doubts.0.push(rule.clone()),
+            "DROP" | "REJECT" if all => return Flow::Drop(rule.clone()),
+            "DROP" | "REJECT" => doubts.1.push(rule.clone()),
+            "RETURN" if all => return Flow::Next,
+            "RETURN" => doubts.0.push(rule.clone()),
+            "QUEUE" | "NFQUEUE" => {
+                doubts.0.push(rule.clone());
+                doubts.1.push(rule.clone());
+            }
+            user if fw.chains.iter().any(|c| c == user) => {
+                if depth >= MAX_DEPTH {
+                    let d = format!("{rule} (chain {user} not followed)");
+                    doubts.0.push(d.clone());
+                    doubts.1.push(d);
+                    continue;
+                }
+                match walk(fw, user, bridge, depth + 1, !all, doubts) {
+                    Flow::Next if goto && all => return Flow::Next,
+                    Flow::Next => {}
+                    decided => return decided,
+                }
+            }
+            _ => {} // LOG, MARK, CT, ...: not a verdict
+        }
+    }
+    Flow::Next
+}
+
+/// Where FORWARD (with the chains it jumps to) leaves a frame crossing `bridge`.
+pub fn iptables_verdict(fw: &Firewall, bridge: &str) -> Verdict {
+    let mut doubts = (Vec::new(), Vec::new());
+    let flow = walk(fw, "FORWARD", bridge, 0, false, &mut doubts);
+    let (outcome, by) = match flow {
+        Flow::Accept(r) => (Outcome::Accept, r),
+        Flow::Drop(r) => (Outcome::Drop, r),
+        Flow::Next => match fw.forward_policy.as_deref() {
+            Some("DROP") => (Outcome::Drop, "policy DROP".to_string()),
+            Some(p) => (Outcome::Accept, format!("policy {p}")),
+            None => (Outcome::Unknown, "unreadable".to_string()),
+        },
+    };
+    let doubts = match outcome {
+        Outcome::Drop => doubts.0,
+        _ => doubts.1,
+    };
+    Verdict {
+        outcome,
+        by,
+        doubts,
+    }
+}
+
+/// Where an nftables base chain leaves a frame crossing `bridge`. Jumps are not followed:
+/// they are doubts.
+pub fn nft_verdict(chain: &NftChain, bridge: &str) -> Verdict {
+    let mut may_accept = Vec::new();
+    let mut may_drop = Vec::new();
+    let done = |outcome, by: String, may_accept: Vec<String>, may_drop: Vec<String>| Verdict {
+        outcome,
+        by,
+        doubts: if outcome == Outcome::Drop {
+            may_accept
+        } else {
+            may_drop
+        },
+    };
+    for r in &chain.rules {
+        let mut applies = Applies::All;
+        for c in &r.ifaces {
+            let hit = c.names.iter().any(|n| iface_matches(n, bridge, '*'));
+            if hit == c.negated {
+                applies = Applies::None;
+            }
+        }
+        if applies == Applies::None {
+            continue;
+        }
+        if !r.other.is_empty() {
+            applies = Applies::Some;
+        }
+        let all = applies == Applies::All;
+        let text = r.text();
+        match r.verdict.as_deref() {
+            Some("accept") if all => {
+                return done(Outcome::Accept, text, may_accept, may_drop);
+            }
+            Some("drop" | "reject") if all => {
+                return done(Outcome::Drop, text, may_accept, may_drop);
+            }
+            Some("accept") => may_accept.push(text),
+            Some("drop" | "reject") => may_drop.push(text),
+            // `return` in a base chain applies the policy.
+            Some("return") if all => break,
+            Some(_) => {
+                may_accept.push(format!("{text} (not followed)"));
+                may_drop.push(format!("{text} (not followed)"));
+            }
+            None => {}
+        }
+    }
+    let outcome = if chain.policy == "drop" {
+        Outcome::Drop
+    } else {
+        Outcome::Accept
+    };
+    done(
+        outcome,
+        format!("policy {}", chain.policy),
+        may_accept,
+        may_drop,
+    )
+}
+
+/// The description of a match's left side: `ct state`, `ip saddr`, `meta l4proto`.
+fn describe_left(left: &serde_json::Value) -> String {
+    match left.as_object().and_then(|o| o.iter().next()) {
+        Some((k, v)) => {
+            let inner = ["key", "field"]
+                .iter()
+                .find_map(|f| v.get(f).and_then(|x| x.as_str()));
+            let proto = v.get("protocol").and_then(|x| x.as_str());
+            [proto.unwrap_or(k.as_str()), inner.unwrap_or("")]
+                .join(" ")
+                .trim()
+                .to_string()
+        }
+        None => left.to_string(),
+    }
+}
+
+fn parse_nft_rule(exprs: &[serde_json::Value]) -> NftRule {
+    let mut r = NftRule::default();
+    for e in exprs {
+        let Some((k, v)) = e.as_object().and_then(|o| o.iter().next()) else {
+            continue;
+        };
+        match k.as_str() {
+            "match" => {
+                let key = v
+                    .pointer("/left/meta/key")
+                    .and_then(|x| x.as_str())
+                    .filter(|k| {
+                        ["iifname", "oifname", "ibrname", "obrname", "iif", "oif"].contains(k)
+                    });
+                let op = v.get("op").and_then(|x| x.as_str()).unwrap_or("==");
+                let right = v.get("right");
+                let names: Option<Vec<String>> = match right {
+                    Some(serde_json::Value::String(s)) if !s.starts_with('@') => {
+                        Some(vec![s.clone()])
+                    }
+                    Some(x) => x
+                        .get("set")
+                        .and_then(|s| s.as_array())
+                        .and_then(|a| a.iter().map(|n| n.as_str().map(str::to_string)).collect()),
+                    None => None,
+                };
+                match (key, names, op) {
+                    (Some(key), Some(names), "==" | "!=" | "in") => r.ifaces.push(NftIface {
+                        key: key.to_string(),
+                        negated: op == "!=",
+                        names,
+                    }),
+                    _ => r.other.push(describe_left(v.get("left").unwrap_or(v))),
+                }
+            }
+            "accept" | "drop" | "reject" | "return" | "queue" => r.verdict = Some(k.clone()),
+            "jump" | "goto" => {
+                let t = v.get("target").and_then(|x| x.as_str()).unwrap_or("?");
+                r.verdict = Some(format!("{k} {t}"));
+            }
+            // Statements that do not filter.
+            "counter" | "log" | "mangle" | "notrack" => {}
+            other => r.other.push(other.to_string()),
+        }
+    }
+    r
+}
+
+/// Parse `nft -j list ruleset`: the forward base chains of family ip and inet.
+pub fn parse_nft(json: &str) -> Result<Nft, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("unreadable `nft -j` output: {e}"))?;
+    let items = v
+        .get("nftables")
+        .and_then(|x| x.as_array())
+        .ok_or("`nft -j` output has no \"nftables\" list")?;
+    let s = |o: &serde_json::Value, k: &str| {
+        o.get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut chains: Vec<NftChain> = Vec::new();
+    for it in items {
+        if let Some(c) = it.get("chain") {
+            let fam = s(c, "family");
+            if s(c, "hook") == "forward" && (fam == "ip" || fam == "inet") {
+                let policy = s(c, "policy");
+                chains.push(NftChain {
+                    family: fam,
+                    table: s(c, "table"),
+                    name: s(c, "name"),
+                    policy: if policy.is_empty() {
+                        "accept".into()
+                    } else {
+                        policy
+                    },
+                    rules: Vec::new(),
+                });
+            }
+        }
+    }
+    for it in items {
+        let Some(r) = it.get("rule") else { continue };
+        let key = (s(r, "family"), s(r, "table"), s(r, "chain"));
+        if let Some(c) = chains
+            .iter_mut()
+            .find(|c| (c.family.clone(), c.table.clone(), c.name.clone()) == key)
+        {
+            let exprs = r
+                .get("expr")
+                .and_then(|x| x.as_array())
+                .cloned()
+                .unwrap_or_default();
+            c.rules.push(parse_nft_rule(&exprs));
+        }
+    }
+    Ok(Nft { chains, note: None })
+}
+
+/// Read nftables with `nft -j list ruleset`. Not installed is a note, not an error.
+pub fn observe_nft() -> Nft {
+    let note = |n: String| Nft {
+        chains: Vec::new(),
+        note: Some(n),
+    };
+    match Command::new("nft").args(["-j", "list", "ruleset"]).output() {
+        Ok(out) if out.status.success() => {
+            parse_nft(&String::from_utf8_lossy(&out.stdout)).unwrap_or_else(note)
+        }
+        Ok(out) => note(format!(
+            "`nft -j list ruleset` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            note("nft is not installed: nftables rules were not read".into())
+        }
+        Err(e) => note(format!("cannot run nft: {e}")),
+    }
 }
 
 /// Split a rule into words, keeping a double-quoted comment as one.
@@ -94,9 +533,15 @@ fn tokens(rule: &str) -> Vec<String> {
     out
 }
 
-/// Read the filter table with `iptables -w 2 -S`. Never fails: what went wrong is kept in
-/// `error` and the policy stays unknown.
+/// Read the filter table with `iptables -w 2 -S`, and nftables. Never fails: what went
+/// wrong is kept in `error` (and the policy stays unknown) or in the nft note.
 pub fn observe() -> Firewall {
+    let mut fw = observe_iptables();
+    fw.nft = Some(observe_nft());
+    fw
+}
+
+fn observe_iptables() -> Firewall {
     match Command::new("iptables").args(["-w", "2", "-S"]).output() {
         Ok(out) if out.status.success() => parse(&String::from_utf8_lossy(&out.stdout)),
         Ok(out) => Firewall {
@@ -164,6 +609,7 @@ mod tests {
         assert_eq!(fw.forward_policy.as_deref(), Some("DROP"));
         assert!(fw.docker);
         assert_eq!(fw.rules.len(), 4);
+        assert_eq!(fw.chains, ["DOCKER", "DOCKER-USER"]);
         assert!(!fw.rules.iter().any(|r| accepts_bridged(r, "br0")));
     }
 
@@ -187,6 +633,145 @@ mod tests {
         ] {
             assert!(!accepts_bridged(r, "br0"), "{r}");
         }
+    }
+
+    fn verdict(text: &str) -> Verdict {
+        iptables_verdict(&parse(text), "br0")
+    }
+
+    #[test]
+    fn terminal_drop_rule_with_policy_accept_drops() {
+        let v = verdict("-P FORWARD ACCEPT\n-A FORWARD -j DROP\n");
+        assert_eq!(
+            (v.outcome, v.by.as_str()),
+            (Outcome::Drop, "-A FORWARD -j DROP")
+        );
+        let v = verdict(
+            "-P FORWARD ACCEPT\n-A FORWARD -j REJECT --reject-with icmp-port-unreachable\n",
+        );
+        assert_eq!(v.outcome, Outcome::Drop);
+        // A drop for another bridge's frames does not touch br0's.
+        let v = verdict(
+            "-P FORWARD ACCEPT\n-A FORWARD -i docker0 -j DROP\n-A FORWARD ! -o br0 -j DROP\n",
+        );
+        assert_eq!(v.outcome, Outcome::Accept);
+        assert!(v.doubts.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn rule_order_decides() {
+        // ACCEPT after a DROP that matches everything does not help...
+        let v =
+            verdict("-P FORWARD ACCEPT\n-A FORWARD -j DROP\n-A FORWARD -i br0 -o br0 -j ACCEPT\n");
+        assert_eq!(v.outcome, Outcome::Drop);
+        // ...before it, it does.
+        let v = verdict("-P FORWARD DROP\n-A FORWARD -m physdev --physdev-is-bridged -j ACCEPT\n-A FORWARD -j DROP\n");
+        assert_eq!(
+            (v.outcome, v.by.as_str()),
+            (
+                Outcome::Accept,
+                "-A FORWARD -m physdev --physdev-is-bridged -j ACCEPT"
+            )
+        );
+    }
+
+    #[test]
+    fn conditional_rules_are_doubts_not_verdicts() {
+        // A conditional accept before the policy: still a drop, but uncertain.
+        let v = verdict("-P FORWARD DROP\n-A FORWARD -s 10.0.0.0/8 -j ACCEPT\n");
+        assert_eq!(v.outcome, Outcome::Drop);
+        assert_eq!(v.doubts, ["-A FORWARD -s 10.0.0.0/8 -j ACCEPT"]);
+        // A conditional drop before an accept: accepted, with a doubt.
+        let v = verdict("-P FORWARD ACCEPT\n-A FORWARD -m conntrack --ctstate INVALID -j DROP\n");
+        assert_eq!(v.outcome, Outcome::Accept);
+        assert_eq!(v.doubts.len(), 1);
+        // A jump under a condition: what the chain decides is only a doubt.
+        let v = verdict("-P FORWARD ACCEPT\n-N X\n-A FORWARD -p tcp -j X\n-A X -j DROP\n");
+        assert_eq!(v.outcome, Outcome::Accept);
+        assert_eq!(v.doubts, ["-A X -j DROP"]);
+    }
+
+    #[test]
+    fn user_chains_are_followed() {
+        // Old Docker: DOCKER-USER returns, the policy drops.
+        let v = verdict(DOCKER);
+        assert_eq!((v.outcome, v.by.as_str()), (Outcome::Drop, "policy DROP"));
+        assert!(v.doubts.is_empty(), "{v:?}");
+        // An accept in DOCKER-USER decides.
+        let with = DOCKER.replace(
+            "-A DOCKER-USER -j RETURN",
+            "-A DOCKER-USER -i br0 -o br0 -j ACCEPT\n-A DOCKER-USER -j RETURN",
+        );
+        assert_eq!(verdict(&with).outcome, Outcome::Accept);
+        // Docker 28: FORWARD -> DOCKER-FORWARD -> DOCKER-CT/-BRIDGE; nothing is for br0.
+        let d28 = include_str!("../../tests/data/doctor/iptables-docker28.txt");
+        let v = verdict(d28);
+        assert_eq!((v.outcome, v.by.as_str()), (Outcome::Drop, "policy DROP"));
+        assert!(v.doubts.is_empty(), "{v:?}");
+        assert!(parse(d28).docker);
+        // ufw: conditional accepts two chains down make the drop uncertain, not absent.
+        let v = verdict(include_str!("../../tests/data/doctor/iptables-ufw.txt"));
+        assert_eq!(v.outcome, Outcome::Drop);
+        assert_eq!(v.doubts.len(), 2, "{v:?}");
+        // A goto whose chain falls through ends FORWARD: the policy decides.
+        let v = verdict("-P FORWARD ACCEPT\n-N G\n-A FORWARD -g G\n-A FORWARD -j DROP\n");
+        assert_eq!(v.outcome, Outcome::Accept);
+        // Too deep to follow: a doubt.
+        let v = verdict("-P FORWARD DROP\n-N A\n-N B\n-N C\n-N D\n-A FORWARD -j A\n-A A -j B\n-A B -j C\n-A C -j D\n-A D -j ACCEPT\n");
+        assert_eq!(v.outcome, Outcome::Drop);
+        assert!(v.doubts[0].contains("chain D not followed"), "{v:?}");
+        // Unreadable: unknown.
+        assert_eq!(verdict("").outcome, Outcome::Unknown);
+    }
+
+    #[test]
+    fn nft_forward_chains() {
+        let nft = parse_nft(include_str!(
+            "../../tests/data/doctor/nft-inet-forward-drop.json"
+        ))
+        .unwrap();
+        // The bridge family chain and the input chain are not ours to judge.
+        assert_eq!(nft.chains.len(), 1, "{nft:#?}");
+        let c = &nft.chains[0];
+        assert_eq!(
+            (c.label().as_str(), c.policy.as_str()),
+            ("inet filter forward", "drop")
+        );
+        let v = nft_verdict(c, "br0");
+        assert_eq!((v.outcome, v.by.as_str()), (Outcome::Drop, "policy drop"));
+        assert_eq!(v.doubts, ["ct state accept"]);
+        // An accept for the bridge before the policy saves it; ibrname too.
+        for key in ["iifname", "ibrname", "obrname"] {
+            let mut c = c.clone();
+            c.rules.insert(
+                0,
+                NftRule {
+                    ifaces: vec![NftIface {
+                        key: key.into(),
+                        negated: false,
+                        names: vec!["br*".into()],
+                    }],
+                    verdict: Some("accept".into()),
+                    ..NftRule::default()
+                },
+            );
+            assert_eq!(nft_verdict(&c, "br0").outcome, Outcome::Accept, "{key}");
+        }
+        // Policy accept with a terminal drop: dropped; after it, an accept is too late.
+        let json = r#"{"nftables":[{"chain":{"family":"ip","table":"t","name":"f","type":"filter","hook":"forward","prio":0,"policy":"accept"}},
+            {"rule":{"family":"ip","table":"t","chain":"f","expr":[{"counter":{"packets":0,"bytes":0}},{"drop":null}]}},
+            {"rule":{"family":"ip","table":"t","chain":"f","expr":[{"match":{"op":"==","left":{"meta":{"key":"oifname"}},"right":{"set":["br0","br1"]}}},{"accept":null}]}}]}"#;
+        let nft = parse_nft(json).unwrap();
+        let v = nft_verdict(&nft.chains[0], "br0");
+        assert_eq!((v.outcome, v.by.as_str()), (Outcome::Drop, "drop"));
+        assert_eq!(nft.chains[0].rules[1].text(), "oifname { br0, br1 } accept");
+        // A jump is not followed: a doubt.
+        let json = r#"{"nftables":[{"chain":{"family":"inet","table":"t","name":"f","type":"filter","hook":"forward","prio":0,"policy":"drop"}},
+            {"rule":{"family":"inet","table":"t","chain":"f","expr":[{"jump":{"target":"vms"}}]}}]}"#;
+        let v = nft_verdict(&parse_nft(json).unwrap().chains[0], "br0");
+        assert_eq!(v.outcome, Outcome::Drop);
+        assert_eq!(v.doubts, ["jump vms (not followed)"]);
+        assert!(parse_nft("not json").is_err());
     }
 
     #[test]

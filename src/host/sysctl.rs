@@ -41,9 +41,92 @@ pub fn dropin(key: &str, value: &str, why: &str) -> String {
     format!("# Written by `vbridge doctor --fix --persist`: {why}\n{key} = {value}\n")
 }
 
+/// The file `--persist` writes in the modules-load.d directory.
+pub const MODULES_LOAD_FILE: &str = "br_netfilter.conf";
+
+/// Whether br_netfilter is a loadable module in the running kernel (so something, Docker
+/// for one, loads it late, after systemd-sysctl has applied sysctl.d at boot, and a
+/// `net.bridge.*` drop-in then has no key to set). `root` is `/` (tests give a temp dir),
+/// `release` the kernel release (`uname -r`). False when it is built in, or unknown.
+///
+/// Only a loadable module has /sys/module/NAME/initstate (a built-in one has no such file,
+/// and /sys/module/NAME itself only when it has parameters); an unloaded module is found by
+/// its file under /lib/modules/RELEASE; modules.builtin lists what is built in.
+pub fn br_netfilter_is_module(root: &Path, release: &str) -> bool {
+    if root.join("sys/module/br_netfilter/initstate").exists() {
+        return true;
+    }
+    let lib = root.join("lib/modules").join(release);
+    let builtin = std::fs::read_to_string(lib.join("modules.builtin")).unwrap_or_default();
+    if builtin
+        .lines()
+        .any(|l| l.trim().ends_with("/br_netfilter.ko"))
+    {
+        return false;
+    }
+    std::fs::read_dir(lib.join("kernel/net/bridge"))
+        .map(|d| {
+            d.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("br_netfilter.ko")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// The running kernel's release, as `uname -r` prints it.
+pub fn kernel_release() -> String {
+    read("kernel.osrelease").unwrap_or_default()
+}
+
+/// The text of a modules-load.d file that loads `module` at boot.
+pub fn modules_load(module: &str, why: &str) -> String {
+    format!("# Written by `vbridge doctor --fix --persist`: {why}\n{module}\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn touch(p: &Path, text: &str) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn br_netfilter_module_or_built_in() {
+        let rel = "6.1.0-18-amd64";
+        // Nothing known (this lab's kernel: built in, no /lib/modules): not a module.
+        let root = tempfile::tempdir().unwrap();
+        assert!(!br_netfilter_is_module(root.path(), rel));
+        // Loaded as a module: initstate exists.
+        touch(
+            &root.path().join("sys/module/br_netfilter/initstate"),
+            "live\n",
+        );
+        assert!(br_netfilter_is_module(root.path(), rel));
+        // Not loaded, but shipped as a module (Debian/Ubuntu compress it).
+        let root = tempfile::tempdir().unwrap();
+        let ko = format!("lib/modules/{rel}/kernel/net/bridge/br_netfilter.ko.xz");
+        touch(&root.path().join(ko), "");
+        assert!(br_netfilter_is_module(root.path(), rel));
+        assert!(!br_netfilter_is_module(root.path(), "other-release"));
+        // Built in: listed in modules.builtin; /sys/module/br_netfilter without initstate.
+        let root = tempfile::tempdir().unwrap();
+        touch(
+            &root
+                .path()
+                .join(format!("lib/modules/{rel}/modules.builtin")),
+            "kernel/net/bridge/bridge.ko\nkernel/net/bridge/br_netfilter.ko\n",
+        );
+        std::fs::create_dir_all(root.path().join("sys/module/br_netfilter/parameters")).unwrap();
+        assert!(!br_netfilter_is_module(root.path(), rel));
+        assert_eq!(
+            modules_load("br_netfilter", "why"),
+            "# Written by `vbridge doctor --fix --persist`: why\nbr_netfilter\n"
+        );
+    }
 
     #[test]
     fn paths_and_dropin() {

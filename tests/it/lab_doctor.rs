@@ -15,12 +15,17 @@ const BOOT: Duration = Duration::from_secs(90);
 const NET: &str = "br0-network";
 
 /// `vbridge -c URI -o json doctor ARGS...` in the lab's host netns, with `--persist` writing
-/// into `sysctl_dir`, never /etc.
+/// into `sysctl_dir` (its sysctl drop-in) and `sysctl_dir/modules-load.d`, never /etc.
 fn doctor(lab: &Lab, sysctl_dir: &Path, args: &[&str]) -> (Output, serde_json::Value) {
     let bin = vbridge_bin();
     let env = format!("VBRIDGE_SYSCTL_DIR={}", sysctl_dir.display());
+    let env2 = format!(
+        "VBRIDGE_MODULES_LOAD_DIR={}",
+        sysctl_dir.join("modules-load.d").display()
+    );
     let mut v = vec![
         env.as_str(),
+        env2.as_str(),
         bin.to_str().unwrap(),
         "-c",
         lab.uri(),
@@ -201,7 +206,24 @@ fn lab_doctor_healthy_then_tap_detached_and_forward_drop() {
     assert_eq!(r["fixed"][0]["action"], "bridge-nf-off", "{r:#}");
     assert_eq!(netns_run(&lab, "cat", &[key]).trim(), "0");
     let dropin = sysctl_dir.path().join(vbridge::doctor::SYSCTL_DROPIN);
-    assert_eq!(r["fixed"][0]["persisted"], dropin.display().to_string());
+    assert_eq!(
+        r["fixed"][0]["persisted"][0]["path"],
+        dropin.display().to_string(),
+        "{r:#}"
+    );
+    // br_netfilter is built into the lab's kernel (LAB.md): the key exists from boot, so no
+    // modules-load.d file is needed or written. (Unit tests cover the module case.)
+    let is_module = vbridge::host::sysctl::br_netfilter_is_module(
+        Path::new("/"),
+        &vbridge::host::sysctl::kernel_release(),
+    );
+    let conf = sysctl_dir.path().join("modules-load.d/br_netfilter.conf");
+    assert_eq!(conf.exists(), is_module, "{r:#}");
+    assert_eq!(
+        r["fixed"][0]["persisted"].as_array().unwrap().len(),
+        1 + usize::from(is_module),
+        "{r:#}"
+    );
     let text = std::fs::read_to_string(&dropin).unwrap();
     assert!(
         text.contains("net.bridge.bridge-nf-call-iptables = 0"),
@@ -253,6 +275,61 @@ fn lab_doctor_docker_style_forward_drop_gets_an_accept_rule() {
     assert_eq!(out.status.code(), Some(0), "{r:#}");
     assert_eq!(r["fixed"].as_array().unwrap().len(), 0, "{r:#}");
     assert!(sysctl_dir.path().read_dir().unwrap().next().is_none());
+    finish(lab);
+}
+
+/// A terminal `-A FORWARD -j DROP` under policy ACCEPT (what many hand-written firewalls end
+/// with) drops bridged frames just as a DROP policy does; an ACCEPT for br0 appended after it
+/// does not help. Doctor must see both, and `--fix` must bring the guest back.
+#[test]
+fn lab_doctor_forward_drop_rule_under_policy_accept() {
+    if !common::require_root("lab_doctor_forward_drop_rule_under_policy_accept") {
+        return;
+    }
+    let (lab, _dom, ip, _tap) = lab_with_guest("doc4");
+    let sysctl_dir = tempfile::tempdir().unwrap();
+    let key = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    assert_eq!(netns_run(&lab, "cat", &[key]).trim(), "1");
+    let rules = netns_run(&lab, "iptables", &["-w", "5", "-S", "FORWARD"]);
+    assert!(rules.contains("-P FORWARD ACCEPT"), "{rules}");
+    for args in [
+        &["-w", "5", "-A", "FORWARD", "-j", "DROP"][..],
+        // Too late: the DROP above takes every frame first.
+        &[
+            "-w", "5", "-A", "FORWARD", "-i", "br0", "-o", "br0", "-j", "ACCEPT",
+        ],
+    ] {
+        netns_run(&lab, "iptables", args);
+    }
+    assert!(
+        !lab.ping_from_lan(&ip),
+        "-A FORWARD -j DROP did not cut the guest off"
+    );
+    let (out, r) = doctor(&lab, sysctl_dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{r:#}");
+    assert_eq!(
+        ids(&r, "error"),
+        [("forward-drop".to_string(), "br0".to_string())],
+        "{r:#}"
+    );
+    let msg = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "forward-drop")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("`-A FORWARD -j DROP`"), "{msg}");
+    let (out, r) = doctor(&lab, sysctl_dir.path(), &["--fix"]);
+    assert_eq!(out.status.code(), Some(0), "{r:#}");
+    assert_eq!(r["fixed"][0]["action"], "bridge-nf-off", "{r:#}");
+    assert_eq!(netns_run(&lab, "cat", &[key]).trim(), "0");
+    assert!(
+        lab.wait_ping(&ip, Duration::from_secs(10)),
+        "no answer after the fix"
+    );
     finish(lab);
 }
 
