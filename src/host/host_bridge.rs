@@ -307,6 +307,21 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
                 .with_hint("name an existing NIC; `ip -br link` lists them"),
         );
     }
+    match sysfs::link_type(&o.nic) {
+        Some(super::ARPHRD_ETHER) | None => {}
+        Some(t) => {
+            let what = if t == 772 {
+                "the loopback device".to_string()
+            } else {
+                format!("not an Ethernet link (link type {t})")
+            };
+            return Err(Error::unsupported(format!(
+                "{} is {what}: a bridge takes Ethernet ports only",
+                o.nic
+            ))
+            .with_hint("name the wired Ethernet NIC that carries the host's address; `ip -br link` lists them"));
+        }
+    }
     if sysfs::is_wireless(&o.nic) {
         return Err(Error::unsupported(format!(
             "{} is a wireless NIC: a Wi-Fi station cannot be a bridge port",
@@ -330,7 +345,14 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
     }
     // The NIC's own MAC; once it is a port of our bridge the bridge carries the same one.
     let mac = sysfs::mac(&o.nic)
-        .ok_or_else(|| Error::host(format!("cannot read the MAC of {}", o.nic)))?;
+        .filter(|m| !m.split(':').all(|b| b == "00"))
+        .ok_or_else(|| {
+            Error::unsupported(format!(
+                "{} has no Ethernet address (MAC), so it cannot be a bridge port",
+                o.nic
+            ))
+            .with_hint("name the wired Ethernet NIC that carries the host's address; `ip -br link` lists them")
+        })?;
     let cfg = netplan::Config {
         nic: o.nic.clone(),
         bridge: o.bridge.clone(),

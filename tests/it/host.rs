@@ -701,6 +701,11 @@ fn refusals_name_the_reason() {
             "--dhcp",
         ),
         (&["host-bridge", "eth1", "--dhcp"], "--live"),
+        (&["host-bridge", "lo", "--live"], "loopback"),
+        (
+            &["host-bridge", "lo", "--netplan", "--root-dir", r, "--dhcp"],
+            "loopback",
+        ),
         (
             &["host-bridge", "v1", "--netplan", "--root-dir", r, "--dhcp"],
             "already a port of brx",
@@ -906,4 +911,254 @@ fn tap_add_and_del() {
     let out = ns.vbridge(&["tap", "add", "tp1", "--bridge", "nobr0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!ns.ip(&["link", "show"]).contains("tp1"));
+}
+
+#[test]
+fn out_of_range_windows_and_live_dhcp_are_refused() {
+    if !common::require_root("out_of_range_windows_and_live_dhcp_are_refused") {
+        return;
+    }
+    let lab = Lab::new(21);
+    let state = tempfile::tempdir().unwrap();
+    let before = lab.snapshot();
+    for args in [
+        &[
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--rollback-after",
+            "18446744073709551615",
+        ][..],
+        &[
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--confirm-within",
+            "18446744073709551615",
+        ],
+        &["host-bridge", "eth1", "--live", "--confirm-within", "86401"],
+        &["host-bridge", "eth1", "--live", "--rollback-after", "0"],
+    ] {
+        let out = vbridge_in(&lab, state.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?} is a usage error: {err}"
+        );
+        assert!(err.contains("86400"), "{args:?}: {err}");
+    }
+    // --live --dhcp would leave a lease nobody renews: refused with the way to do it.
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &["host-bridge", "eth1", "--live", "--dhcp"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no DHCP client") && err.contains("--netplan --dhcp"),
+        "{err}"
+    );
+    assert_same(
+        &lab.snapshot(),
+        &before,
+        "a refused command changed something",
+    );
+    assert!(std::fs::read_dir(state.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn live_address_replaces_the_nics_addresses() {
+    if !common::require_root("live_address_replaces_the_nics_addresses") {
+        return;
+    }
+    let lab = many_addresses(22, false);
+    let state = tempfile::tempdir().unwrap();
+    let before = lab.snapshot();
+    let args = |probe: &'static str| {
+        let mut v = vec![
+            "-o",
+            "json",
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--address",
+            "10.88.22.50/24",
+            "--gateway",
+            "10.88.22.1",
+            "--rollback-after",
+            "1",
+        ];
+        if !probe.is_empty() {
+            v.extend_from_slice(&["--probe", probe]);
+        }
+        v
+    };
+    // Not answered: the NIC gets back all four addresses as they were.
+    let out = vbridge_in(&lab, state.path(), &args("10.88.22.99"));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same(
+        &lab.snapshot(),
+        &before,
+        "the rollback did not restore exactly",
+    );
+    // Answered: br0 has exactly the address asked for, eth1 none; the gateway route is on br0.
+    let out = vbridge_in(&lab, state.path(), &args(""));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let br0: Vec<Value> = lab.addr_infos("br0");
+    let cidrs: Vec<String> = br0
+        .iter()
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect();
+    assert_eq!(cidrs, ["10.88.22.50/24"]);
+    assert!(lab.addr_infos("eth1").is_empty());
+    let routes = lab.host.ip(&["route", "show", "default"]);
+    assert_eq!(
+        routes.trim(),
+        "default via 10.88.22.1 dev br0 proto static",
+        "{routes}"
+    );
+    // Again: nothing to do.
+    let j = json_of(&vbridge_in(&lab, state.path(), &args("")));
+    assert_eq!(j["changed"], false, "{j}");
+}
+
+#[test]
+fn netplan_refuses_a_user_file_that_addresses_the_nic() {
+    if !common::require_root("netplan_refuses_a_user_file_that_addresses_the_nic") {
+        return;
+    }
+    let lab = Lab::new(23);
+    let state = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_str().unwrap();
+    let user = root.path().join("etc/netplan/50-cloud-init.yaml");
+    std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+    let text = "network:\n  version: 2\n  ethernets:\n    eth1:\n      addresses: [10.88.23.2/24]\n      routes:\n        - to: default\n          via: 10.88.23.1\n";
+    std::fs::write(&user, text).unwrap();
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &[
+            "host-bridge",
+            "eth1",
+            "--netplan",
+            "--root-dir",
+            r,
+            "--address",
+            "10.88.23.2/24",
+            "--gateway",
+            "10.88.23.1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(user.to_str().unwrap()), "{err}");
+    assert!(err.contains("Address=10.88.23.2/24"), "{err}");
+    assert!(
+        err.contains("back up") && err.contains("remove eth1's addresses"),
+        "{err}"
+    );
+    assert!(!root.path().join("etc/netplan/90-vbridge-br0.yaml").exists());
+    assert_eq!(std::fs::read_to_string(&user).unwrap(), text);
+}
+
+/// A non-persistent TAP in `ns`, the way QEMU holds a VM's vnetX: it lives while the
+/// returned descriptor is open. Made from a thread that joins the namespace, so nothing
+/// appears in the root namespace.
+fn held_tap(ns: &Netns, name: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let path = format!("/run/netns/{}", ns.name);
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let nsf = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on a valid namespace fd; it moves only this thread.
+        assert_eq!(
+            unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        // SAFETY: a C string literal path; the result is checked.
+        let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: fd is fresh and owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut req = [0u8; 40];
+        req[..name.len()].copy_from_slice(name.as_bytes());
+        req[16..18].copy_from_slice(&(0x0002u16 | 0x1000).to_ne_bytes()); // IFF_TAP | IFF_NO_PI
+                                                                          // SAFETY: req is a live 40-byte ifreq for TUNSETIFF.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), 0x4004_54ca, req.as_mut_ptr()) };
+        assert_eq!(rc, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+        fd
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn tap_del_refuses_a_vms_tap_and_owner_minus_one() {
+    if !common::require_root("tap_del_refuses_a_vms_tap_and_owner_minus_one") {
+        return;
+    }
+    let ns = Netns::new("vbt");
+    ns.ip(&["link", "add", "brt", "type", "bridge"]);
+    let fd = held_tap(&ns, "vnet7");
+    assert!(ns.ip(&["link", "show", "vnet7"]).contains("vnet7"));
+    let out = ns.vbridge(&["tap", "del", "vnet7"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not persistent") || err.contains("holds it"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&std::process::id().to_string()),
+        "the holder is named: {err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    assert!(ns.ip(&["link", "show", "vnet7"]).contains("vnet7"));
+    // --force deletes it anyway.
+    let out = ns.vbridge(&["tap", "del", "vnet7", "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with('\n'), "{text:?}");
+    assert!(!ns.ip(&["link", "show"]).contains("vnet7"));
+    drop(fd);
+    // uid 4294967295 is (uid_t)-1, "no owner": refused, nothing made.
+    let out = ns.vbridge(&[
+        "tap",
+        "add",
+        "tp9",
+        "--bridge",
+        "brt",
+        "--owner",
+        "4294967295",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("out of range"), "{err}");
+    assert!(!ns.ip(&["link", "show"]).contains("tp9"));
+    // The text form of a plain add/del ends its last line.
+    let out = ns.vbridge(&["tap", "add", "tp8", "--bridge", "brt"]);
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with('\n'));
+    let out = ns.vbridge(&["tap", "del", "tp8"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("\n"));
 }
