@@ -759,6 +759,9 @@ pub fn rollback(net: &mut dyn Net, before: &State, steps: &[Step]) -> Vec<String
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveOutcome {
     pub plan: Plan,
+    /// What was observed before the first step, to check an undo against.
+    #[serde(skip)]
+    pub before: State,
     pub changed: bool,
     pub probe: Option<ProbeResult>,
     pub rolled_back: bool,
@@ -794,6 +797,7 @@ pub fn live(
     if plan.steps.is_empty() {
         return Ok(LiveOutcome {
             plan,
+            before: state,
             changed: false,
             probe: None,
             rolled_back: false,
@@ -839,6 +843,7 @@ pub fn live(
         }
         return Ok(LiveOutcome {
             plan,
+            before: state,
             changed: false,
             probe: result,
             rolled_back: true,
@@ -848,6 +853,7 @@ pub fn live(
     }
     Ok(LiveOutcome {
         plan,
+        before: state,
         changed: true,
         probe: result,
         rolled_back: false,

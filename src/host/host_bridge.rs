@@ -188,6 +188,8 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
         address: o.address,
         gateway: o.gateway,
     };
+    // Refused before anything changes: a window that cannot be recorded, or another one open.
+    let revert_at_ms = o.confirm_within.map(revert_at).transpose()?;
     if o.confirm_within.is_some() && !o.dry_run {
         pending::refuse_if_pending(&o.state_dir)?;
     }
@@ -197,6 +199,7 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
         bridge::LiveOutcome {
             changed: !plan.steps.is_empty(),
             plan,
+            before: state,
             probe: None,
             rolled_back: false,
             apply_ms: 0,
@@ -240,9 +243,10 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
             nic: o.nic.clone(),
             undo: undo.clone(),
             netplan: None,
-            revert_at_ms: revert_at(window)?,
+            revert_at_ms: revert_at_ms.unwrap_or_default(),
             reverter_pid: None,
             reverter_unit: None,
+            before: Some(outcome.before.clone()),
         };
         leave_pending(o, &p, &mut rep, window, |_| bridge::revert(net, &undo))?;
     }
@@ -301,6 +305,10 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
         unreachable!("run_netplan is called for netplan mode")
     };
     let mut rep = Report::new(o, "netplan");
+    let revert_at_ms = o.confirm_within.map(revert_at).transpose()?;
+    if o.confirm_within.is_some() && !o.dry_run {
+        pending::refuse_if_pending(&o.state_dir)?;
+    }
     if !sysfs::exists(&o.nic) {
         return Err(
             Error::not_found(format!("{} does not exist on this host", o.nic))
@@ -434,9 +442,10 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
             nic: o.nic.clone(),
             undo: vec![],
             netplan: Some(undo.clone()),
-            revert_at_ms: revert_at(window)?,
+            revert_at_ms: revert_at_ms.unwrap_or_default(),
             reverter_pid: None,
             reverter_unit: None,
+            before: None,
         };
         leave_pending(o, &p, &mut rep, window, |p| {
             p.netplan

@@ -41,6 +41,9 @@ pub struct Pending {
     /// The systemd unit running the reverter, when systemd-run started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverter_unit: Option<String>,
+    /// The live state before the change, so the revert can be checked to restore it exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<bridge::State>,
 }
 
 /// `$VBRIDGE_STATE_DIR`, or /var/lib/vbridge.
@@ -197,17 +200,31 @@ pub fn spawn_reverter(program: &Path, dir: &Path, id: &str, window: Duration) ->
     spawn_setsid(program, dir, &args)
 }
 
+/// `systemd-run`'s arguments for the reverter: a transient service named after the change,
+/// collected when done, with the state directory in its environment.
+fn systemd_run_args(
+    program: &Path,
+    dir: &Path,
+    unit: &str,
+    args: &[&str],
+) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = vec![
+        format!("--unit={unit}").into(),
+        "--collect".into(),
+        "--quiet".into(),
+        format!("--setenv=VBRIDGE_STATE_DIR={}", dir.display()).into(),
+        "--".into(),
+        program.into(),
+    ];
+    v.extend(args.iter().map(|a| a.into()));
+    v
+}
+
 fn spawn_systemd(program: &Path, dir: &Path, id: &str, args: &[&str]) -> Result<Started> {
     use std::process::Command;
     let unit = format!("vbridge-revert-{id}");
     let out = Command::new("systemd-run")
-        .arg(format!("--unit={unit}"))
-        .arg("--collect")
-        .arg("--quiet")
-        .arg(format!("--setenv=VBRIDGE_STATE_DIR={}", dir.display()))
-        .arg("--")
-        .arg(program)
-        .args(args)
+        .args(systemd_run_args(program, dir, &unit, args))
         .output()
         .map_err(|e| Error::io("cannot run systemd-run to start the reverter", e))?;
     if !out.status.success() {
@@ -324,6 +341,12 @@ pub fn run_reverter(
         }
     }
     problems.extend(bridge::revert(net, &p.undo).into_iter().map(|e| e.message));
+    if let Some(before) = &p.before {
+        match net.observe() {
+            Ok(now) => problems.extend(bridge::differences(before, &now, &p.undo)),
+            Err(e) => problems.push(format!("cannot observe the result: {}", e.message)),
+        }
+    }
     let rec = RevertRecord {
         id: p.id.clone(),
         bridge: p.bridge.clone(),
@@ -352,6 +375,7 @@ mod tests {
             revert_at_ms: at,
             reverter_pid: None,
             reverter_unit: None,
+            before: None,
         }
     }
 
@@ -410,6 +434,39 @@ mod tests {
         assert!(e.hint.as_deref().unwrap_or("").contains("--confirm"));
         confirm(dir.path()).unwrap();
         refuse_if_pending(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn systemd_run_arguments() {
+        let v = systemd_run_args(
+            Path::new("/usr/bin/vbridge"),
+            Path::new("/var/lib/vbridge"),
+            "vbridge-revert-1-2",
+            &[
+                "host-bridge",
+                "--revert-pending",
+                "1-2",
+                "--revert-in-ms",
+                "60000",
+            ],
+        );
+        let v: Vec<&str> = v.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(
+            v,
+            [
+                "--unit=vbridge-revert-1-2",
+                "--collect",
+                "--quiet",
+                "--setenv=VBRIDGE_STATE_DIR=/var/lib/vbridge",
+                "--",
+                "/usr/bin/vbridge",
+                "host-bridge",
+                "--revert-pending",
+                "1-2",
+                "--revert-in-ms",
+                "60000"
+            ]
+        );
     }
 
     #[test]
