@@ -44,11 +44,13 @@ pub struct HostBridgeArgs {
     /// Address that must answer after the change (default: the default gateway)
     #[arg(long, value_name = "IP")]
     pub probe: Option<String>,
-    /// Seconds to wait for the probe before rolling back
-    #[arg(long, value_name = "S", default_value_t = 5)]
+    /// Seconds to wait for the probe before rolling back (1 to 86400)
+    #[arg(long, value_name = "S", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=host_bridge::MAX_WINDOW_SECS))]
     pub rollback_after: u64,
-    /// Revert by itself after S seconds unless `vbridge host-bridge --confirm` is run
-    #[arg(long, value_name = "S")]
+    /// Revert by itself after S seconds unless `vbridge host-bridge --confirm` is run (1 to 86400)
+    #[arg(long, value_name = "S",
+          value_parser = clap::value_parser!(u64).range(1..=host_bridge::MAX_WINDOW_SECS))]
     pub confirm_within: Option<u64>,
     /// Keep a pending change made with --confirm-within
     #[arg(long, conflicts_with_all = ["live", "netplan", "confirm_within"])]
@@ -56,6 +58,9 @@ pub struct HostBridgeArgs {
     /// Internal: the detached reverter of a --confirm-within change
     #[arg(long, value_name = "ID", hide = true)]
     pub revert_pending: Option<String>,
+    /// Internal: the reverter's window in milliseconds, from its start
+    #[arg(long, value_name = "MS", hide = true, requires = "revert_pending")]
+    pub revert_in_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,8 +74,13 @@ pub enum TapCommand {
         #[arg(long)]
         owner: Option<String>,
     },
-    /// Delete a TAP device
-    Del { name: String },
+    /// Delete a TAP device (only a persistent one no process holds, unless --force)
+    Del {
+        name: String,
+        /// Delete it even when it is not persistent or a process (e.g. QEMU) holds it
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn host_bridge_options(a: &HostBridgeArgs, g: &Globals) -> Result<host_bridge::Options, Error> {
@@ -103,12 +113,6 @@ fn host_bridge_options(a: &HostBridgeArgs, g: &Globals) -> Result<host_bridge::O
         .as_deref()
         .map(|s| bridge::parse_ip("probe", s))
         .transpose()?;
-    if a.rollback_after == 0 {
-        return Err(Error::invalid("--rollback-after must be at least 1 second"));
-    }
-    if a.confirm_within == Some(0) {
-        return Err(Error::invalid("--confirm-within must be at least 1 second"));
-    }
     let reverter = std::env::current_exe()
         .map_err(|e| Error::io("cannot find the vbridge binary to re-execute", e))?;
     Ok(host_bridge::Options {
@@ -196,13 +200,14 @@ struct RevertReport {
 pub fn host_bridge(a: &HostBridgeArgs, g: &Globals) -> CmdResult {
     let dir = pending::state_dir();
     if let Some(id) = &a.revert_pending {
-        let rec = host_bridge::revert_pending(&dir, id)?;
+        let window = a.revert_in_ms.map(Duration::from_millis);
+        let rec = host_bridge::revert_pending(&dir, id, window)?;
         return Ok(super::report(
             RevertReport {
                 reverted: rec.as_ref().is_some_and(|r| r.reverted),
                 record: rec,
             },
-            |r, _| format!("reverted: {}", r.reverted),
+            |r, _| format!("reverted: {}\n", r.reverted),
             |_| true,
         ));
     }
@@ -215,7 +220,7 @@ pub fn host_bridge(a: &HostBridgeArgs, g: &Globals) -> CmdResult {
                 nic: p.nic,
                 mode: p.mode,
             },
-            |r, _| format!("confirmed: {} stays on {}", r.nic, r.bridge),
+            |r, _| format!("confirmed: {} stays on {}\n", r.nic, r.bridge),
             |_| true,
         ));
     }
@@ -226,15 +231,15 @@ pub fn host_bridge(a: &HostBridgeArgs, g: &Globals) -> CmdResult {
 
 fn render_tap(r: &tap::TapReport, g: &Globals) -> String {
     if !r.changed {
-        return format!("{}: no change", r.name);
+        return format!("{}: no change\n", r.name);
     }
     let mut s = format!(
-        "{}: {}",
+        "{}: {}\n",
         r.name,
         if g.dry_run { "would change" } else { "changed" }
     );
     for a in &r.actions {
-        s.push_str(&format!("\n  {a}"));
+        s.push_str(&format!("  {a}\n"));
     }
     s
 }
@@ -246,7 +251,7 @@ pub fn tap(cmd: &TapCommand, g: &Globals) -> CmdResult {
             bridge,
             owner,
         } => tap::add(name, bridge, owner.as_deref(), g.dry_run)?,
-        TapCommand::Del { name } => tap::del(name, g.dry_run)?,
+        TapCommand::Del { name, force } => tap::del(name, *force, g.dry_run)?,
     };
     Ok(super::report(rep, render_tap, |_| true))
 }
@@ -271,6 +276,7 @@ mod tests {
             "vbridge host-bridge eth1 --live",
             "vbridge host-bridge eth1 --live --probe 10.0.0.9 --rollback-after 2",
             "vbridge host-bridge eth1 --live --confirm-within 60",
+            "vbridge host-bridge eth1 --live --confirm-within 86400 --rollback-after 86400",
             "vbridge host-bridge eth1 --dhcp --netplan --apply --confirm-within 60",
             "vbridge host-bridge eth1 --address 10.0.0.2/24 --gateway 10.0.0.1 --dns 1.1.1.1,9.9.9.9 --netplan",
             "vbridge host-bridge eth1 --bridge br1 --dhcp --netplan --root-dir /tmp/x",
@@ -300,6 +306,10 @@ mod tests {
             "vbridge host-bridge eth1 --live --probe nope",
             "vbridge host-bridge eth1 --live --rollback-after 0",
             "vbridge host-bridge eth1 --live --confirm-within 0",
+            "vbridge host-bridge eth1 --live --rollback-after 86401",
+            "vbridge host-bridge eth1 --live --rollback-after 18446744073709551615",
+            "vbridge host-bridge eth1 --live --confirm-within 18446744073709551615",
+            "vbridge host-bridge eth1 --live --dhcp",
             "vbridge host-bridge eth1 --dhcp --root-dir /x",
             "vbridge host-bridge --confirm --live",
             "vbridge host-bridge br0 --live",

@@ -193,6 +193,32 @@ pub fn check_request(state: &State, req: &LiveRequest) -> Result<()> {
         Error::not_found(format!("{} does not exist on this host", req.nic))
             .with_hint("name an existing NIC; `ip -br link` lists them")
     })?;
+    if nic.arptype != super::ARPHRD_ETHER {
+        let what = match nic.arptype {
+            772 => "the loopback device".to_string(),
+            t => format!("not an Ethernet link (link type {t})"),
+        };
+        return Err(Error::unsupported(format!(
+            "{} is {what}: a bridge takes Ethernet ports only",
+            req.nic
+        ))
+        .with_hint(
+            "name the wired Ethernet NIC that carries the host's address; `ip -br link` lists them",
+        ));
+    }
+    if nic
+        .mac
+        .as_deref()
+        .is_none_or(|m| m.split(':').all(|b| b == "00"))
+    {
+        return Err(Error::unsupported(format!(
+            "{} has no Ethernet address (MAC), so it cannot be a bridge port",
+            req.nic
+        ))
+        .with_hint(
+            "name the wired Ethernet NIC that carries the host's address; `ip -br link` lists them",
+        ));
+    }
     if state.wireless.iter().any(|w| w == &req.nic) {
         return Err(Error::unsupported(format!(
             "{} is a wireless NIC: a Wi-Fi station cannot be a bridge port",
@@ -244,11 +270,11 @@ pub fn plan_live(state: &State, req: &LiveRequest) -> Result<Plan> {
             mac: nic.mac.clone(),
         });
     }
-    let addrs: Vec<Addr> = state
-        .addrs_of(&req.nic)
-        .filter(|a| movable_addr(a))
-        .cloned()
-        .collect();
+    // The NIC's addresses in the order they are re-added (see `add_order`); deleting them
+    // runs the other way round, so a primary IPv4 address goes after its secondaries. With
+    // promote_secondaries=0 (the default) deleting a primary first would make the kernel drop
+    // its secondaries; with 1 it would promote one and change the subnet route's source.
+    let addrs = add_order(state.addrs_of(&req.nic).filter(|a| movable_addr(a)));
     let mut routes: Vec<Route> = state
         .routes_of(&req.nic)
         .filter(|r| movable_route(r))
@@ -259,7 +285,7 @@ pub fn plan_live(state: &State, req: &LiveRequest) -> Result<Plan> {
     for r in &routes {
         steps.push(Step::DelRoute { route: r.clone() });
     }
-    for a in &addrs {
+    for a in addrs.iter().rev() {
         steps.push(Step::DelAddr { addr: a.clone() });
     }
     if nic.master.is_none() {
@@ -282,51 +308,66 @@ pub fn plan_live(state: &State, req: &LiveRequest) -> Result<Plan> {
         });
     }
     let on_bridge = |ip: &IpAddr| state.addrs_of(&req.bridge).any(|a| &a.ip == ip);
-    for a in &addrs {
-        if on_bridge(&a.ip) {
-            continue;
-        }
-        let mut b = a.clone();
-        b.dev = req.bridge.clone();
-        b.label = None;
-        b.flags &= ADDR_FLAGS_SETTABLE;
-        steps.push(Step::AddAddr { addr: b });
-    }
-    if let Some((ip, prefix)) = req.address {
-        let already = on_bridge(&ip) || addrs.iter().any(|a| a.ip == ip);
-        if !already {
-            steps.push(Step::AddAddr {
-                addr: Addr {
-                    dev: req.bridge.clone(),
-                    ip,
-                    prefix,
-                    peer: None,
-                    broadcast: match ip {
-                        IpAddr::V4(v4) if prefix < 31 => {
-                            let mask = u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0);
-                            Some(IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) | !mask)))
-                        }
-                        _ => None,
+    match req.address {
+        // --address replaces: the bridge gets exactly that address; the NIC's own ones are
+        // removed above (and come back on rollback).
+        Some((ip, prefix)) => {
+            if !on_bridge(&ip) {
+                steps.push(Step::AddAddr {
+                    addr: Addr {
+                        dev: req.bridge.clone(),
+                        ip,
+                        prefix,
+                        peer: None,
+                        broadcast: match ip {
+                            IpAddr::V4(v4) if prefix < 31 => {
+                                let mask = u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0);
+                                Some(IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) | !mask)))
+                            }
+                            _ => None,
+                        },
+                        scope: RT_SCOPE_UNIVERSE,
+                        flags: 0,
+                        label: None,
+                        valid_until_ms: None,
+                        preferred_until_ms: None,
                     },
-                    scope: RT_SCOPE_UNIVERSE,
-                    flags: 0,
-                    label: None,
-                },
-            });
+                });
+            }
+        }
+        // Otherwise the NIC's addresses move as they are: same order, flags, lifetimes, and
+        // labels renamed to the bridge ("eth1:1" becomes "br0:1").
+        None => {
+            for a in &addrs {
+                if on_bridge(&a.ip) {
+                    continue;
+                }
+                let mut b = a.clone();
+                b.dev = req.bridge.clone();
+                b.label = a
+                    .label
+                    .as_deref()
+                    .and_then(|l| l.strip_prefix(req.nic.as_str()))
+                    .map(|rest| format!("{}{rest}", req.bridge))
+                    .filter(|l| l.len() < libc::IFNAMSIZ);
+                b.flags &= ADDR_FLAGS_SETTABLE;
+                steps.push(Step::AddAddr { addr: b });
+            }
         }
     }
     let bridge_routes: Vec<&Route> = state.routes_of(&req.bridge).collect();
     let mut new_routes: Vec<Route> = routes.clone();
     new_routes.reverse();
+    // --address with --gateway replaces the NIC's default route of that family.
+    if let (Some(_), Some(gw)) = (req.address, req.gateway) {
+        let fam = family_of(&gw);
+        new_routes.retain(|r| !(r.is_default() && r.family == fam));
+    }
     for r in &mut new_routes {
         r.dev = req.bridge.clone();
     }
     if let Some(gw) = req.gateway {
-        let fam = if gw.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        } as u8;
+        let fam = family_of(&gw);
         let has_default = new_routes
             .iter()
             .chain(bridge_routes.iter().copied())
@@ -380,6 +421,23 @@ pub fn plan_live(state: &State, req: &LiveRequest) -> Result<Plan> {
         routes: final_routes,
         probe,
     })
+}
+
+fn family_of(ip: &IpAddr) -> u8 {
+    (if ip.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    }) as u8
+}
+
+/// The order in which adding `addrs` makes the kernel list them as observed: IPv4 as listed
+/// (a primary comes before its secondaries, and the kernel makes an address secondary when
+/// one of its subnet is there already); IPv6 reversed (the kernel lists the newest address
+/// of a scope first).
+fn add_order<'a>(addrs: impl Iterator<Item = &'a Addr>) -> Vec<Addr> {
+    let (v4, v6): (Vec<Addr>, Vec<Addr>) = addrs.cloned().partition(|a| a.ip.is_ipv4());
+    v4.into_iter().chain(v6.into_iter().rev()).collect()
 }
 
 fn same_route(a: &Route, b: &Route) -> bool {
@@ -487,18 +545,29 @@ pub fn observe() -> Result<State> {
     observe_with(&mut Netlink::open()?)
 }
 
-/// Run `steps` in order. On the first failure, undo what was applied and return the error.
+/// Run `steps` in order. On the first failure, undo what was applied and return the error;
+/// its hint says whether the host is back to exactly what it was (compared, not assumed).
 pub fn apply(net: &mut dyn Net, steps: &[Step]) -> Result<()> {
+    let before = net.observe()?;
+    apply_from(net, &before, steps)
+}
+
+/// [`apply`] with the state observed before the first step.
+pub fn apply_from(net: &mut dyn Net, before: &State, steps: &[Step]) -> Result<()> {
     for (i, s) in steps.iter().enumerate() {
-        if let Err(e) = net.apply_step(s) {
-            let problems = revert(net, &undo_steps(&steps[..i]));
+        if let Err(e) = apply_checked(net, s) {
+            let mut problems: Vec<String> = revert(net, &undo_steps(&steps[..i]))
+                .into_iter()
+                .map(|p| p.message)
+                .collect();
+            problems.extend(restore_differences(net, before, steps));
             let mut err = e.error.context(format!("step {:?}", s.describe()));
             err = err.with_hint(if problems.is_empty() {
-                "nothing was changed: the steps already made were undone".to_string()
+                "nothing was changed: the steps already made were undone, and the links, addresses and routes compare equal to before".to_string()
             } else {
                 format!(
-                    "undoing the steps already made also failed ({}); check `ip addr` and `ip route`",
-                    problems.iter().map(|p| p.message.clone()).collect::<Vec<_>>().join("; ")
+                    "undoing the steps already made did not restore everything ({}); check `ip addr` and `ip route`",
+                    problems.join("; ")
                 )
             });
             return Err(err);
@@ -507,20 +576,44 @@ pub fn apply(net: &mut dyn Net, steps: &[Step]) -> Result<()> {
     Ok(())
 }
 
+/// One step, where a "not there" answer to a delete is success only if it really is gone
+/// (re-observed): the kernel also says EADDRNOTAVAIL when a cascade removed it for us, and
+/// we want to know when that happened to an address we still meant to move.
+fn apply_checked(net: &mut dyn Net, s: &Step) -> std::result::Result<(), NlError> {
+    match net.apply_step(s) {
+        Err(e) if e.errno == libc::EADDRNOTAVAIL => match s {
+            Step::DelAddr { addr } => match net.observe() {
+                Ok(now) if !now.addrs_of(&addr.dev).any(|a| same_addr(a, addr)) => Ok(()),
+                _ => Err(e),
+            },
+            _ => Err(e),
+        },
+        Err(e) if e.errno == libc::EEXIST => match s {
+            Step::AddAddr { addr } => match net.observe() {
+                Ok(now) if now.addrs_of(&addr.dev).any(|a| same_addr(a, addr)) => Ok(()),
+                _ => Err(e),
+            },
+            _ => Err(e),
+        },
+        r => r,
+    }
+}
+
+fn same_addr(a: &Addr, b: &Addr) -> bool {
+    a.ip == b.ip && a.prefix == b.prefix
+}
+
 /// Run undo steps, tolerating what is already undone (gone, or already there). Returns the
-/// errors that remain; empty means the state is restored.
+/// errors that remain; empty means every step went through.
 pub fn revert(net: &mut dyn Net, undo: &[Step]) -> Vec<Error> {
-    let tolerated = [
-        libc::EEXIST,
-        libc::ESRCH,
-        libc::EADDRNOTAVAIL,
-        libc::ENODEV,
-        libc::ENOENT,
-    ];
+    let tolerated = [libc::EEXIST, libc::ESRCH, libc::ENODEV, libc::ENOENT];
     let mut problems = Vec::new();
     for s in undo {
-        if let Err(e) = net.apply_step(s) {
-            if !tolerated.contains(&e.errno) {
+        if let Err(e) = apply_checked(net, s) {
+            let addr_step = matches!(s, Step::AddAddr { .. } | Step::DelAddr { .. });
+            let checked = [libc::EEXIST, libc::EADDRNOTAVAIL].contains(&e.errno);
+            // An address that is "already there" or "not there" was checked above.
+            if (addr_step && checked) || !tolerated.contains(&e.errno) {
                 problems.push(e.error);
             }
         }
@@ -528,10 +621,147 @@ pub fn revert(net: &mut dyn Net, undo: &[Step]) -> Vec<Error> {
     problems
 }
 
+/// Address flags that are state rather than configuration (tentative, optimistic, DAD
+/// failed, deprecated): left out when comparing.
+const ADDR_FLAGS_TRANSIENT: u32 = 0x04 | 0x08 | 0x20 | 0x40;
+/// Lifetimes count down in whole seconds; an exact restore is within this much.
+const LIFETIME_SLACK_MS: u64 = 5_000;
+
+/// Compare what the devices touched by `steps` look like now with `before`: links (exists,
+/// master, up), addresses in order with flags and lifetimes, and routes. Returns the
+/// differences in words; empty means restored exactly.
+pub fn differences(before: &State, now: &State, steps: &[Step]) -> Vec<String> {
+    let mut devs: Vec<&str> = Vec::new();
+    for s in steps {
+        let d = match s {
+            Step::CreateBridge { name, .. } | Step::DeleteLink { name } => name,
+            Step::SetMaster { dev, .. } | Step::SetUp { dev, .. } => dev,
+            Step::AddAddr { addr } | Step::DelAddr { addr } => &addr.dev,
+            Step::AddRoute { route } | Step::DelRoute { route } => &route.dev,
+        };
+        if !devs.contains(&d.as_str()) {
+            devs.push(d);
+        }
+    }
+    let mut out = Vec::new();
+    for dev in devs {
+        let (b, n) = (before.link(dev), now.link(dev));
+        match (b, n) {
+            (None, None) => continue,
+            (None, Some(_)) => {
+                out.push(format!("{dev} exists and did not before"));
+                continue;
+            }
+            (Some(_), None) => {
+                out.push(format!("{dev} is gone"));
+                continue;
+            }
+            (Some(b), Some(n)) => {
+                let bm = b.master.and_then(|m| before.name_of(m));
+                let nm = n.master.and_then(|m| now.name_of(m));
+                if bm != nm {
+                    out.push(format!("{dev} has master {nm:?}, before {bm:?}"));
+                }
+                if b.up != n.up {
+                    out.push(format!("{dev} is {}", if n.up { "up" } else { "down" }));
+                }
+            }
+        }
+        let key = |a: &Addr| {
+            (
+                a.ip,
+                a.prefix,
+                a.peer,
+                a.broadcast,
+                a.scope,
+                a.flags & !ADDR_FLAGS_TRANSIENT,
+                a.label.clone(),
+            )
+        };
+        let ba: Vec<&Addr> = before.addrs_of(dev).filter(|a| movable_addr(a)).collect();
+        let na: Vec<&Addr> = now.addrs_of(dev).filter(|a| movable_addr(a)).collect();
+        let bk: Vec<_> = ba.iter().map(|a| key(a)).collect();
+        let nk: Vec<_> = na.iter().map(|a| key(a)).collect();
+        if bk != nk {
+            let list = |v: &[&Addr]| v.iter().map(|a| a.cidr()).collect::<Vec<_>>().join(", ");
+            out.push(format!(
+                "{dev} has addresses [{}] (flags or labels may differ), before [{}]",
+                list(&na),
+                list(&ba)
+            ));
+        } else {
+            let close = |x: Option<u64>, y: Option<u64>| match (x, y) {
+                (None, None) => true,
+                (Some(x), Some(y)) => x.abs_diff(y) <= LIFETIME_SLACK_MS,
+                _ => false,
+            };
+            for (x, y) in ba.iter().zip(&na) {
+                if !close(x.valid_until_ms, y.valid_until_ms)
+                    || !close(x.preferred_until_ms, y.preferred_until_ms)
+                {
+                    out.push(format!(
+                        "{} on {dev} has another lifetime than before",
+                        x.cidr()
+                    ));
+                }
+            }
+        }
+        let rkey = |r: &Route| {
+            (
+                r.family, r.dst, r.dst_len, r.gateway, r.metric, r.prefsrc, r.protocol, r.scope,
+                r.kind,
+            )
+        };
+        let mut br: Vec<_> = before.routes_of(dev).map(rkey).collect();
+        let mut nr: Vec<_> = now.routes_of(dev).map(rkey).collect();
+        br.sort();
+        nr.sort();
+        if br != nr {
+            let missing: Vec<String> = before
+                .routes_of(dev)
+                .filter(|r| !nr.contains(&rkey(r)))
+                .map(Route::describe)
+                .collect();
+            let extra: Vec<String> = now
+                .routes_of(dev)
+                .filter(|r| !br.contains(&rkey(r)))
+                .map(Route::describe)
+                .collect();
+            out.push(format!(
+                "routes of {dev} differ (missing [{}], extra [{}])",
+                missing.join(", "),
+                extra.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// Observe now and compare with `before` (see [`differences`]).
+fn restore_differences(net: &mut dyn Net, before: &State, steps: &[Step]) -> Vec<String> {
+    match net.observe() {
+        Ok(now) => differences(before, &now, steps),
+        Err(e) => vec![format!("cannot observe the result: {}", e.message)],
+    }
+}
+
+/// Undo all of `steps` and check the result against `before`; returns what is not as before.
+pub fn rollback(net: &mut dyn Net, before: &State, steps: &[Step]) -> Vec<String> {
+    let mut problems: Vec<String> = revert(net, &undo_steps(steps))
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    problems.extend(restore_differences(net, before, steps));
+    problems
+}
+
 /// How a live change ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveOutcome {
     pub plan: Plan,
+    /// What was observed before the first step, to check an undo against.
+    #[serde(skip)]
+    pub before: State,
     pub changed: bool,
     pub probe: Option<ProbeResult>,
     pub rolled_back: bool,
@@ -567,6 +797,7 @@ pub fn live(
     if plan.steps.is_empty() {
         return Ok(LiveOutcome {
             plan,
+            before: state,
             changed: false,
             probe: None,
             rolled_back: false,
@@ -574,7 +805,7 @@ pub fn live(
             rollback_ms: None,
         });
     }
-    apply(net, &plan.steps)?;
+    apply_from(net, &state, &plan.steps)?;
     let target = probe_override.or(plan.probe);
     let mut result = None;
     if let Some(t) = target {
@@ -582,11 +813,14 @@ pub fn live(
         let answered = match probe(t, rollback_after) {
             Ok(a) => a,
             Err(e) => {
-                let problems = revert(net, &undo_steps(&plan.steps));
+                let problems = rollback(net, &state, &plan.steps);
                 return Err(e.context("probe failed").with_hint(if problems.is_empty() {
-                    "the change was rolled back".to_string()
+                    "the change was rolled back; the NIC has exactly its previous addresses and routes".to_string()
                 } else {
-                    "rolling back also failed: check `ip addr` and `ip route`".to_string()
+                    format!(
+                        "rolling back did not restore everything ({}): check `ip addr` and `ip route`",
+                        problems.join("; ")
+                    )
                 }));
             }
         };
@@ -599,16 +833,17 @@ pub fn live(
     let apply_ms = start.elapsed().as_millis() as u64;
     if result.as_ref().is_some_and(|r| !r.answered) {
         let r0 = Instant::now();
-        let problems = revert(net, &undo_steps(&plan.steps));
+        let problems = rollback(net, &state, &plan.steps);
         if !problems.is_empty() {
             return Err(Error::host(format!(
-                "the probe got no answer and rolling back failed: {}",
-                problems.iter().map(|p| p.message.clone()).collect::<Vec<_>>().join("; ")
+                "the probe got no answer and rolling back did not restore everything: {}",
+                problems.join("; ")
             ))
             .with_hint("restore the NIC by hand: `ip link del BRIDGE`, then re-add its address and default route"));
         }
         return Ok(LiveOutcome {
             plan,
+            before: state,
             changed: false,
             probe: result,
             rolled_back: true,
@@ -618,6 +853,7 @@ pub fn live(
     }
     Ok(LiveOutcome {
         plan,
+        before: state,
         changed: true,
         probe: result,
         rolled_back: false,
@@ -679,6 +915,7 @@ mod tests {
             up: true,
             master,
             kind: kind.map(String::from),
+            arptype: 1,
         }
     }
 
@@ -692,6 +929,8 @@ mod tests {
             scope: 0,
             flags: 0x80,
             label: None,
+            valid_until_ms: None,
+            preferred_until_ms: None,
         }
     }
 
@@ -714,7 +953,12 @@ mod tests {
     fn host() -> State {
         State {
             links: vec![
-                link(1, "lo", None, None),
+                {
+                    let mut lo = link(1, "lo", None, None);
+                    lo.arptype = 772;
+                    lo.mac = Some("00:00:00:00:00:00".into());
+                    lo
+                },
                 link(2, "eth1", Some("veth"), None),
             ],
             addrs: vec![addr("eth1", "10.88.1.2", 24), {
@@ -853,6 +1097,178 @@ mod tests {
             plan_live(&n, &req()).unwrap_err().kind,
             crate::ErrorKind::Conflict
         );
+    }
+
+    /// eth1 with a primary, a secondary, a labelled secondary and a leased address of
+    /// another subnet, and a v6 pair.
+    fn multi() -> State {
+        let mut s = host();
+        let mut sec = addr("eth1", "10.88.1.3", 24);
+        sec.flags |= 0x01;
+        let mut lab = addr("eth1", "10.88.1.4", 24);
+        lab.flags |= 0x01;
+        lab.label = Some("eth1:lab".into());
+        let mut dynamic = addr("eth1", "10.87.1.5", 24);
+        dynamic.flags = 0;
+        dynamic.valid_until_ms = Some(3_000_000);
+        dynamic.preferred_until_ms = Some(2_000_000);
+        s.addrs.insert(1, sec);
+        s.addrs.insert(2, lab);
+        s.addrs.insert(3, dynamic);
+        s.addrs.push(addr("eth1", "fd88::2", 64));
+        s.addrs.push(addr("eth1", "fd88::3", 64));
+        s
+    }
+
+    #[test]
+    fn secondaries_are_deleted_first_and_added_in_order() {
+        let plan = plan_live(&multi(), &req()).unwrap();
+        let dels: Vec<String> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::DelAddr { addr } => Some(addr.cidr()),
+                _ => None,
+            })
+            .collect();
+        // v6 in listing order (the kernel lists the newest first, so that is reversed on
+        // the way in), then v4 from the last secondary to the primary.
+        assert_eq!(
+            dels,
+            [
+                "fd88::2/64",
+                "fd88::3/64",
+                "10.87.1.5/24",
+                "10.88.1.4/24",
+                "10.88.1.3/24",
+                "10.88.1.2/24"
+            ]
+        );
+        let adds: Vec<&Addr> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::AddAddr { addr } => Some(addr),
+                _ => None,
+            })
+            .collect();
+        let cidrs: Vec<String> = adds.iter().map(|a| a.cidr()).collect();
+        assert_eq!(
+            cidrs,
+            [
+                "10.88.1.2/24",
+                "10.88.1.3/24",
+                "10.88.1.4/24",
+                "10.87.1.5/24",
+                "fd88::3/64",
+                "fd88::2/64"
+            ]
+        );
+        assert!(adds.iter().all(|a| a.dev == "br0" && a.flags & 0x01 == 0));
+        assert_eq!(adds[2].label.as_deref(), Some("br0:lab"));
+        assert_eq!(adds[3].valid_until_ms, Some(3_000_000));
+        assert_eq!(adds[3].preferred_until_ms, Some(2_000_000));
+        // The rollback deletes the bridge's secondaries first and re-adds the NIC's in the
+        // original order, primary first.
+        let undo = undo_steps(&plan.steps);
+        let readd: Vec<String> = undo
+            .iter()
+            .filter_map(|s| match s {
+                Step::AddAddr { addr } if addr.dev == "eth1" => Some(addr.cidr()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            readd,
+            [
+                "10.88.1.2/24",
+                "10.88.1.3/24",
+                "10.88.1.4/24",
+                "10.87.1.5/24",
+                "fd88::3/64",
+                "fd88::2/64"
+            ]
+        );
+        let undel: Vec<String> = undo
+            .iter()
+            .filter_map(|s| match s {
+                Step::DelAddr { addr } => Some(addr.cidr()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            undel[..4],
+            ["fd88::2/64", "fd88::3/64", "10.87.1.5/24", "10.88.1.4/24"]
+        );
+    }
+
+    #[test]
+    fn address_replaces_the_nics_addresses() {
+        let mut r = req();
+        r.address = Some(parse_cidr("10.88.1.50/24").unwrap());
+        r.gateway = Some("10.88.1.254".parse().unwrap());
+        let plan = plan_live(&multi(), &r).unwrap();
+        let d: Vec<String> = plan.steps.iter().map(Step::describe).collect();
+        assert!(
+            d.contains(&"delete address 10.88.1.2/24 on eth1".to_string()),
+            "{d:?}"
+        );
+        assert!(
+            d.contains(&"delete route default via 10.88.1.1 dev eth1".to_string()),
+            "{d:?}"
+        );
+        let adds: Vec<&String> = d.iter().filter(|x| x.starts_with("add address")).collect();
+        assert_eq!(adds, ["add address 10.88.1.50/24 on br0"]);
+        assert!(
+            d.contains(&"add route default via 10.88.1.254 dev br0".to_string()),
+            "{d:?}"
+        );
+        assert!(
+            !d.contains(&"add route default via 10.88.1.1 dev br0".to_string()),
+            "{d:?}"
+        );
+        assert_eq!(plan.probe, Some("10.88.1.254".parse().unwrap()));
+    }
+
+    #[test]
+    fn differences_see_order_flags_and_lifetimes() {
+        let before = multi();
+        let steps = plan_live(&before, &req()).unwrap().steps;
+        assert!(differences(&before, &before, &steps).is_empty());
+        // Lifetimes a second apart are the same; a minute apart are not.
+        let mut now = before.clone();
+        now.addrs[3].valid_until_ms = Some(3_001_000);
+        assert!(differences(&before, &now, &steps).is_empty());
+        now.addrs[3].valid_until_ms = None;
+        assert_eq!(differences(&before, &now, &steps).len(), 1);
+        // A secondary that came back first (promoted) is a difference.
+        let mut now = before.clone();
+        now.addrs.swap(0, 1);
+        now.addrs[0].flags &= !0x01;
+        now.addrs[1].flags |= 0x01;
+        let d = differences(&before, &now, &steps);
+        assert!(d[0].contains("eth1 has addresses"), "{d:?}");
+        // A secondary gone; a bridge left behind.
+        let mut now = before.clone();
+        now.addrs.remove(2);
+        now.links.push(link(9, "br0", Some("bridge"), None));
+        assert_eq!(differences(&before, &now, &steps).len(), 2);
+    }
+
+    #[test]
+    fn loopback_and_macless_links_are_refused() {
+        let mut r = req();
+        r.nic = "lo".into();
+        let e = plan_live(&host(), &r).unwrap_err();
+        assert!(e.message.contains("loopback"), "{}", e.message);
+        let mut s = host();
+        s.links[1].mac = None;
+        let e = plan_live(&s, &req()).unwrap_err();
+        assert!(e.message.contains("no Ethernet address"), "{}", e.message);
+        let mut s = host();
+        s.links[1].arptype = 65534;
+        let e = plan_live(&s, &req()).unwrap_err();
+        assert!(e.message.contains("not an Ethernet link"), "{}", e.message);
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct Report {
     /// The detached reverter's pid, when a confirm window is open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reverter_pid: Option<u32>,
+    /// The systemd unit running the reverter, when systemd started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverter_unit: Option<String>,
     /// Seconds left to confirm.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirm_within: Option<u64>,
@@ -90,6 +93,7 @@ impl Report {
             netplan_file: None,
             backup: None,
             reverter_pid: None,
+            reverter_unit: None,
             confirm_within: None,
             apply_ms: 0,
             rollback_ms: None,
@@ -99,8 +103,32 @@ impl Report {
     }
 }
 
-/// Checks that need no state: names and the address combination.
+/// The longest probe wait and confirm window: a day. Longer is a typo, and far longer would
+/// overflow the clock arithmetic after the change is made.
+pub const MAX_WINDOW_SECS: u64 = 86_400;
+
+/// Checks that need no state: names, windows and the address combination.
 pub fn check_options(o: &Options) -> Result<()> {
+    for (flag, d) in [
+        ("--rollback-after", Some(o.rollback_after)),
+        ("--confirm-within", o.confirm_within),
+    ] {
+        if let Some(d) = d {
+            if d.is_zero() || d.as_secs() > MAX_WINDOW_SECS {
+                return Err(Error::invalid(format!(
+                    "{flag} must be between 1 and {MAX_WINDOW_SECS} seconds"
+                )));
+            }
+        }
+    }
+    if o.dhcp && o.mode == Mode::Live {
+        return Err(Error::invalid(
+            "--dhcp cannot be honoured with --live: vbridge runs no DHCP client, so nothing would renew a lease on the bridge",
+        )
+        .with_hint(
+            "use --netplan --dhcp --apply (the network service runs DHCP on the bridge, under the same rollback and --confirm-within guard), or --live without --dhcp to move the current addresses as they are",
+        ));
+    }
     crate::validate::interface_name(&o.nic)?;
     crate::validate::interface_name(&o.bridge)?;
     if o.nic == o.bridge {
@@ -160,16 +188,10 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
         address: o.address,
         gateway: o.gateway,
     };
-    if o.confirm_within.is_some() {
-        if let Some(p) = pending::read(&o.state_dir)? {
-            return Err(Error::conflict(format!(
-                "another host-bridge change ({} on {}) is waiting for confirmation",
-                p.nic, p.bridge
-            ))
-            .with_hint(
-                "run `vbridge host-bridge --confirm` to keep it, or wait for it to revert",
-            ));
-        }
+    // Refused before anything changes: a window that cannot be recorded, or another one open.
+    let revert_at_ms = o.confirm_within.map(revert_at).transpose()?;
+    if o.confirm_within.is_some() && !o.dry_run {
+        pending::refuse_if_pending(&o.state_dir)?;
     }
     let outcome = if o.dry_run {
         let state = net.observe()?;
@@ -177,6 +199,7 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
         bridge::LiveOutcome {
             changed: !plan.steps.is_empty(),
             plan,
+            before: state,
             probe: None,
             rolled_back: false,
             apply_ms: 0,
@@ -187,15 +210,17 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
         bridge::live(net, &req, o.probe, o.rollback_after, &mut probe)?
     };
     rep.steps = outcome.plan.steps.iter().map(Step::describe).collect();
-    const IFA_F_PERMANENT: u32 = 0x80;
-    let leased = outcome.plan.steps.iter().any(|s| {
-        matches!(s, Step::DelAddr { addr } if addr.flags & IFA_F_PERMANENT == 0 && addr.ip.is_ipv4())
-    });
-    if leased {
-        rep.notes.push(format!(
-            "a DHCP-leased address moved to {} as a fixed one; make it persistent with --netplan --dhcp",
-            o.bridge
-        ));
+    let now = super::boottime_ms();
+    for s in &outcome.plan.steps {
+        if let Step::AddAddr { addr } = s {
+            if addr.is_dynamic() {
+                let left = super::secs_left(addr.valid_until_ms, now);
+                rep.notes.push(format!(
+                    "{} is a leased address (valid {left} s more): it moved to {} with its remaining lifetime, but no DHCP client runs on {}, so nothing renews it and it expires then unless the host's network configuration takes over; make it persistent with `--netplan --dhcp --apply`",
+                    addr.cidr(), o.bridge, o.bridge
+                ));
+            }
+        }
     }
     if !o.dns.is_empty() {
         rep.notes.push(
@@ -218,11 +243,23 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
             nic: o.nic.clone(),
             undo: undo.clone(),
             netplan: None,
-            revert_at_ms: pending::now_ms() + window.as_millis() as u64,
+            revert_at_ms: revert_at_ms.unwrap_or_default(),
+            reverter_pid: None,
+            reverter_unit: None,
+            before: Some(outcome.before.clone()),
         };
         leave_pending(o, &p, &mut rep, window, |_| bridge::revert(net, &undo))?;
     }
     Ok(rep)
+}
+
+/// The wall-clock time a window ends, for the pending file (the reverter itself sleeps on a
+/// monotonic clock).
+fn revert_at(window: Duration) -> Result<u64> {
+    u64::try_from(window.as_millis())
+        .ok()
+        .and_then(|w| pending::now_ms().checked_add(w))
+        .ok_or_else(|| Error::invalid("the confirm window is too long"))
 }
 
 /// Write the pending file and start the reverter; undo at once if either fails.
@@ -234,11 +271,17 @@ fn leave_pending(
     undo_now: impl FnOnce(&Pending) -> Vec<Error>,
 ) -> Result<()> {
     let started = pending::write(&o.state_dir, p)
-        .and_then(|_| pending::spawn_reverter(&o.reverter, &o.state_dir, &p.id));
+        .and_then(|_| pending::spawn_reverter(&o.reverter, &o.state_dir, &p.id, window));
     match started {
-        Ok(pid) => {
+        Ok(r) => {
+            // Record who reverts, so a later run can tell a stale pending file.
+            let mut p = p.clone();
+            p.reverter_pid = r.pid;
+            p.reverter_unit = r.unit.clone();
+            let _ = pending::rewrite(&o.state_dir, &p);
             rep.pending = true;
-            rep.reverter_pid = Some(pid);
+            rep.reverter_pid = r.pid;
+            rep.reverter_unit = r.unit;
             rep.confirm_within = Some(window.as_secs());
             Ok(())
         }
@@ -262,11 +305,30 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
         unreachable!("run_netplan is called for netplan mode")
     };
     let mut rep = Report::new(o, "netplan");
+    let revert_at_ms = o.confirm_within.map(revert_at).transpose()?;
+    if o.confirm_within.is_some() && !o.dry_run {
+        pending::refuse_if_pending(&o.state_dir)?;
+    }
     if !sysfs::exists(&o.nic) {
         return Err(
             Error::not_found(format!("{} does not exist on this host", o.nic))
                 .with_hint("name an existing NIC; `ip -br link` lists them"),
         );
+    }
+    match sysfs::link_type(&o.nic) {
+        Some(super::ARPHRD_ETHER) | None => {}
+        Some(t) => {
+            let what = if t == 772 {
+                "the loopback device".to_string()
+            } else {
+                format!("not an Ethernet link (link type {t})")
+            };
+            return Err(Error::unsupported(format!(
+                "{} is {what}: a bridge takes Ethernet ports only",
+                o.nic
+            ))
+            .with_hint("name the wired Ethernet NIC that carries the host's address; `ip -br link` lists them"));
+        }
     }
     if sysfs::is_wireless(&o.nic) {
         return Err(Error::unsupported(format!(
@@ -291,7 +353,14 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
     }
     // The NIC's own MAC; once it is a port of our bridge the bridge carries the same one.
     let mac = sysfs::mac(&o.nic)
-        .ok_or_else(|| Error::host(format!("cannot read the MAC of {}", o.nic)))?;
+        .filter(|m| !m.split(':').all(|b| b == "00"))
+        .ok_or_else(|| {
+            Error::unsupported(format!(
+                "{} has no Ethernet address (MAC), so it cannot be a bridge port",
+                o.nic
+            ))
+            .with_hint("name the wired Ethernet NIC that carries the host's address; `ip -br link` lists them")
+        })?;
     let cfg = netplan::Config {
         nic: o.nic.clone(),
         bridge: o.bridge.clone(),
@@ -335,7 +404,21 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
     }
     if let Some(t) = target {
         let p0 = Instant::now();
-        let answered = probe::icmp_echo(t, Some(&o.bridge), o.rollback_after)?;
+        let answered = match probe::icmp_echo(t, Some(&o.bridge), o.rollback_after) {
+            Ok(a) => a,
+            Err(e) => {
+                // Like the live way: a probe that cannot run is no proof; put it back.
+                let restored = netplan::restore(&undo);
+                return Err(e.context("probe failed").with_hint(match restored {
+                    Ok(()) => "the previous netplan configuration was restored and applied".to_string(),
+                    Err(r) => format!(
+                        "restoring the previous netplan configuration also failed ({}): check {} and run `netplan apply`",
+                        r.message,
+                        undo.path.display()
+                    ),
+                }));
+            }
+        };
         rep.probe = Some(ProbeResult {
             target: t,
             answered,
@@ -359,7 +442,10 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
             nic: o.nic.clone(),
             undo: vec![],
             netplan: Some(undo.clone()),
-            revert_at_ms: pending::now_ms() + window.as_millis() as u64,
+            revert_at_ms: revert_at_ms.unwrap_or_default(),
+            reverter_pid: None,
+            reverter_unit: None,
+            before: None,
         };
         leave_pending(o, &p, &mut rep, window, |p| {
             p.netplan
@@ -378,9 +464,11 @@ pub fn confirm(state_dir: &std::path::Path) -> Result<Pending> {
 }
 
 /// The detached reverter's body (`host-bridge --revert-pending ID`).
+/// `window` is the time left, measured from the reverter's start on the monotonic clock.
 pub fn revert_pending(
     state_dir: &std::path::Path,
     id: &str,
+    window: Option<Duration>,
 ) -> Result<Option<pending::RevertRecord>> {
-    pending::run_reverter(state_dir, id, &mut NetlinkNet::open()?)
+    pending::run_reverter(state_dir, id, window, &mut NetlinkNet::open()?)
 }

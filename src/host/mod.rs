@@ -37,6 +37,16 @@ pub struct Link {
     pub master: Option<u32>,
     /// The rtnetlink kind ("bridge", "veth", "tun", ...); None for plain hardware NICs.
     pub kind: Option<String>,
+    /// ifi_type, the ARPHRD_* link type: 1 = Ethernet, 772 = loopback.
+    #[serde(default = "ether")]
+    pub arptype: u16,
+}
+
+/// ARPHRD_ETHER: the only link type a Linux bridge takes as a port.
+pub const ARPHRD_ETHER: u16 = 1;
+
+fn ether() -> u16 {
+    ARPHRD_ETHER
 }
 
 /// One interface address, with what is needed to put it back exactly.
@@ -55,11 +65,49 @@ pub struct Addr {
     /// An IPv4 label other than the device name (e.g. "eth1:0").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// When the address stops being valid (IFA_CACHEINFO valid_lft), as CLOCK_BOOTTIME
+    /// milliseconds, so the remaining lifetime can be computed by any process later (the
+    /// detached reverter included); None = forever. A DHCP lease is finite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until_ms: Option<u64>,
+    /// When it becomes deprecated (preferred_lft), the same way; None = forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_until_ms: Option<u64>,
 }
 
 impl Addr {
     pub fn cidr(&self) -> String {
         format!("{}/{}", self.ip, self.prefix)
+    }
+
+    /// Whether the address has a finite lifetime (leased, or from an RA).
+    pub fn is_dynamic(&self) -> bool {
+        self.valid_until_ms.is_some()
+    }
+}
+
+/// CLOCK_BOOTTIME in milliseconds: monotonic, counts suspend, the clock the kernel's
+/// address lifetimes run on, and the same for every process of the boot.
+pub fn boottime_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a live, writable timespec; clock_gettime only writes it.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1000)
+        .saturating_add(ts.tv_nsec as u64 / 1_000_000)
+}
+
+/// Seconds left until `until_ms` (boottime), rounded up; u32::MAX (forever) for None.
+pub fn secs_left(until_ms: Option<u64>, now_ms: u64) -> u32 {
+    match until_ms {
+        None => u32::MAX,
+        Some(u) => u
+            .saturating_sub(now_ms)
+            .div_ceil(1000)
+            .min(u32::MAX as u64 - 1) as u32,
     }
 }
 

@@ -41,7 +41,10 @@ const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_LABEL: u16 = 3;
 const IFA_BROADCAST: u16 = 4;
+const IFA_CACHEINFO: u16 = 6;
 const IFA_FLAGS: u16 = 8;
+/// ifa_cacheinfo's "forever".
+const INFINITY_LIFE_TIME: u32 = u32::MAX;
 
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
@@ -324,9 +327,11 @@ impl Netlink {
             if ty != RTM_NEWLINK || p.len() < 16 {
                 continue;
             }
+            let arptype = u16::from_ne_bytes([p[2], p[3]]);
             let index = u32_of(&p[4..8]);
             let flags = u32_of(&p[8..12]);
             let mut link = Link {
+                arptype,
                 index,
                 name: String::new(),
                 mac: None,
@@ -367,6 +372,7 @@ impl Netlink {
     pub fn addrs(&mut self, names: &dyn Fn(u32) -> Option<String>) -> Result<Vec<Addr>> {
         let body = [0u8; 8];
         let msgs = self.dump(RTM_GETADDR, &body, "cannot list addresses")?;
+        let now = super::boottime_ms();
         let mut out = Vec::new();
         for (ty, p) in msgs {
             if ty != RTM_NEWADDR || p.len() < 8 {
@@ -378,6 +384,7 @@ impl Netlink {
             let scope = p[3];
             let index = u32_of(&p[4..8]);
             let (mut address, mut local, mut broadcast, mut label) = (None, None, None, None);
+            let (mut valid_until_ms, mut preferred_until_ms) = (None, None);
             for (at, v) in parse_attrs(&p[8..]) {
                 match at {
                     IFA_ADDRESS => address = ip_of(fam, v),
@@ -385,6 +392,14 @@ impl Netlink {
                     IFA_BROADCAST => broadcast = ip_of(fam, v),
                     IFA_LABEL => label = Some(str_of(v)),
                     IFA_FLAGS => flags = u32_of(v),
+                    // struct ifa_cacheinfo { ifa_prefered, ifa_valid, cstamp, tstamp }.
+                    IFA_CACHEINFO if v.len() >= 8 => {
+                        let until = |secs: u32| {
+                            (secs != INFINITY_LIFE_TIME).then(|| now + secs as u64 * 1000)
+                        };
+                        preferred_until_ms = until(u32_of(&v[0..4]));
+                        valid_until_ms = until(u32_of(&v[4..8]));
+                    }
                     _ => {}
                 }
             }
@@ -400,6 +415,8 @@ impl Netlink {
                 scope,
                 flags,
                 label: label.filter(|l| Some(l) != names(index).as_ref()),
+                valid_until_ms,
+                preferred_until_ms,
             });
         }
         Ok(out)
@@ -524,6 +541,18 @@ impl Netlink {
                 at.put_str(IFA_LABEL, l);
             }
             at.put_u32(IFA_FLAGS, a.flags);
+            // The remaining lifetimes, so a leased address keeps expiring when it would have
+            // (and is not made permanent by the move). The kernel refuses a valid_lft of 0.
+            if a.valid_until_ms.is_some() || a.preferred_until_ms.is_some() {
+                let now = super::boottime_ms();
+                let valid = super::secs_left(a.valid_until_ms, now).max(1);
+                let preferred = super::secs_left(a.preferred_until_ms, now).min(valid);
+                let mut ci = Vec::with_capacity(16);
+                for v in [preferred, valid, 0, 0] {
+                    ci.extend_from_slice(&v.to_ne_bytes());
+                }
+                at.put(IFA_CACHEINFO, &ci);
+            }
         }
         body.extend_from_slice(&at.0);
         let (ty, flags, verb) = if add {

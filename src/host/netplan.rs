@@ -166,6 +166,8 @@ pub fn validate(root: &Path, cfg: &Config, yaml: &str) -> Result<Generated> {
             ),
         );
     }
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(stage.path().to_str().unwrap_or(""), "");
     let mut gen = Generated::default();
     if let Ok(rd) = std::fs::read_dir(stage.path().join("run/systemd/network")) {
         for e in rd.flatten() {
@@ -198,7 +200,74 @@ pub fn validate(root: &Path, cfg: &Config, yaml: &str) -> Result<Generated> {
             "another netplan file may override the bridge or the NIC: check `netplan get`",
         ));
     }
+    // netplan merges lists across files: an address or route the user's own file gives the
+    // NIC stays on the bridge port next to Bridge=, and netplan only warns about the
+    // conflicting default route. A port must carry no addressing at all.
+    let leftovers = port_addressing(port);
+    let conflict = stderr.lines().find(|l| l.contains("Conflicting"));
+    if !leftovers.is_empty() || conflict.is_some() {
+        let files = files_configuring(root, &cfg.nic, &ours);
+        let names = if files.is_empty() {
+            "another netplan file".to_string()
+        } else {
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut what: Vec<String> = leftovers.iter().map(|l| l.to_string()).collect();
+        what.extend(conflict.map(|c| format!("netplan: {}", c.trim())));
+        return Err(Error::conflict(format!(
+            "{names} also configures {nic}, so its address or routes would stay on the bridge port {nic} ({})",
+            what.join("; "),
+            nic = cfg.nic,
+        ))
+        .with_hint(format!(
+            "back up {names} (cp FILE FILE.bak), then remove {nic}'s addresses, routes, gateway4/gateway6 and dhcp4/dhcp6 there; the bridge {} gets its addressing from vbridge's file",
+            cfg.bridge,
+            nic = cfg.nic
+        )));
+    }
     Ok(gen)
+}
+
+/// The addressing lines of a rendered port .network file: a bridge port must have none.
+fn port_addressing(network: &str) -> Vec<&str> {
+    network
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with("Address=")
+                || l.starts_with("Gateway=")
+                || *l == "[Route]"
+                || matches!(*l, "DHCP=yes" | "DHCP=ipv4" | "DHCP=ipv6")
+        })
+        .collect()
+}
+
+/// The user's netplan files (not vbridge's) that name `nic` as a key.
+fn files_configuring(root: &Path, nic: &str, ours: &Path) -> Vec<PathBuf> {
+    let keys = [
+        format!("{nic}:"),
+        format!("\"{nic}\":"),
+        format!("'{nic}':"),
+    ];
+    let mut out: Vec<PathBuf> = std::fs::read_dir(root.join("etc/netplan"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml") && p != ours)
+        .filter(|p| {
+            std::fs::read_to_string(p).is_ok_and(|t| {
+                t.lines()
+                    .any(|l| keys.iter().any(|k| l.trim_start().starts_with(k.as_str())))
+            })
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn write_0600(path: &Path, text: &str) -> Result<()> {
@@ -420,6 +489,39 @@ mod tests {
         let port = g.get("10-netplan-enp3s0.network").unwrap();
         assert!(port.contains("Bridge=br0"), "{port}");
         assert!(!port.contains("Address="), "{port}");
+    }
+
+    #[test]
+    fn port_addressing_lines() {
+        let port = "[Match]\nName=eth1\n\n[Network]\nLinkLocalAddressing=no\nAddress=10.0.0.2/24\nBridge=br0\n\n[Route]\nGateway=10.0.0.1\n";
+        assert_eq!(
+            port_addressing(port),
+            ["Address=10.0.0.2/24", "[Route]", "Gateway=10.0.0.1"]
+        );
+        assert!(port_addressing("[Network]\nDHCP=no\nBridge=br0\n").is_empty());
+        assert_eq!(port_addressing("DHCP=ipv4\n"), ["DHCP=ipv4"]);
+    }
+
+    #[test]
+    fn a_user_file_that_addresses_the_nic_is_refused() {
+        if !have_netplan() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "netplan.io is missing in CI"
+            );
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let user = root.path().join("etc/netplan/50-cloud-init.yaml");
+        std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+        let text = "network:\n  version: 2\n  ethernets:\n    enp3s0:\n      addresses: [192.168.1.10/24]\n      routes:\n        - to: default\n          via: 192.168.1.1\n";
+        std::fs::write(&user, text).unwrap();
+        let e = write(root.path(), &fixed(), false).unwrap_err();
+        assert!(e.message.contains("50-cloud-init.yaml"), "{}", e.message);
+        assert!(e.message.contains("Address="), "{}", e.message);
+        assert!(e.hint.as_deref().unwrap().contains("back up"));
+        assert!(!file_path(root.path(), "br0").exists(), "written anyway");
+        assert_eq!(std::fs::read_to_string(&user).unwrap(), text);
     }
 
     #[test]

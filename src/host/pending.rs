@@ -32,8 +32,18 @@ pub struct Pending {
     pub undo: Vec<Step>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netplan: Option<NetplanUndo>,
-    /// When the reverter acts, in milliseconds since the Unix epoch.
+    /// When the reverter acts, in milliseconds since the Unix epoch (for people and for
+    /// spotting a stale file; the reverter itself sleeps on a monotonic clock).
     pub revert_at_ms: u64,
+    /// The reverter's pid, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverter_pid: Option<u32>,
+    /// The systemd unit running the reverter, when systemd-run started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverter_unit: Option<String>,
+    /// The live state before the change, so the revert can be checked to restore it exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<bridge::State>,
 }
 
 /// `$VBRIDGE_STATE_DIR`, or /var/lib/vbridge.
@@ -71,16 +81,54 @@ pub fn read(dir: &Path) -> Result<Option<Pending>> {
     }
 }
 
+/// Whether a process is still running (a zombie has finished).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Err(_) => false,
+        Ok(s) => !s
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z')),
+    }
+}
+
+/// Refuse when a change is waiting for confirmation, and say so plainly when that file is
+/// stale: its reverter is gone, so it will never revert by itself.
+pub fn refuse_if_pending(dir: &Path) -> Result<()> {
+    let Some(other) = read(dir)? else {
+        return Ok(());
+    };
+    let file = dir.join(PENDING_FILE);
+    if let Some(pid) = other.reverter_pid.filter(|p| !process_alive(*p)) {
+        return Err(Error::conflict(format!(
+            "a stale host-bridge change ({} on {}) is recorded in {}: its reverter (pid {pid}) is no longer running, so it will never revert by itself",
+            other.nic,
+            other.bridge,
+            file.display()
+        ))
+        .with_hint(
+            "check `ip addr` and `ip route`; if the network is the way you want it, run `vbridge host-bridge --confirm` to clear the record, then retry",
+        ));
+    }
+    Err(Error::conflict(format!(
+        "another host-bridge change ({} on {}) is waiting for confirmation",
+        other.nic, other.bridge
+    ))
+    .with_hint("run `vbridge host-bridge --confirm` to keep it, or wait for it to revert"))
+}
+
 /// Record a pending change; refuses when another one is waiting.
 pub fn write(dir: &Path, pending: &Pending) -> Result<()> {
-    if let Some(other) = read(dir)? {
-        return Err(Error::conflict(format!(
-            "another host-bridge change ({} on {}) is waiting for confirmation",
-            other.nic, other.bridge
-        ))
-        .with_hint("run `vbridge host-bridge --confirm` to keep it, or wait for it to revert"));
-    }
+    refuse_if_pending(dir)?;
     write_file(&dir.join(PENDING_FILE), pending)
+}
+
+/// Replace the pending change with an updated copy of itself (same id), e.g. to record the
+/// reverter's pid. Does nothing when the file is gone or names another change.
+pub fn rewrite(dir: &Path, pending: &Pending) -> Result<()> {
+    match read(dir)? {
+        Some(p) if p.id == pending.id => write_file(&dir.join(PENDING_FILE), pending),
+        _ => Ok(()),
+    }
 }
 
 fn write_file(path: &Path, value: &impl Serialize) -> Result<()> {
@@ -122,13 +170,91 @@ pub fn confirm(dir: &Path) -> Result<Pending> {
     }
 }
 
-/// Start the detached reverter: `program host-bridge --revert-pending ID` in a new session,
-/// with stdio on /dev/null and the state directory in its environment. Returns its pid.
-pub fn spawn_reverter(program: &Path, dir: &Path, id: &str) -> Result<u32> {
+/// How the reverter was started.
+#[derive(Debug, Clone, Default)]
+pub struct Started {
+    pub pid: Option<u32>,
+    pub unit: Option<String>,
+}
+
+/// Whether systemd runs this host (its runtime directory exists) and `systemd-run` is on
+/// PATH.
+fn systemd_available() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+        && std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("systemd-run").is_file()))
+}
+
+/// Start the detached reverter: `program host-bridge --revert-pending ID --revert-in-ms MS`.
+/// Under systemd it runs as a transient unit (`vbridge-revert-ID`), so logind's
+/// KillUserProcesses cannot take it down with the SSH session; elsewhere it runs in a new
+/// session (setsid) with stdio on /dev/null. The window is passed as a duration, computed
+/// once here, so the reverter sleeps on a monotonic clock and a wall-clock step (NTP) does
+/// not move it.
+pub fn spawn_reverter(program: &Path, dir: &Path, id: &str, window: Duration) -> Result<Started> {
+    let ms = window.as_millis().to_string();
+    let args = ["host-bridge", "--revert-pending", id, "--revert-in-ms", &ms];
+    if systemd_available() {
+        return spawn_systemd(program, dir, id, &args);
+    }
+    spawn_setsid(program, dir, &args)
+}
+
+/// `systemd-run`'s arguments for the reverter: a transient service named after the change,
+/// collected when done, with the state directory in its environment.
+fn systemd_run_args(
+    program: &Path,
+    dir: &Path,
+    unit: &str,
+    args: &[&str],
+) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = vec![
+        format!("--unit={unit}").into(),
+        "--collect".into(),
+        "--quiet".into(),
+        format!("--setenv=VBRIDGE_STATE_DIR={}", dir.display()).into(),
+        "--".into(),
+        program.into(),
+    ];
+    v.extend(args.iter().map(|a| a.into()));
+    v
+}
+
+fn spawn_systemd(program: &Path, dir: &Path, id: &str, args: &[&str]) -> Result<Started> {
+    use std::process::Command;
+    let unit = format!("vbridge-revert-{id}");
+    let out = Command::new("systemd-run")
+        .args(systemd_run_args(program, dir, &unit, args))
+        .output()
+        .map_err(|e| Error::io("cannot run systemd-run to start the reverter", e))?;
+    if !out.status.success() {
+        return Err(Error::host(format!(
+            "systemd-run could not start the reverter: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let pid = Command::new("systemctl")
+        .args(["show", "--property=MainPID", "--value", &unit])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u32>()
+                .ok()
+        })
+        .filter(|p| *p != 0);
+    Ok(Started {
+        pid,
+        unit: Some(unit),
+    })
+}
+
+fn spawn_setsid(program: &Path, dir: &Path, args: &[&str]) -> Result<Started> {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let mut cmd = Command::new(program);
-    cmd.args(["host-bridge", "--revert-pending", id])
+    cmd.args(args)
         .env("VBRIDGE_STATE_DIR", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -150,7 +276,10 @@ pub fn spawn_reverter(program: &Path, dir: &Path, id: &str) -> Result<u32> {
         )
     })?;
     // Not waited for on purpose: it must outlive this process.
-    Ok(child.id())
+    Ok(Started {
+        pid: Some(child.id()),
+        unit: None,
+    })
 }
 
 /// What the reverter did.
@@ -165,19 +294,32 @@ pub struct RevertRecord {
     pub problems: Vec<String>,
 }
 
-/// The reverter's body: wait for the window to end, then undo the change if the pending
-/// file still names `id`. Returns None when it was confirmed (nothing to do).
-pub fn run_reverter(dir: &Path, id: &str, net: &mut dyn Net) -> Result<Option<RevertRecord>> {
+/// The reverter's body: wait `window` (measured on the monotonic clock from now; None takes
+/// what is left of the recorded wall-clock deadline, once), then undo the change if the
+/// pending file still names `id`. Returns None when it was confirmed (nothing to do).
+pub fn run_reverter(
+    dir: &Path,
+    id: &str,
+    window: Option<Duration>,
+    net: &mut dyn Net,
+) -> Result<Option<RevertRecord>> {
+    let start = std::time::Instant::now();
+    let window = match window {
+        Some(w) => w,
+        None => match read(dir)? {
+            Some(p) => Duration::from_millis(p.revert_at_ms.saturating_sub(now_ms())),
+            None => return Ok(None),
+        },
+    };
     loop {
         let Some(p) = read(dir)? else { return Ok(None) };
         if p.id != id {
             return Ok(None);
         }
-        let now = now_ms();
-        if now >= p.revert_at_ms {
+        let Some(left) = window.checked_sub(start.elapsed()).filter(|l| !l.is_zero()) else {
             break;
-        }
-        std::thread::sleep(Duration::from_millis((p.revert_at_ms - now).min(200)));
+        };
+        std::thread::sleep(left.min(Duration::from_millis(200)));
     }
     // Claim the change; a confirm racing us finds no file.
     let claimed = dir.join(format!("reverting-{id}.json"));
@@ -199,6 +341,12 @@ pub fn run_reverter(dir: &Path, id: &str, net: &mut dyn Net) -> Result<Option<Re
         }
     }
     problems.extend(bridge::revert(net, &p.undo).into_iter().map(|e| e.message));
+    if let Some(before) = &p.before {
+        match net.observe() {
+            Ok(now) => problems.extend(bridge::differences(before, &now, &p.undo)),
+            Err(e) => problems.push(format!("cannot observe the result: {}", e.message)),
+        }
+    }
     let rec = RevertRecord {
         id: p.id.clone(),
         bridge: p.bridge.clone(),
@@ -225,6 +373,9 @@ mod tests {
             undo: vec![Step::DeleteLink { name: "br0".into() }],
             netplan: None,
             revert_at_ms: at,
+            reverter_pid: None,
+            reverter_unit: None,
+            before: None,
         }
     }
 
@@ -252,10 +403,14 @@ mod tests {
         );
         // Another id: the reverter leaves it alone.
         let mut net = Count(0);
-        assert!(run_reverter(dir.path(), "b", &mut net).unwrap().is_none());
+        assert!(run_reverter(dir.path(), "b", None, &mut net)
+            .unwrap()
+            .is_none());
         assert_eq!(net.0, 0);
         // Its own id and the window is over: it reverts and records it.
-        let rec = run_reverter(dir.path(), "a", &mut net).unwrap().unwrap();
+        let rec = run_reverter(dir.path(), "a", Some(Duration::ZERO), &mut net)
+            .unwrap()
+            .unwrap();
         assert!(rec.reverted);
         assert_eq!(net.0, 1);
         assert!(read(dir.path()).unwrap().is_none());
@@ -264,8 +419,67 @@ mod tests {
         // Confirmed first: nothing to revert.
         write(dir.path(), &pending("c", now_ms() + 100)).unwrap();
         confirm(dir.path()).unwrap();
-        assert!(run_reverter(dir.path(), "c", &mut net).unwrap().is_none());
+        assert!(run_reverter(dir.path(), "c", None, &mut net)
+            .unwrap()
+            .is_none());
         assert_eq!(net.0, 1);
         assert!(confirm(dir.path()).is_err());
+
+        // A record whose reverter is gone is called stale, and --confirm clears it.
+        let mut p = pending("d", now_ms() + 60_000);
+        p.reverter_pid = Some(u32::MAX - 1);
+        write(dir.path(), &p).unwrap();
+        let e = refuse_if_pending(dir.path()).unwrap_err();
+        assert!(e.message.contains("stale"), "{}", e.message);
+        assert!(e.hint.as_deref().unwrap_or("").contains("--confirm"));
+        confirm(dir.path()).unwrap();
+        refuse_if_pending(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn systemd_run_arguments() {
+        let v = systemd_run_args(
+            Path::new("/usr/bin/vbridge"),
+            Path::new("/var/lib/vbridge"),
+            "vbridge-revert-1-2",
+            &[
+                "host-bridge",
+                "--revert-pending",
+                "1-2",
+                "--revert-in-ms",
+                "60000",
+            ],
+        );
+        let v: Vec<&str> = v.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(
+            v,
+            [
+                "--unit=vbridge-revert-1-2",
+                "--collect",
+                "--quiet",
+                "--setenv=VBRIDGE_STATE_DIR=/var/lib/vbridge",
+                "--",
+                "/usr/bin/vbridge",
+                "host-bridge",
+                "--revert-pending",
+                "1-2",
+                "--revert-in-ms",
+                "60000"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_reverter_waits_on_the_monotonic_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        // The recorded wall-clock deadline is long past; the window given is what counts.
+        write(dir.path(), &pending("e", 0)).unwrap();
+        let t = std::time::Instant::now();
+        let mut net = Count(0);
+        let rec = run_reverter(dir.path(), "e", Some(Duration::from_millis(300)), &mut net)
+            .unwrap()
+            .unwrap();
+        assert!(rec.reverted);
+        assert!(t.elapsed() >= Duration::from_millis(300));
     }
 }

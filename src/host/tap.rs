@@ -13,6 +13,7 @@ const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_PERSIST: u32 = 0x0800;
 
 /// struct ifreq as TUNSETIFF reads it: the name, then the flags (padded to 40 bytes).
 #[repr(C)]
@@ -34,8 +35,16 @@ pub struct TapReport {
 
 /// Resolve a user name or numeric uid.
 pub fn resolve_user(user: &str) -> Result<u32> {
-    if let Ok(uid) = user.parse::<u32>() {
-        return Ok(uid);
+    if !user.is_empty() && user.bytes().all(|b| b.is_ascii_digit()) {
+        // (uid_t)-1 means "no owner" to the kernel, so it cannot name a user.
+        return match user.parse::<u32>() {
+            Ok(uid) if uid != u32::MAX => Ok(uid),
+            _ => Err(Error::invalid(format!(
+                "uid {user} is out of range: a uid is 0 to {}",
+                u32::MAX - 1
+            ))
+            .with_hint("give a user name or a uid that exists (`id -u USER`)")),
+        };
     }
     let c = std::ffi::CString::new(user)
         .map_err(|_| Error::invalid(format!("{user:?} is not a valid user name")))?;
@@ -160,10 +169,63 @@ pub fn add(name: &str, bridge: &str, owner: Option<&str>, dry_run: bool) -> Resu
     })
 }
 
-/// Delete a TAP; a missing one is success with no change.
-pub fn del(name: &str, dry_run: bool) -> Result<TapReport> {
+/// Pids of processes with `name` open as a TUN/TAP file (their fdinfo says `iff: NAME`).
+/// Best effort: /proc entries that vanish or cannot be read are skipped. The name is per
+/// namespace, so a TAP of that name in another namespace counts too: a refusal, not a harm.
+pub fn holders(name: &str) -> Vec<u32> {
+    let want = format!("iff:\t{name}");
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else {
+            continue;
+        };
+        let held = fds
+            .flatten()
+            .any(|f| std::fs::read_to_string(f.path()).is_ok_and(|t| t.lines().any(|l| l == want)));
+        if held {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Delete a TAP; a missing one is success with no change. Refuses, unless `force`, a TAP
+/// that is not persistent or that a process holds: that is a running VM's (libvirt's vnetX)
+/// and deleting it cuts the guest off.
+pub fn del(name: &str, force: bool, dry_run: bool) -> Result<TapReport> {
     crate::validate::interface_name(name)?;
     refuse_non_tap(name)?;
+    if sysfs::exists(name) && !force {
+        let persistent = sysfs::tun_flags(name).is_some_and(|f| f & IFF_PERSIST != 0);
+        let pids = holders(name);
+        if !persistent || !pids.is_empty() {
+            let why = match (persistent, pids.is_empty()) {
+                (false, true) => {
+                    "it is not persistent: a process created it and owns it".to_string()
+                }
+                (_, false) => format!(
+                    "process {} holds it open",
+                    pids.iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => unreachable!(),
+            };
+            return Err(Error::conflict(format!(
+                "{name} is in use, {why} (a running VM's TAP looks like this)"
+            ))
+            .with_hint(format!(
+                "stop the VM or process first; `vbridge tap del {name} --force` deletes it anyway and cuts that process off"
+            )));
+        }
+    }
     let mut actions = Vec::new();
     if sysfs::exists(name) {
         actions.push(format!("delete TAP {name}"));

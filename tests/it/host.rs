@@ -76,7 +76,10 @@ impl Lab {
                     .map(|a| {
                         serde_json::json!({"family": a["family"], "local": a["local"],
                             "prefixlen": a["prefixlen"], "broadcast": a["broadcast"],
-                            "scope": a["scope"], "label": a["label"]})
+                            "scope": a["scope"], "label": a["label"],
+                            "secondary": a["secondary"], "dynamic": a["dynamic"],
+                            "valid_life_time": a["valid_life_time"],
+                            "preferred_life_time": a["preferred_life_time"]})
                     })
                     .collect();
                 serde_json::json!({"ifname": l["ifname"], "addr": infos})
@@ -90,6 +93,25 @@ impl Lab {
         })
     }
 
+    /// The IPv4 and global IPv6 addresses of `dev` as `snapshot` shows them, in order.
+    fn addr_infos(&self, dev: &str) -> Vec<Value> {
+        let snap = self.snapshot();
+        let l = snap["addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["ifname"] == dev)
+            .unwrap_or_else(|| panic!("{dev} missing"))
+            .clone();
+        l["addr"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["scope"] != "link")
+            .cloned()
+            .collect()
+    }
+
     fn addrs_of(&self, dev: &str) -> String {
         self.host.ip(&["-br", "-4", "addr", "show", "dev", dev])
     }
@@ -97,6 +119,44 @@ impl Lab {
     fn sys(&self, path: &str) -> String {
         let out = self.host.exec("cat", &[path]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// Lifetimes count down: take them out of a snapshot, leaving the rest to compare exactly.
+fn split_lifetimes(v: &Value, out: &mut Vec<(String, u64)>) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut o = serde_json::Map::new();
+            for (k, x) in m {
+                if k.ends_with("_life_time") {
+                    let secs = x.as_u64().unwrap_or(u64::MAX);
+                    out.push((format!("{k} of {}", m["local"]), secs));
+                } else {
+                    o.insert(k.clone(), split_lifetimes(x, out));
+                }
+            }
+            Value::Object(o)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| split_lifetimes(x, out)).collect()),
+        x => x.clone(),
+    }
+}
+
+/// Two snapshots are the same: equal but for lifetimes, and those within a few seconds
+/// (a forever lifetime only matches forever).
+fn assert_same(now: &Value, before: &Value, what: &str) {
+    let (mut ln, mut lb) = (Vec::new(), Vec::new());
+    let (n, b) = (
+        split_lifetimes(now, &mut ln),
+        split_lifetimes(before, &mut lb),
+    );
+    assert_eq!(n, b, "{what}");
+    assert_eq!(ln.len(), lb.len(), "{what}");
+    for ((kn, x), (kb, y)) in ln.iter().zip(&lb) {
+        assert_eq!(kn, kb, "{what}");
+        let forever = 4294967295;
+        assert_eq!(*x == forever, *y == forever, "{what}: {kn} {x} vs {y}");
+        assert!(x.abs_diff(*y) <= 5, "{what}: {kn} is {x} s, was {y} s");
     }
 }
 
@@ -167,7 +227,7 @@ fn live_moves_the_nic_onto_the_bridge_and_is_idempotent() {
         text.contains("would change") && text.contains("set eth1 master br0"),
         "{text}"
     );
-    assert_eq!(lab.snapshot(), untouched);
+    assert_same(&lab.snapshot(), &untouched, "a dry run changed something");
     let out = vbridge_in(
         &lab,
         state.path(),
@@ -234,7 +294,7 @@ fn live_moves_the_nic_onto_the_bridge_and_is_idempotent() {
     let j = json_of(&out);
     assert_eq!(j["changed"], false);
     assert_eq!(j["steps"], serde_json::json!([]));
-    assert_eq!(lab.snapshot(), before);
+    assert_same(&lab.snapshot(), &before, "a second run changed something");
 }
 
 #[test]
@@ -292,7 +352,7 @@ fn ipv6_addresses_move_and_the_probe_speaks_icmpv6() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json_of(&out)["rolled_back"], true);
-    assert_eq!(lab.snapshot(), before2);
+    assert_same(&lab.snapshot(), &before2, "v6 rollback not exact");
 }
 
 #[test]
@@ -330,7 +390,7 @@ fn unanswered_probe_rolls_back_exactly() {
         j["probe"]["ms"], j["rollback_ms"], took
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
-    assert_eq!(lab.snapshot(), before, "state differs after the rollback");
+    assert_same(&lab.snapshot(), &before, "state differs after the rollback");
 
     // The text form says so, too.
     let out = vbridge_in(
@@ -348,7 +408,128 @@ fn unanswered_probe_rolls_back_exactly() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("rolled back"));
-    assert_eq!(lab.snapshot(), before);
+    assert_same(
+        &lab.snapshot(),
+        &before,
+        "state differs after the second rollback",
+    );
+}
+
+/// eth1 gets a secondary, a labelled secondary and a leased (finite lifetime) secondary
+/// besides its primary; `promote` sets net.ipv4.conf.eth1.promote_secondaries (inside the
+/// lab namespace only).
+fn many_addresses(net: u8, promote: bool) -> Lab {
+    let lab = Lab::new(net);
+    if promote {
+        let key = "net.ipv4.conf.eth1.promote_secondaries=1";
+        let out = lab.host.exec("sysctl", &["-w", key]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let a = |cidr: String, extra: &[&str]| {
+        let mut v = vec!["addr", "add", cidr.as_str(), "dev", "eth1"];
+        v.extend_from_slice(extra);
+        lab.host.ip(&v);
+    };
+    a(format!("10.88.{net}.3/24"), &[]);
+    a(format!("10.88.{net}.4/24"), &["label", "eth1:lab"]);
+    a(
+        format!("10.88.{net}.5/24"),
+        &["valid_lft", "3000", "preferred_lft", "2000"],
+    );
+    let infos = lab.addr_infos("eth1");
+    assert_eq!(infos.len(), 4, "{infos:?}");
+    assert_eq!(infos[3]["dynamic"], true, "{infos:?}");
+    lab
+}
+
+fn live_keeps_every_address_exactly(net: u8, promote: bool) {
+    // A probe nobody answers: rolled back to exactly the previous state.
+    let lab = many_addresses(net, promote);
+    let state = tempfile::tempdir().unwrap();
+    let before = lab.snapshot();
+    let eth1 = lab.addr_infos("eth1");
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &[
+            "-o",
+            "json",
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--probe",
+            &format!("10.88.{net}.99"),
+            "--rollback-after",
+            "1",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)["rolled_back"], true);
+    assert_same(
+        &lab.snapshot(),
+        &before,
+        "the rollback did not restore exactly",
+    );
+
+    // Answered: br0 has the same addresses in the same order, secondaries, labels (renamed),
+    // lifetimes; eth1 has none left.
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &["-o", "json", "host-bridge", "eth1", "--live"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json_of(&out);
+    assert_eq!(j["changed"], true);
+    let notes = j["notes"].to_string();
+    assert!(notes.contains("no DHCP client"), "{notes}");
+    let want: Vec<Value> = eth1
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            if a["label"] == "eth1:lab" {
+                a["label"] = "br0:lab".into();
+            } else if a["label"] == "eth1" {
+                a["label"] = "br0".into();
+            }
+            a
+        })
+        .collect();
+    assert_same(
+        &Value::Array(lab.addr_infos("br0")),
+        &Value::Array(want),
+        "br0 did not get eth1's addresses as they were",
+    );
+    assert!(lab.addr_infos("eth1").is_empty());
+}
+
+#[test]
+fn live_keeps_secondaries_labels_and_lifetimes() {
+    if !common::require_root("live_keeps_secondaries_labels_and_lifetimes") {
+        return;
+    }
+    live_keeps_every_address_exactly(18, false);
+}
+
+#[test]
+fn live_keeps_secondaries_with_promote_secondaries() {
+    if !common::require_root("live_keeps_secondaries_with_promote_secondaries") {
+        return;
+    }
+    live_keeps_every_address_exactly(19, true);
 }
 
 #[test]
@@ -396,7 +577,7 @@ fn confirm_window_reverts_unless_confirmed() {
             .all(|l| !l.contains(" br0:"))
     });
     wait_gone(pid, Duration::from_secs(5));
-    assert_eq!(lab.snapshot(), before, "not restored exactly");
+    assert_same(&lab.snapshot(), &before, "not restored exactly");
     assert!(!state.path().join("pending-host-bridge.json").exists());
     assert!(state.path().join("last-revert-host-bridge.json").exists());
 
@@ -520,6 +701,11 @@ fn refusals_name_the_reason() {
             "--dhcp",
         ),
         (&["host-bridge", "eth1", "--dhcp"], "--live"),
+        (&["host-bridge", "lo", "--live"], "loopback"),
+        (
+            &["host-bridge", "lo", "--netplan", "--root-dir", r, "--dhcp"],
+            "loopback",
+        ),
         (
             &["host-bridge", "v1", "--netplan", "--root-dir", r, "--dhcp"],
             "already a port of brx",
@@ -531,7 +717,7 @@ fn refusals_name_the_reason() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err} lacks {want:?}");
     }
-    assert_eq!(lab.snapshot(), before, "a refusal changed something");
+    assert_same(&lab.snapshot(), &before, "a refusal changed something");
     assert!(
         std::fs::read_dir(root.path()).unwrap().next().is_none(),
         "a refusal wrote files"
@@ -581,7 +767,11 @@ fn netplan_file_for_the_nic() {
     let j = json_of(&vbridge_in(&lab, state.path(), &args));
     assert_eq!(j["changed"], false);
     assert_eq!(std::fs::read_to_string(&user).unwrap(), user_text);
-    assert_eq!(lab.snapshot(), before);
+    assert_same(
+        &lab.snapshot(),
+        &before,
+        "netplan without --apply changed the network",
+    );
 
     // Switching to a static address backs up vbridge's previous file.
     let out = vbridge_in(
@@ -721,4 +911,254 @@ fn tap_add_and_del() {
     let out = ns.vbridge(&["tap", "add", "tp1", "--bridge", "nobr0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!ns.ip(&["link", "show"]).contains("tp1"));
+}
+
+#[test]
+fn out_of_range_windows_and_live_dhcp_are_refused() {
+    if !common::require_root("out_of_range_windows_and_live_dhcp_are_refused") {
+        return;
+    }
+    let lab = Lab::new(21);
+    let state = tempfile::tempdir().unwrap();
+    let before = lab.snapshot();
+    for args in [
+        &[
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--rollback-after",
+            "18446744073709551615",
+        ][..],
+        &[
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--confirm-within",
+            "18446744073709551615",
+        ],
+        &["host-bridge", "eth1", "--live", "--confirm-within", "86401"],
+        &["host-bridge", "eth1", "--live", "--rollback-after", "0"],
+    ] {
+        let out = vbridge_in(&lab, state.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?} is a usage error: {err}"
+        );
+        assert!(err.contains("86400"), "{args:?}: {err}");
+    }
+    // --live --dhcp would leave a lease nobody renews: refused with the way to do it.
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &["host-bridge", "eth1", "--live", "--dhcp"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no DHCP client") && err.contains("--netplan --dhcp"),
+        "{err}"
+    );
+    assert_same(
+        &lab.snapshot(),
+        &before,
+        "a refused command changed something",
+    );
+    assert!(std::fs::read_dir(state.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn live_address_replaces_the_nics_addresses() {
+    if !common::require_root("live_address_replaces_the_nics_addresses") {
+        return;
+    }
+    let lab = many_addresses(22, false);
+    let state = tempfile::tempdir().unwrap();
+    let before = lab.snapshot();
+    let args = |probe: &'static str| {
+        let mut v = vec![
+            "-o",
+            "json",
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--address",
+            "10.88.22.50/24",
+            "--gateway",
+            "10.88.22.1",
+            "--rollback-after",
+            "1",
+        ];
+        if !probe.is_empty() {
+            v.extend_from_slice(&["--probe", probe]);
+        }
+        v
+    };
+    // Not answered: the NIC gets back all four addresses as they were.
+    let out = vbridge_in(&lab, state.path(), &args("10.88.22.99"));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same(
+        &lab.snapshot(),
+        &before,
+        "the rollback did not restore exactly",
+    );
+    // Answered: br0 has exactly the address asked for, eth1 none; the gateway route is on br0.
+    let out = vbridge_in(&lab, state.path(), &args(""));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let br0: Vec<Value> = lab.addr_infos("br0");
+    let cidrs: Vec<String> = br0
+        .iter()
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect();
+    assert_eq!(cidrs, ["10.88.22.50/24"]);
+    assert!(lab.addr_infos("eth1").is_empty());
+    let routes = lab.host.ip(&["route", "show", "default"]);
+    assert_eq!(
+        routes.trim(),
+        "default via 10.88.22.1 dev br0 proto static",
+        "{routes}"
+    );
+    // Again: nothing to do.
+    let j = json_of(&vbridge_in(&lab, state.path(), &args("")));
+    assert_eq!(j["changed"], false, "{j}");
+}
+
+#[test]
+fn netplan_refuses_a_user_file_that_addresses_the_nic() {
+    if !common::require_root("netplan_refuses_a_user_file_that_addresses_the_nic") {
+        return;
+    }
+    let lab = Lab::new(23);
+    let state = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_str().unwrap();
+    let user = root.path().join("etc/netplan/50-cloud-init.yaml");
+    std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+    let text = "network:\n  version: 2\n  ethernets:\n    eth1:\n      addresses: [10.88.23.2/24]\n      routes:\n        - to: default\n          via: 10.88.23.1\n";
+    std::fs::write(&user, text).unwrap();
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &[
+            "host-bridge",
+            "eth1",
+            "--netplan",
+            "--root-dir",
+            r,
+            "--address",
+            "10.88.23.2/24",
+            "--gateway",
+            "10.88.23.1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(user.to_str().unwrap()), "{err}");
+    assert!(err.contains("Address=10.88.23.2/24"), "{err}");
+    assert!(
+        err.contains("back up") && err.contains("remove eth1's addresses"),
+        "{err}"
+    );
+    assert!(!root.path().join("etc/netplan/90-vbridge-br0.yaml").exists());
+    assert_eq!(std::fs::read_to_string(&user).unwrap(), text);
+}
+
+/// A non-persistent TAP in `ns`, the way QEMU holds a VM's vnetX: it lives while the
+/// returned descriptor is open. Made from a thread that joins the namespace, so nothing
+/// appears in the root namespace.
+fn held_tap(ns: &Netns, name: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let path = format!("/run/netns/{}", ns.name);
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let nsf = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on a valid namespace fd; it moves only this thread.
+        assert_eq!(
+            unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        // SAFETY: a C string literal path; the result is checked.
+        let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: fd is fresh and owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut req = [0u8; 40];
+        req[..name.len()].copy_from_slice(name.as_bytes());
+        req[16..18].copy_from_slice(&(0x0002u16 | 0x1000).to_ne_bytes()); // IFF_TAP | IFF_NO_PI
+                                                                          // SAFETY: req is a live 40-byte ifreq for TUNSETIFF.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), 0x4004_54ca, req.as_mut_ptr()) };
+        assert_eq!(rc, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+        fd
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn tap_del_refuses_a_vms_tap_and_owner_minus_one() {
+    if !common::require_root("tap_del_refuses_a_vms_tap_and_owner_minus_one") {
+        return;
+    }
+    let ns = Netns::new("vbt");
+    ns.ip(&["link", "add", "brt", "type", "bridge"]);
+    let fd = held_tap(&ns, "vnet7");
+    assert!(ns.ip(&["link", "show", "vnet7"]).contains("vnet7"));
+    let out = ns.vbridge(&["tap", "del", "vnet7"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not persistent") || err.contains("holds it"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&std::process::id().to_string()),
+        "the holder is named: {err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    assert!(ns.ip(&["link", "show", "vnet7"]).contains("vnet7"));
+    // --force deletes it anyway.
+    let out = ns.vbridge(&["tap", "del", "vnet7", "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with('\n'), "{text:?}");
+    assert!(!ns.ip(&["link", "show"]).contains("vnet7"));
+    drop(fd);
+    // uid 4294967295 is (uid_t)-1, "no owner": refused, nothing made.
+    let out = ns.vbridge(&[
+        "tap",
+        "add",
+        "tp9",
+        "--bridge",
+        "brt",
+        "--owner",
+        "4294967295",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("out of range"), "{err}");
+    assert!(!ns.ip(&["link", "show"]).contains("tp9"));
+    // The text form of a plain add/del ends its last line.
+    let out = ns.vbridge(&["tap", "add", "tp8", "--bridge", "brt"]);
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with('\n'));
+    let out = ns.vbridge(&["tap", "del", "tp8"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("\n"));
 }
