@@ -41,12 +41,6 @@ fn live(lab: &Lab, dom: &str) -> String {
     lab.virsh_ok(&["dumpxml", dom]).trim_end().to_string()
 }
 
-fn finish(lab: Lab) {
-    let trace = lab.trace();
-    drop(lab);
-    lab::assert_nothing_left(&trace);
-}
-
 #[test]
 fn lab_net_define_twice_and_attach_with_backup_and_undo() {
     if !common::require_root("lab_net_define_twice_and_attach_with_backup_and_undo") {
@@ -141,7 +135,7 @@ fn lab_net_define_twice_and_attach_with_backup_and_undo() {
         "no lease after attach; console:\n{}",
         lab.console(&dom)
     );
-    finish(lab);
+    lab::finish(lab, "core");
 }
 
 #[test]
@@ -201,7 +195,7 @@ fn lab_hotplug_into_running_vm_live_and_config_once() {
     let (out, d) = vb(&lab, state.path(), &["detach", &dom, "--mac", &mac]);
     assert!(out.status.success(), "{d}");
     assert_eq!(domxml::nics(&inactive(&lab, &dom)).unwrap().len(), 0);
-    finish(lab);
+    lab::finish(lab, "core");
 }
 
 #[test]
@@ -232,7 +226,7 @@ fn lab_hotplug_refused_without_acpi_changes_nothing() {
     let conf = domxml::nics(&inactive(&lab, &dom)).unwrap();
     assert_eq!(conf.len(), 1);
     assert!(conf[0].is_on_bridge("br0"));
-    finish(lab);
+    lab::finish(lab, "core");
 }
 
 /// q35: a hot-plugged NIC needs a free pcie-root-port. The first NIC takes the free one,
@@ -279,5 +273,5 @@ fn lab_hotplug_on_q35_until_no_root_port_is_free() {
         .unwrap_or_default();
     assert!(msg.contains("pcie-root-port"), "{r}");
     assert_eq!((live(&lab, &dom), inactive(&lab, &dom)), before);
-    finish(lab);
+    lab::finish(lab, "core");
 }

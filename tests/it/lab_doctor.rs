@@ -148,12 +148,6 @@ fn bridge_nf_call_iptables(lab: &Lab) -> String {
     netns_run(lab, "cat", &[key]).trim().to_string()
 }
 
-fn finish(lab: Lab) {
-    let trace = lab.trace();
-    drop(lab);
-    lab::assert_nothing_left(&trace);
-}
-
 #[test]
 fn lab_doctor_healthy_then_tap_detached_and_forward_drop() {
     if !common::require_root("lab_doctor_healthy_then_tap_detached_and_forward_drop") {
@@ -250,7 +244,7 @@ fn lab_doctor_healthy_then_tap_detached_and_forward_drop() {
     let rules = netns_run(&lab, "iptables", &["-w", "5", "-S", "FORWARD"]);
     assert!(rules.contains("-P FORWARD DROP"), "{rules}");
     let _ = dom;
-    finish(lab);
+    lab::finish(lab, "doctor");
 }
 
 #[test]
@@ -283,7 +277,7 @@ fn lab_doctor_docker_style_forward_drop_gets_an_accept_rule() {
     assert_eq!(out.status.code(), Some(0), "{r:#}");
     assert_eq!(r["fixed"].as_array().unwrap().len(), 0, "{r:#}");
     assert!(sysctl_dir.path().read_dir().unwrap().next().is_none());
-    finish(lab);
+    lab::finish(lab, "doctor");
 }
 
 /// A terminal `-A FORWARD -j DROP` under policy ACCEPT (what many hand-written firewalls end
@@ -328,7 +322,7 @@ fn lab_doctor_forward_drop_rule_under_policy_accept() {
     assert_fixed(&out, &r, "bridge-nf-off");
     assert_eq!(bridge_nf_call_iptables(&lab), "0");
     assert_answers_again(&lab, &ip);
-    finish(lab);
+    lab::finish(lab, "doctor");
 }
 
 #[test]
@@ -426,7 +420,7 @@ fn lab_doctor_network_faults_stp_and_uplink_address() {
         .host
         .ip(&["-4", "addr", "show", "uplink0"])
         .contains(&lab.addr(3)));
-    finish(lab);
+    lab::finish(lab, "doctor");
 }
 
 /// The speed target of issue 4: with 100 VMs defined, doctor takes at most twice what one
@@ -501,7 +495,7 @@ fn lab_doctor_bench_100_vms() {
         assert!(d <= 2.0 * b, "doctor {d:.2} ms > 2 x {b:.2} ms");
     }
     drop(conn);
-    finish(lab);
+    lab::finish(lab, "doctor");
 }
 
 /// Without a local host to look at (the test driver here; a remote URI behaves the same),

@@ -21,19 +21,6 @@ fn start(name: &str) -> Lab {
     lab
 }
 
-fn finish(lab: Lab, name: &str) {
-    let trace = lab.trace();
-    let rss = lab.peak_rss_kib();
-    let t = Instant::now();
-    drop(lab);
-    let teardown = t.elapsed();
-    lab::assert_nothing_left(&trace);
-    eprintln!(
-        "[{name}] teardown {teardown:?}, peak RSS of lab processes {} MiB",
-        rss / 1024
-    );
-}
-
 /// vbridge in the lab's host netns with a private state dir and `-o json`; stdout parsed.
 fn vb(lab: &Lab, state: &std::path::Path, args: &[&str]) -> (Output, serde_json::Value) {
     let bin = vbridge_bin();
@@ -161,7 +148,7 @@ fn lab_e2e_nat_to_lan_then_tap_off_bridge() {
         "reason does not say why: {v}"
     );
     eprintln!("[{name}] verify on a TAP off the bridge failed in {took:?}: {why}");
-    finish(lab, name);
+    lab::finish(lab, &format!("[{name}]"));
 }
 
 /// 2. Hotplug into a running VM without a NIC: a LAN lease within 5 s, ping, verify.
@@ -215,7 +202,7 @@ fn lab_e2e_hotplug_lease_and_verify() {
     assert!(in_lan_pool(&lab, &ip), "{ip}");
     assert!(lab.wait_ping(&ip, Duration::from_secs(10)));
     assert_verified(&lab, &dom, &ip, name);
-    finish(lab, name);
+    lab::finish(lab, &format!("[{name}]"));
 }
 
 /// 3. A `type='network'` NIC on the bridge-mode libvirt network works the same.
@@ -264,5 +251,5 @@ fn lab_e2e_network_nic_through_br0_network_and_verify() {
         text.contains(&format!("{tap} on br0  {ip} (")) && text.contains("answers"),
         "{text}"
     );
-    finish(lab, name);
+    lab::finish(lab, &format!("[{name}]"));
 }

@@ -398,6 +398,21 @@ pub struct Trace {
     pub id: String,
 }
 
+/// Tear the lab down, panic if anything of it is left, and print how long the teardown took
+/// and the peak RSS of the lab's processes, under `what`.
+pub fn finish(lab: Lab, what: &str) {
+    let trace = lab.trace();
+    let rss = lab.peak_rss_kib();
+    let t = Instant::now();
+    drop(lab);
+    let teardown = t.elapsed();
+    assert_nothing_left(&trace);
+    eprintln!(
+        "{what}: teardown {teardown:?}, peak RSS of lab processes {} MiB",
+        rss / 1024
+    );
+}
+
 /// Panic unless the lab is entirely gone: no namespace, none of its processes (also none
 /// whose command line names its directory or id), no mount mentioning it, no temp dir.
 pub fn assert_nothing_left(t: &Trace) {
