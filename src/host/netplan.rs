@@ -271,25 +271,11 @@ fn files_configuring(root: &Path, nic: &str, ours: &Path) -> Vec<PathBuf> {
 }
 
 fn write_0600(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)
-            .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
-    }
-    let tmp = path.with_extension("yaml.vbridge-tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+    super::write_0600(
+        path,
+        &path.with_extension("yaml.vbridge-tmp"),
+        text.as_bytes(),
+    )
 }
 
 /// What writing the file did.
