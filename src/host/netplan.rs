@@ -448,14 +448,30 @@ mod tests {
             .is_ok_and(|o| o.status.success())
     }
 
+    /// Whether netplan is installed; without it a test skips, except in CI, where it fails.
+    fn netplan_or_skip() -> bool {
+        if have_netplan() {
+            return true;
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "netplan.io is missing in CI"
+        );
+        eprintln!("SKIPPED: netplan is not installed");
+        false
+    }
+
+    /// The user's own netplan file under `root`, with `text`; its path.
+    fn user_file(root: &Path, text: &str) -> PathBuf {
+        let user = root.join("etc/netplan/50-cloud-init.yaml");
+        std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+        std::fs::write(&user, text).unwrap();
+        user
+    }
+
     #[test]
     fn real_netplan_accepts_and_renders_the_bridge() {
-        if !have_netplan() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "netplan.io is missing in CI"
-            );
-            eprintln!("SKIPPED: netplan is not installed");
+        if !netplan_or_skip() {
             return;
         }
         let root = tempfile::tempdir().unwrap();
@@ -490,18 +506,12 @@ mod tests {
 
     #[test]
     fn a_user_file_that_addresses_the_nic_is_refused() {
-        if !have_netplan() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "netplan.io is missing in CI"
-            );
+        if !netplan_or_skip() {
             return;
         }
         let root = tempfile::tempdir().unwrap();
-        let user = root.path().join("etc/netplan/50-cloud-init.yaml");
-        std::fs::create_dir_all(user.parent().unwrap()).unwrap();
         let text = "network:\n  version: 2\n  ethernets:\n    enp3s0:\n      addresses: [192.168.1.10/24]\n      routes:\n        - to: default\n          via: 192.168.1.1\n";
-        std::fs::write(&user, text).unwrap();
+        let user = user_file(root.path(), text);
         let e = write(root.path(), &fixed(), false).unwrap_err();
         assert!(e.message.contains("50-cloud-init.yaml"), "{}", e.message);
         assert!(e.message.contains("Address="), "{}", e.message);
@@ -512,19 +522,13 @@ mod tests {
 
     #[test]
     fn write_is_idempotent_and_backs_up() {
-        if !have_netplan() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "netplan.io is missing in CI"
-            );
+        if !netplan_or_skip() {
             return;
         }
         use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().unwrap();
-        let user = root.path().join("etc/netplan/50-cloud-init.yaml");
-        std::fs::create_dir_all(user.parent().unwrap()).unwrap();
         let user_text = "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n";
-        std::fs::write(&user, user_text).unwrap();
+        let user = user_file(root.path(), user_text);
         let (w, _) = write(root.path(), &dhcp(), false).unwrap();
         assert!(w.changed && w.backup.is_none());
         let mode = std::fs::metadata(&w.path).unwrap().permissions().mode() & 0o777;
