@@ -1120,17 +1120,21 @@ mod tests {
         s
     }
 
-    #[test]
-    fn secondaries_are_deleted_first_and_added_in_order() {
-        let plan = plan_live(&multi(), &req()).unwrap();
-        let dels: Vec<String> = plan
-            .steps
+    /// The addresses the steps delete, in order.
+    fn deleted(steps: &[Step]) -> Vec<String> {
+        steps
             .iter()
             .filter_map(|s| match s {
                 Step::DelAddr { addr } => Some(addr.cidr()),
                 _ => None,
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn secondaries_are_deleted_first_and_added_in_order() {
+        let plan = plan_live(&multi(), &req()).unwrap();
+        let dels = deleted(&plan.steps);
         // v6 in listing order (the kernel lists the newest first, so that is reversed on
         // the way in), then v4 from the last secondary to the primary.
         assert_eq!(
@@ -1189,13 +1193,7 @@ mod tests {
                 "fd88::2/64"
             ]
         );
-        let undel: Vec<String> = undo
-            .iter()
-            .filter_map(|s| match s {
-                Step::DelAddr { addr } => Some(addr.cidr()),
-                _ => None,
-            })
-            .collect();
+        let undel = deleted(&undo);
         assert_eq!(
             undel[..4],
             ["fd88::2/64", "fd88::3/64", "10.87.1.5/24", "10.88.1.4/24"]
