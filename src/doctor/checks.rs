@@ -751,6 +751,12 @@ mod tests {
             .unwrap_or_else(|| panic!("no {id} in {f:#?}"))
     }
 
+    /// The one error is `id` about `subject`: that finding.
+    fn only_error<'a>(f: &'a [Finding], id: &str, subject: &str) -> &'a Finding {
+        assert_eq!(errors(f), [(id, subject)]);
+        find(f, id)
+    }
+
     #[test]
     fn healthy_host_has_no_error_or_warning() {
         let f = check(&healthy());
@@ -785,8 +791,7 @@ mod tests {
         iface(&mut o, "enp3s0").master = None;
         iface(&mut o, "vnet0").master = None;
         let f = check(&o);
-        assert_eq!(errors(&f), [("bridge-missing", "br0")]);
-        let m = &find(&f, "bridge-missing").message;
+        let m = &only_error(&f, "bridge-missing", "br0").message;
         assert!(
             m.contains("network br0-network") && m.contains("VM web"),
             "{m}"
@@ -799,8 +804,9 @@ mod tests {
         let mut o = healthy();
         o.domains[1].nics[0].bridge = Some("enp3s0".into());
         let f = check(&o);
-        assert_eq!(errors(&f), [("not-a-bridge", "enp3s0")]);
-        assert!(find(&f, "not-a-bridge").fix.contains("use br0"));
+        assert!(only_error(&f, "not-a-bridge", "enp3s0")
+            .fix
+            .contains("use br0"));
     }
 
     #[test]
@@ -808,9 +814,8 @@ mod tests {
         let mut o = healthy();
         iface(&mut o, "br0").up = false;
         let f = check(&o);
-        assert_eq!(errors(&f), [("bridge-down", "br0")]);
         assert_eq!(
-            find(&f, "bridge-down").action,
+            only_error(&f, "bridge-down", "br0").action,
             Some(Action::BridgeUp {
                 bridge: "br0".into()
             })
@@ -950,9 +955,8 @@ mod tests {
         let mut o = healthy();
         iface(&mut o, "vnet0").master = None;
         let f = check(&o);
-        assert_eq!(errors(&f), [("tap-detached", "vnet0")]);
         assert_eq!(
-            find(&f, "tap-detached").action,
+            only_error(&f, "tap-detached", "vnet0").action,
             Some(Action::AttachTap {
                 tap: "vnet0".into(),
                 bridge: "br0".into()
@@ -971,8 +975,10 @@ mod tests {
             ..Firewall::default()
         });
         let f = check(&o);
-        assert_eq!(errors(&f), [("forward-drop", "br0")]);
-        assert_eq!(find(&f, "forward-drop").action, Some(Action::BridgeNfOff));
+        assert_eq!(
+            only_error(&f, "forward-drop", "br0").action,
+            Some(Action::BridgeNfOff)
+        );
         assert!(!f.iter().any(|f| f.id == "bridge-nf-call-iptables"));
         assert_eq!(paths(&o, &f)[1].hops[4].mark, "fail");
 
@@ -1011,13 +1017,19 @@ mod tests {
         host(o).firewall = Some(crate::host::firewall::parse(text));
     }
 
+    /// No error, and the bridge-nf-call-iptables info names `what`.
+    fn no_error_but_info_names(o: &Observation, what: &str) {
+        let f = check(o);
+        assert!(errors(&f).is_empty());
+        assert!(find(&f, "bridge-nf-call-iptables").message.contains(what));
+    }
+
     #[test]
     fn forward_drop_from_a_terminal_rule_under_policy_accept() {
         let mut o = healthy();
         with_iptables(&mut o, "-P FORWARD ACCEPT\n-A FORWARD -j DROP\n");
         let f = check(&o);
-        assert_eq!(errors(&f), [("forward-drop", "br0")]);
-        let d = find(&f, "forward-drop");
+        let d = only_error(&f, "forward-drop", "br0");
         assert!(
             d.message.contains("iptables rule `-A FORWARD -j DROP`"),
             "{}",
@@ -1059,11 +1071,7 @@ mod tests {
             &mut o,
             "-P FORWARD ACCEPT\n-A FORWARD -s 10.9.0.0/16 -j DROP\n",
         );
-        let f = check(&o);
-        assert!(errors(&f).is_empty());
-        assert!(find(&f, "bridge-nf-call-iptables")
-            .message
-            .contains("-s 10.9.0.0/16"));
+        no_error_but_info_names(&o, "-s 10.9.0.0/16");
     }
 
     #[test]
@@ -1107,8 +1115,7 @@ mod tests {
             "../../tests/data/doctor/nft-inet-forward-drop.json"
         )));
         let f = check(&o);
-        assert_eq!(errors(&f), [("forward-drop", "br0")]);
-        let d = find(&f, "forward-drop");
+        let d = only_error(&f, "forward-drop", "br0");
         assert!(
             d.message
                 .contains("nftables chain inet filter forward (policy drop)")
@@ -1146,11 +1153,7 @@ mod tests {
             chains: Vec::new(),
             note: Some("nft is not installed: nftables rules were not read".into()),
         });
-        let f = check(&o);
-        assert!(errors(&f).is_empty());
-        assert!(find(&f, "bridge-nf-call-iptables")
-            .message
-            .contains("nft is not installed"));
+        no_error_but_info_names(&o, "nft is not installed");
     }
 
     #[test]
@@ -1160,11 +1163,7 @@ mod tests {
             error: Some("cannot run iptables: No such file or directory".into()),
             ..Firewall::default()
         });
-        let f = check(&o);
-        assert!(find(&f, "bridge-nf-call-iptables")
-            .message
-            .contains("could not be read"));
-        assert!(errors(&f).is_empty());
+        no_error_but_info_names(&o, "could not be read");
     }
 
     #[test]
@@ -1202,8 +1201,7 @@ mod tests {
         o.domains[0].nics[0].network = Some("gone".into());
         o.domains[0].nics[0].bridge = None;
         let f = check(&o);
-        assert_eq!(errors(&f), [("network-missing", "gone")]);
-        let m = find(&f, "network-missing");
+        let m = only_error(&f, "network-missing", "gone");
         assert!(m.action.is_none());
         assert!(
             m.fix

@@ -1120,17 +1120,21 @@ mod tests {
         s
     }
 
-    #[test]
-    fn secondaries_are_deleted_first_and_added_in_order() {
-        let plan = plan_live(&multi(), &req()).unwrap();
-        let dels: Vec<String> = plan
-            .steps
+    /// The addresses the steps delete, in order.
+    fn deleted(steps: &[Step]) -> Vec<String> {
+        steps
             .iter()
             .filter_map(|s| match s {
                 Step::DelAddr { addr } => Some(addr.cidr()),
                 _ => None,
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn secondaries_are_deleted_first_and_added_in_order() {
+        let plan = plan_live(&multi(), &req()).unwrap();
+        let dels = deleted(&plan.steps);
         // v6 in listing order (the kernel lists the newest first, so that is reversed on
         // the way in), then v4 from the last secondary to the primary.
         assert_eq!(
@@ -1189,13 +1193,7 @@ mod tests {
                 "fd88::2/64"
             ]
         );
-        let undel: Vec<String> = undo
-            .iter()
-            .filter_map(|s| match s {
-                Step::DelAddr { addr } => Some(addr.cidr()),
-                _ => None,
-            })
-            .collect();
+        let undel = deleted(&undo);
         assert_eq!(
             undel[..4],
             ["fd88::2/64", "fd88::3/64", "10.87.1.5/24", "10.88.1.4/24"]
@@ -1300,6 +1298,17 @@ mod tests {
         fail_at: Option<usize>,
     }
 
+    impl Recorder {
+        /// A recorder of the host from `host()`, failing the step at `fail_at` if given.
+        fn new(fail_at: Option<usize>) -> Recorder {
+            Recorder {
+                state: host(),
+                done: vec![],
+                fail_at,
+            }
+        }
+    }
+
     impl Net for Recorder {
         fn observe(&mut self) -> Result<State> {
             Ok(self.state.clone())
@@ -1319,11 +1328,7 @@ mod tests {
 
     #[test]
     fn failed_step_undoes_the_earlier_ones() {
-        let mut net = Recorder {
-            state: host(),
-            done: vec![],
-            fail_at: Some(3),
-        };
+        let mut net = Recorder::new(Some(3));
         let plan = plan_live(&host(), &req()).unwrap();
         let err = apply(&mut net, &plan.steps).unwrap_err();
         assert!(err.message.contains("boom"));
@@ -1331,14 +1336,10 @@ mod tests {
         assert_eq!(net.done[3..], undo_steps(&plan.steps[..3])[..]);
     }
 
-    #[test]
-    fn unanswered_probe_rolls_back() {
-        let mut net = Recorder {
-            state: host(),
-            done: vec![],
-            fail_at: None,
-        };
-        let mut probe = |_: IpAddr, _: Duration| Ok(false);
+    /// `live` on a recorder of `host()` with a probe that answers as told.
+    fn live_with_probe(answered: bool) -> (Recorder, LiveOutcome) {
+        let mut net = Recorder::new(None);
+        let mut probe = |_: IpAddr, _: Duration| Ok(answered);
         let out = live(
             &mut net,
             &req(),
@@ -1347,26 +1348,19 @@ mod tests {
             &mut probe,
         )
         .unwrap();
+        (net, out)
+    }
+
+    #[test]
+    fn unanswered_probe_rolls_back() {
+        let (net, out) = live_with_probe(false);
         assert!(out.rolled_back);
         assert!(!out.changed);
         let n = out.plan.steps.len();
         assert_eq!(net.done.len(), 2 * n);
         assert_eq!(net.done[n..], undo_steps(&out.plan.steps)[..]);
 
-        let mut net = Recorder {
-            state: host(),
-            done: vec![],
-            fail_at: None,
-        };
-        let mut probe = |_: IpAddr, _: Duration| Ok(true);
-        let out = live(
-            &mut net,
-            &req(),
-            None,
-            Duration::from_millis(10),
-            &mut probe,
-        )
-        .unwrap();
+        let (net, out) = live_with_probe(true);
         assert!(out.changed && !out.rolled_back);
         assert_eq!(net.done, out.plan.steps);
     }

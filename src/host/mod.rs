@@ -22,6 +22,7 @@ pub mod sysctl;
 pub mod sysfs;
 pub mod tap;
 
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -155,4 +156,26 @@ impl Route {
         }
         s
     }
+}
+
+/// Write `body` to `path` readable by root only (0600), atomically: into `tmp` first, synced,
+/// then renamed over `path`. Creates the parent directory.
+pub(crate) fn write_0600(path: &std::path::Path, tmp: &std::path::Path, body: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)
+            .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+    f.write_all(body)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+    std::fs::rename(tmp, path).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
 }

@@ -271,25 +271,11 @@ fn files_configuring(root: &Path, nic: &str, ours: &Path) -> Vec<PathBuf> {
 }
 
 fn write_0600(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)
-            .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
-    }
-    let tmp = path.with_extension("yaml.vbridge-tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+    super::write_0600(
+        path,
+        &path.with_extension("yaml.vbridge-tmp"),
+        text.as_bytes(),
+    )
 }
 
 /// What writing the file did.
@@ -462,14 +448,30 @@ mod tests {
             .is_ok_and(|o| o.status.success())
     }
 
+    /// Whether netplan is installed; without it a test skips, except in CI, where it fails.
+    fn netplan_or_skip() -> bool {
+        if have_netplan() {
+            return true;
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "netplan.io is missing in CI"
+        );
+        eprintln!("SKIPPED: netplan is not installed");
+        false
+    }
+
+    /// The user's own netplan file under `root`, with `text`; its path.
+    fn user_file(root: &Path, text: &str) -> PathBuf {
+        let user = root.join("etc/netplan/50-cloud-init.yaml");
+        std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+        std::fs::write(&user, text).unwrap();
+        user
+    }
+
     #[test]
     fn real_netplan_accepts_and_renders_the_bridge() {
-        if !have_netplan() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "netplan.io is missing in CI"
-            );
-            eprintln!("SKIPPED: netplan is not installed");
+        if !netplan_or_skip() {
             return;
         }
         let root = tempfile::tempdir().unwrap();
@@ -504,18 +506,12 @@ mod tests {
 
     #[test]
     fn a_user_file_that_addresses_the_nic_is_refused() {
-        if !have_netplan() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "netplan.io is missing in CI"
-            );
+        if !netplan_or_skip() {
             return;
         }
         let root = tempfile::tempdir().unwrap();
-        let user = root.path().join("etc/netplan/50-cloud-init.yaml");
-        std::fs::create_dir_all(user.parent().unwrap()).unwrap();
         let text = "network:\n  version: 2\n  ethernets:\n    enp3s0:\n      addresses: [192.168.1.10/24]\n      routes:\n        - to: default\n          via: 192.168.1.1\n";
-        std::fs::write(&user, text).unwrap();
+        let user = user_file(root.path(), text);
         let e = write(root.path(), &fixed(), false).unwrap_err();
         assert!(e.message.contains("50-cloud-init.yaml"), "{}", e.message);
         assert!(e.message.contains("Address="), "{}", e.message);
@@ -526,19 +522,13 @@ mod tests {
 
     #[test]
     fn write_is_idempotent_and_backs_up() {
-        if !have_netplan() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "netplan.io is missing in CI"
-            );
+        if !netplan_or_skip() {
             return;
         }
         use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().unwrap();
-        let user = root.path().join("etc/netplan/50-cloud-init.yaml");
-        std::fs::create_dir_all(user.parent().unwrap()).unwrap();
         let user_text = "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n";
-        std::fs::write(&user, user_text).unwrap();
+        let user = user_file(root.path(), user_text);
         let (w, _) = write(root.path(), &dhcp(), false).unwrap();
         assert!(w.changed && w.backup.is_none());
         let mode = std::fs::metadata(&w.path).unwrap().permissions().mode() & 0o777;

@@ -132,25 +132,8 @@ pub fn rewrite(dir: &Path, pending: &Pending) -> Result<()> {
 }
 
 fn write_file(path: &Path, value: &impl Serialize) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-    let tmp = path.with_extension("tmp");
     let body = serde_json::to_vec_pretty(value).map_err(|e| Error::host(e.to_string()))?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
-    f.write_all(&body)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+    super::write_0600(path, &path.with_extension("tmp"), &body)
 }
 
 /// Keep the pending change: remove the file so the reverter finds nothing.

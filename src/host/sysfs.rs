@@ -2,7 +2,7 @@
 //! commands check before they change anything. Every function answers for the caller's
 //! network namespace (sysfs is per namespace when mounted there, as `ip netns exec` does).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn base() -> PathBuf {
     PathBuf::from("/sys/class/net")
@@ -64,15 +64,7 @@ pub fn is_bridge_port(iface: &str) -> bool {
 
 /// The ports of a bridge, sorted.
 pub fn ports(bridge: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(base().join(bridge).join("brif"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    sorted_names(&base().join(bridge).join("brif"))
 }
 
 /// The bridge's STP state (0 = off, 1 = kernel STP, 2 = user-space STP).
@@ -115,7 +107,12 @@ pub fn addr_assign_type(iface: &str) -> Option<u32> {
 
 /// The interface names of this namespace, sorted.
 pub fn interfaces() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(base())
+    sorted_names(&base())
+}
+
+/// The names in a directory, sorted; none if it cannot be read.
+fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())

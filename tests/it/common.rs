@@ -111,3 +111,48 @@ impl StateTmp {
         StateTmp { dir, state }
     }
 }
+
+/// Lines holding only whitespace: a removed element must not leave one behind.
+fn blank_lines(text: &str) -> usize {
+    text.lines().filter(|l| l.trim().is_empty()).count()
+}
+
+/// The text with the given spans cut out.
+fn without(text: &str, spans: &[std::ops::Range<usize>]) -> String {
+    let mut out = String::new();
+    let mut cursor = 0;
+    for s in spans {
+        out.push_str(&text[cursor..s.start]);
+        cursor = s.end;
+    }
+    out.push_str(&text[cursor..]);
+    out
+}
+
+/// A rewrite of `input` left the text outside its changed interfaces byte-identical.
+#[track_caller]
+pub fn assert_same_outside_changes(what: &str, input: &str, r: &vbridge::domxml::Rewritten) {
+    let changed: Vec<_> = r.changes.iter().filter(|c| c.changed).collect();
+    let old: Vec<_> = changed.iter().map(|c| c.before.span.clone()).collect();
+    let new: Vec<_> = changed.iter().map(|c| c.after.span.clone()).collect();
+    assert_eq!(
+        without(input, &old),
+        without(&r.xml, &new),
+        "{what}: text outside the changed interfaces differs"
+    );
+}
+
+/// The interface `c` changed did not gain a blank line in the rewrite `r` of `input`.
+#[track_caller]
+pub fn assert_no_blank_line_gained(
+    what: &str,
+    input: &str,
+    r: &vbridge::domxml::Rewritten,
+    c: &vbridge::domxml::NicChange,
+) {
+    assert!(
+        blank_lines(&r.xml[c.after.span.clone()]) <= blank_lines(&input[c.before.span.clone()]),
+        "{what}: interface {} gained a blank line",
+        c.index
+    );
+}

@@ -2,6 +2,7 @@
 //! checks the result: lossless outside the changed interfaces, MACs kept, each changed NIC
 //! a virtio NIC on br0, and libvirt's test driver accepts the document.
 
+use crate::common;
 use std::path::{Path, PathBuf};
 use vbridge::domxml::{self, Nic, Rewritten, Selection};
 use vbridge::ErrorKind;
@@ -29,36 +30,13 @@ fn convertible(nic: &Nic) -> bool {
     )
 }
 
-/// The text with the given spans cut out.
-/// Lines holding only whitespace: a removed element must not leave one behind.
-fn blank_lines(text: &str) -> usize {
-    text.lines().filter(|l| l.trim().is_empty()).count()
-}
-
-fn without(text: &str, spans: &[std::ops::Range<usize>]) -> String {
-    let mut out = String::new();
-    let mut cursor = 0;
-    for s in spans {
-        out.push_str(&text[cursor..s.start]);
-        cursor = s.end;
-    }
-    out.push_str(&text[cursor..]);
-    out
-}
-
 /// Lossless outside the changed spans, every MAC kept, every changed NIC on the bridge.
 fn check(file: &str, input: &str, r: &Rewritten) {
     let before = domxml::nics(input).unwrap();
     let after = domxml::nics(&r.xml).unwrap_or_else(|e| panic!("{file}: output unreadable: {e}"));
     assert_eq!(before.len(), after.len(), "{file}: NIC count changed");
+    common::assert_same_outside_changes(file, input, r);
     let changed: Vec<_> = r.changes.iter().filter(|c| c.changed).collect();
-    let old: Vec<_> = changed.iter().map(|c| c.before.span.clone()).collect();
-    let new: Vec<_> = changed.iter().map(|c| c.after.span.clone()).collect();
-    assert_eq!(
-        without(input, &old),
-        without(&r.xml, &new),
-        "{file}: text outside the changed interfaces differs"
-    );
     for (b, a) in before.iter().zip(&after) {
         assert_eq!(b.mac, a.mac, "{file}: MAC of interface {} changed", b.index);
     }
@@ -75,11 +53,7 @@ fn check(file: &str, input: &str, r: &Rewritten) {
             "{file}: stale source attributes {:?}",
             a.source
         );
-        assert!(
-            blank_lines(&r.xml[a.span.clone()]) <= blank_lines(&input[c.before.span.clone()]),
-            "{file}: interface {} gained a blank line",
-            c.index
-        );
+        common::assert_no_blank_line_gained(file, input, r, c);
         assert!(
             a.is_on_bridge(BRIDGE),
             "{file}: interface {} not on {BRIDGE}",

@@ -122,6 +122,23 @@ impl Lab {
     }
 }
 
+/// A lab on 10.88.`net`.0/24 and a private state directory for `test`; None (the test is
+/// skipped) unless running as root.
+fn lab_for(test: &str, net: u8) -> Option<(Lab, tempfile::TempDir)> {
+    if !common::require_root(test) {
+        return None;
+    }
+    Some((Lab::new(net), tempfile::tempdir().unwrap()))
+}
+
+/// The user's own netplan file under `root`, with `text`; its path.
+fn user_netplan(root: &Path, text: &str) -> std::path::PathBuf {
+    let user = root.join("etc/netplan/50-cloud-init.yaml");
+    std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+    std::fs::write(&user, text).unwrap();
+    user
+}
+
 /// Lifetimes count down: take them out of a snapshot, leaving the rest to compare exactly.
 fn split_lifetimes(v: &Value, out: &mut Vec<(String, u64)>) -> Value {
     match v {
@@ -179,6 +196,47 @@ fn vbridge_in(lab: &Lab, state: &Path, args: &[&str]) -> Output {
     lab.host.exec("env", &v)
 }
 
+/// The command succeeded; its stderr is the message if not.
+#[track_caller]
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The command was refused (exit 1); returns its stderr for further checks.
+#[track_caller]
+fn assert_refused(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    err
+}
+
+/// `vbridge -o json host-bridge eth1 --live EXTRA…` in the host namespace.
+fn live_json(lab: &Lab, state: &Path, extra: &[&str]) -> Output {
+    let mut v = vec!["-o", "json", "host-bridge", "eth1", "--live"];
+    v.extend_from_slice(extra);
+    vbridge_in(lab, state, &v)
+}
+
+/// The command succeeded; what it printed as JSON.
+#[track_caller]
+fn ok_json(out: &Output) -> Value {
+    assert_ok(out);
+    json_of(out)
+}
+
+/// `live_json` with a probe of `target` nobody answers: refused and rolled back after 1 s.
+fn rolled_back(lab: &Lab, state: &Path, target: &str) -> Value {
+    let out = live_json(lab, state, &["--probe", target, "--rollback-after", "1"]);
+    assert_refused(&out);
+    let j = json_of(&out);
+    assert_eq!(j["rolled_back"], true);
+    j
+}
+
 fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/status")) {
         Err(_) => true,
@@ -212,11 +270,10 @@ fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn live_moves_the_nic_onto_the_bridge_and_is_idempotent() {
-    if !common::require_root("live_moves_the_nic_onto_the_bridge_and_is_idempotent") {
+    let Some((lab, state)) = lab_for("live_moves_the_nic_onto_the_bridge_and_is_idempotent", 11)
+    else {
         return;
-    }
-    let lab = Lab::new(11);
-    let state = tempfile::tempdir().unwrap();
+    };
     let mac = lab.sys("/sys/class/net/eth1/address");
     // --dry-run shows the plan and touches nothing.
     let untouched = lab.snapshot();
@@ -228,25 +285,8 @@ fn live_moves_the_nic_onto_the_bridge_and_is_idempotent() {
         "{text}"
     );
     assert_same(&lab.snapshot(), &untouched, "a dry run changed something");
-    let out = vbridge_in(
-        &lab,
-        state.path(),
-        &[
-            "-o",
-            "json",
-            "host-bridge",
-            "eth1",
-            "--live",
-            "--rollback-after",
-            "3",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j = json_of(&out);
+    let out = live_json(&lab, state.path(), &["--rollback-after", "3"]);
+    let j = ok_json(&out);
     assert_eq!(j["changed"], true);
     assert_eq!(j["mode"], "live");
     assert_eq!(j["rolled_back"], false);
@@ -285,11 +325,7 @@ fn live_moves_the_nic_onto_the_bridge_and_is_idempotent() {
 
     // A second run changes nothing.
     let before = lab.snapshot();
-    let out = vbridge_in(
-        &lab,
-        state.path(),
-        &["-o", "json", "host-bridge", "eth1", "--live"],
-    );
+    let out = live_json(&lab, state.path(), &[]);
     assert!(out.status.success());
     let j = json_of(&out);
     assert_eq!(j["changed"], false);
@@ -299,34 +335,15 @@ fn live_moves_the_nic_onto_the_bridge_and_is_idempotent() {
 
 #[test]
 fn ipv6_addresses_move_and_the_probe_speaks_icmpv6() {
-    if !common::require_root("ipv6_addresses_move_and_the_probe_speaks_icmpv6") {
+    let Some((lab, state)) = lab_for("ipv6_addresses_move_and_the_probe_speaks_icmpv6", 16) else {
         return;
-    }
-    let lab = Lab::new(16);
-    let state = tempfile::tempdir().unwrap();
+    };
     lab.host
         .ip(&["addr", "add", "fd88:16::2/64", "dev", "eth1", "nodad"]);
     lab._gw
         .ip(&["addr", "add", "fd88:16::1/64", "dev", "gw0", "nodad"]);
-    let out = vbridge_in(
-        &lab,
-        state.path(),
-        &[
-            "-o",
-            "json",
-            "host-bridge",
-            "eth1",
-            "--live",
-            "--probe",
-            "fd88:16::1",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j = json_of(&out);
+    let out = live_json(&lab, state.path(), &["--probe", "fd88:16::1"]);
+    let j = ok_json(&out);
     assert_eq!(j["probe"]["answered"], true, "{j}");
     let v6 = lab.host.ip(&["-6", "addr", "show", "dev", "br0"]);
     assert!(v6.contains("fd88:16::2/64"), "{v6}");
@@ -335,54 +352,19 @@ fn ipv6_addresses_move_and_the_probe_speaks_icmpv6() {
     lab.host
         .ip(&["addr", "add", "fd88:17::2/64", "dev", "eth1", "nodad"]);
     let before2 = lab.snapshot();
-    let out = vbridge_in(
-        &lab,
-        state.path(),
-        &[
-            "-o",
-            "json",
-            "host-bridge",
-            "eth1",
-            "--live",
-            "--probe",
-            "fd88:17::99",
-            "--rollback-after",
-            "1",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(json_of(&out)["rolled_back"], true);
+    rolled_back(&lab, state.path(), "fd88:17::99");
     assert_same(&lab.snapshot(), &before2, "v6 rollback not exact");
 }
 
 #[test]
 fn unanswered_probe_rolls_back_exactly() {
-    if !common::require_root("unanswered_probe_rolls_back_exactly") {
+    let Some((lab, state)) = lab_for("unanswered_probe_rolls_back_exactly", 12) else {
         return;
-    }
-    let lab = Lab::new(12);
-    let state = tempfile::tempdir().unwrap();
+    };
     let before = lab.snapshot();
     let t = Instant::now();
-    let out = vbridge_in(
-        &lab,
-        state.path(),
-        &[
-            "-o",
-            "json",
-            "host-bridge",
-            "eth1",
-            "--live",
-            "--probe",
-            "10.88.12.99",
-            "--rollback-after",
-            "1",
-        ],
-    );
+    let j = rolled_back(&lab, state.path(), "10.88.12.99");
     let took = t.elapsed();
-    assert_eq!(out.status.code(), Some(1), "a rollback exits 1");
-    let j = json_of(&out);
-    assert_eq!(j["rolled_back"], true);
     assert_eq!(j["changed"], false);
     assert_eq!(j["probe"]["answered"], false);
     eprintln!(
@@ -423,11 +405,7 @@ fn many_addresses(net: u8, promote: bool) -> Lab {
     if promote {
         let key = "net.ipv4.conf.eth1.promote_secondaries=1";
         let out = lab.host.exec("sysctl", &["-w", key]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
     }
     let a = |cidr: String, extra: &[&str]| {
         let mut v = vec!["addr", "add", cidr.as_str(), "dev", "eth1"];
@@ -452,28 +430,7 @@ fn live_keeps_every_address_exactly(net: u8, promote: bool) {
     let state = tempfile::tempdir().unwrap();
     let before = lab.snapshot();
     let eth1 = lab.addr_infos("eth1");
-    let out = vbridge_in(
-        &lab,
-        state.path(),
-        &[
-            "-o",
-            "json",
-            "host-bridge",
-            "eth1",
-            "--live",
-            "--probe",
-            &format!("10.88.{net}.99"),
-            "--rollback-after",
-            "1",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(json_of(&out)["rolled_back"], true);
+    rolled_back(&lab, state.path(), &format!("10.88.{net}.99"));
     assert_same(
         &lab.snapshot(),
         &before,
@@ -482,17 +439,8 @@ fn live_keeps_every_address_exactly(net: u8, promote: bool) {
 
     // Answered: br0 has the same addresses in the same order, secondaries, labels (renamed),
     // lifetimes; eth1 has none left.
-    let out = vbridge_in(
-        &lab,
-        state.path(),
-        &["-o", "json", "host-bridge", "eth1", "--live"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j = json_of(&out);
+    let out = live_json(&lab, state.path(), &[]);
+    let j = ok_json(&out);
     assert_eq!(j["changed"], true);
     let notes = j["notes"].to_string();
     assert!(notes.contains("no DHCP client"), "{notes}");
@@ -534,33 +482,15 @@ fn live_keeps_secondaries_with_promote_secondaries() {
 
 #[test]
 fn confirm_window_reverts_unless_confirmed() {
-    if !common::require_root("confirm_window_reverts_unless_confirmed") {
+    let Some((lab, state)) = lab_for("confirm_window_reverts_unless_confirmed", 13) else {
         return;
-    }
-    let lab = Lab::new(13);
-    let state = tempfile::tempdir().unwrap();
+    };
     let before = lab.snapshot();
 
     // Not confirmed: reverted by itself.
     let t = Instant::now();
-    let out = vbridge_in(
-        &lab,
-        state.path(),
-        &[
-            "-o",
-            "json",
-            "host-bridge",
-            "eth1",
-            "--live",
-            "--confirm-within",
-            "1",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = live_json(&lab, state.path(), &["--confirm-within", "1"]);
+    assert_ok(&out);
     assert!(
         t.elapsed() < Duration::from_secs(1),
         "did not return at once"
@@ -582,19 +512,7 @@ fn confirm_window_reverts_unless_confirmed() {
     assert!(state.path().join("last-revert-host-bridge.json").exists());
 
     // Confirmed (as from a fresh connection: a separate process): kept.
-    let out = vbridge_in(
-        &lab,
-        state.path(),
-        &[
-            "-o",
-            "json",
-            "host-bridge",
-            "eth1",
-            "--live",
-            "--confirm-within",
-            "2",
-        ],
-    );
+    let out = live_json(&lab, state.path(), &["--confirm-within", "2"]);
     assert!(out.status.success());
     let pid = json_of(&out)["reverter_pid"].as_u64().unwrap() as u32;
     let out = vbridge_in(
@@ -602,11 +520,7 @@ fn confirm_window_reverts_unless_confirmed() {
         state.path(),
         &["-o", "json", "host-bridge", "--confirm"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(json_of(&out)["confirmed"], true);
     wait_gone(pid, Duration::from_secs(6));
     assert!(lab.addrs_of("br0").contains("10.88.13.2/24"));
@@ -622,11 +536,9 @@ fn confirm_window_reverts_unless_confirmed() {
 
 #[test]
 fn refusals_name_the_reason() {
-    if !common::require_root("refusals_name_the_reason") {
+    let Some((lab, state)) = lab_for("refusals_name_the_reason", 14) else {
         return;
-    }
-    let lab = Lab::new(14);
-    let state = tempfile::tempdir().unwrap();
+    };
     let root = tempfile::tempdir().unwrap();
     let r = root.path().to_str().unwrap();
     lab.host.ip(&["link", "add", "brx", "type", "bridge"]);
@@ -726,17 +638,13 @@ fn refusals_name_the_reason() {
 
 #[test]
 fn netplan_file_for_the_nic() {
-    if !common::require_root("netplan_file_for_the_nic") {
+    let Some((lab, state)) = lab_for("netplan_file_for_the_nic", 15) else {
         return;
-    }
-    let lab = Lab::new(15);
-    let state = tempfile::tempdir().unwrap();
+    };
     let root = tempfile::tempdir().unwrap();
     let r = root.path().to_str().unwrap();
-    let user = root.path().join("etc/netplan/50-cloud-init.yaml");
-    std::fs::create_dir_all(user.parent().unwrap()).unwrap();
     let user_text = "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n";
-    std::fs::write(&user, user_text).unwrap();
+    let user = user_netplan(root.path(), user_text);
     let before = lab.snapshot();
 
     let args = [
@@ -750,12 +658,7 @@ fn netplan_file_for_the_nic() {
         "--dhcp",
     ];
     let out = vbridge_in(&lab, state.path(), &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j = json_of(&out);
+    let j = ok_json(&out);
     assert_eq!(j["changed"], true);
     assert_eq!(j["mode"], "netplan");
     let file = root.path().join("etc/netplan/90-vbridge-br0.yaml");
@@ -793,12 +696,7 @@ fn netplan_file_for_the_nic() {
             "10.88.15.1,9.9.9.9",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j = json_of(&out);
+    let j = ok_json(&out);
     let backup = j["backup"].as_str().expect("a backup");
     assert_eq!(std::fs::read_to_string(backup).unwrap(), text);
     let text = std::fs::read_to_string(&file).unwrap();
@@ -807,11 +705,7 @@ fn netplan_file_for_the_nic() {
     // Real netplan renders it: bridge with STP off, forward delay 0, pinned MAC, static
     // address, gateway and DNS on br0, eth1 a plain port.
     let out = common::run_status("netplan", &["generate", "--root-dir", r]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let nd = root.path().join("run/systemd/network");
     let netdev = std::fs::read_to_string(nd.join("10-netplan-br0.netdev")).unwrap();
     assert!(
@@ -839,23 +733,27 @@ fn netplan_file_for_the_nic() {
     assert_eq!(mode, 0o600);
 }
 
-#[test]
-fn tap_add_and_del() {
-    if !common::require_root("tap_add_and_del") {
-        return;
+/// A namespace with a bridge `brt` for the tap tests; None (skipped) unless root.
+fn tap_ns(test: &str) -> Option<Netns> {
+    if !common::require_root(test) {
+        return None;
     }
     let ns = Netns::new("vbt");
     ns.ip(&["link", "add", "brt", "type", "bridge"]);
+    Some(ns)
+}
+
+#[test]
+fn tap_add_and_del() {
+    let Some(ns) = tap_ns("tap_add_and_del") else {
+        return;
+    };
     ns.ip(&["link", "set", "brt", "up"]);
     let add = [
         "-o", "json", "tap", "add", "tp0", "--bridge", "brt", "--owner", "65534",
     ];
     let out = ns.vbridge(&add);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(json_of(&out)["changed"], true);
     // Persistent after the command exited, a TAP, on the bridge, up, owned.
     let sys = |p: &str| {
@@ -896,11 +794,7 @@ fn tap_add_and_del() {
     assert!(ns.ip(&["link", "show", "brt"]).contains("brt"));
     // Delete, twice.
     let out = ns.vbridge(&["-o", "json", "tap", "del", "tp0"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(json_of(&out)["changed"], true);
     assert!(!ns.ip(&["link", "show"]).contains("tp0"));
     assert_eq!(
@@ -915,11 +809,9 @@ fn tap_add_and_del() {
 
 #[test]
 fn out_of_range_windows_and_live_dhcp_are_refused() {
-    if !common::require_root("out_of_range_windows_and_live_dhcp_are_refused") {
+    let Some((lab, state)) = lab_for("out_of_range_windows_and_live_dhcp_are_refused", 21) else {
         return;
-    }
-    let lab = Lab::new(21);
-    let state = tempfile::tempdir().unwrap();
+    };
     let before = lab.snapshot();
     for args in [
         &[
@@ -954,8 +846,7 @@ fn out_of_range_windows_and_live_dhcp_are_refused() {
         state.path(),
         &["host-bridge", "eth1", "--live", "--dhcp"],
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = assert_refused(&out);
     assert!(
         err.contains("no DHCP client") && err.contains("--netplan --dhcp"),
         "{err}"
@@ -997,12 +888,7 @@ fn live_address_replaces_the_nics_addresses() {
     };
     // Not answered: the NIC gets back all four addresses as they were.
     let out = vbridge_in(&lab, state.path(), &args("10.88.22.99"));
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_refused(&out);
     assert_same(
         &lab.snapshot(),
         &before,
@@ -1010,11 +896,7 @@ fn live_address_replaces_the_nics_addresses() {
     );
     // Answered: br0 has exactly the address asked for, eth1 none; the gateway route is on br0.
     let out = vbridge_in(&lab, state.path(), &args(""));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let br0: Vec<Value> = lab.addr_infos("br0");
     let cidrs: Vec<String> = br0
         .iter()
@@ -1035,17 +917,14 @@ fn live_address_replaces_the_nics_addresses() {
 
 #[test]
 fn netplan_refuses_a_user_file_that_addresses_the_nic() {
-    if !common::require_root("netplan_refuses_a_user_file_that_addresses_the_nic") {
+    let Some((lab, state)) = lab_for("netplan_refuses_a_user_file_that_addresses_the_nic", 23)
+    else {
         return;
-    }
-    let lab = Lab::new(23);
-    let state = tempfile::tempdir().unwrap();
+    };
     let root = tempfile::tempdir().unwrap();
     let r = root.path().to_str().unwrap();
-    let user = root.path().join("etc/netplan/50-cloud-init.yaml");
-    std::fs::create_dir_all(user.parent().unwrap()).unwrap();
     let text = "network:\n  version: 2\n  ethernets:\n    eth1:\n      addresses: [10.88.23.2/24]\n      routes:\n        - to: default\n          via: 10.88.23.1\n";
-    std::fs::write(&user, text).unwrap();
+    let user = user_netplan(root.path(), text);
     let out = vbridge_in(
         &lab,
         state.path(),
@@ -1061,8 +940,7 @@ fn netplan_refuses_a_user_file_that_addresses_the_nic() {
             "10.88.23.1",
         ],
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = assert_refused(&out);
     assert!(err.contains(user.to_str().unwrap()), "{err}");
     assert!(err.contains("Address=10.88.23.2/24"), "{err}");
     assert!(
@@ -1106,16 +984,13 @@ fn held_tap(ns: &Netns, name: &str) -> std::os::fd::OwnedFd {
 
 #[test]
 fn tap_del_refuses_a_vms_tap_and_owner_minus_one() {
-    if !common::require_root("tap_del_refuses_a_vms_tap_and_owner_minus_one") {
+    let Some(ns) = tap_ns("tap_del_refuses_a_vms_tap_and_owner_minus_one") else {
         return;
-    }
-    let ns = Netns::new("vbt");
-    ns.ip(&["link", "add", "brt", "type", "bridge"]);
+    };
     let fd = held_tap(&ns, "vnet7");
     assert!(ns.ip(&["link", "show", "vnet7"]).contains("vnet7"));
     let out = ns.vbridge(&["tap", "del", "vnet7"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = assert_refused(&out);
     assert!(
         err.contains("not persistent") || err.contains("holds it"),
         "{err}"
@@ -1128,11 +1003,7 @@ fn tap_del_refuses_a_vms_tap_and_owner_minus_one() {
     assert!(ns.ip(&["link", "show", "vnet7"]).contains("vnet7"));
     // --force deletes it anyway.
     let out = ns.vbridge(&["tap", "del", "vnet7", "--force"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.ends_with('\n'), "{text:?}");
     assert!(!ns.ip(&["link", "show"]).contains("vnet7"));
@@ -1147,18 +1018,13 @@ fn tap_del_refuses_a_vms_tap_and_owner_minus_one() {
         "--owner",
         "4294967295",
     ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = assert_refused(&out);
     assert!(err.contains("out of range"), "{err}");
     assert!(!ns.ip(&["link", "show"]).contains("tp9"));
     // The text form of a plain add/del ends its last line.
     let out = ns.vbridge(&["tap", "add", "tp8", "--bridge", "brt"]);
     assert!(String::from_utf8_lossy(&out.stdout).ends_with('\n'));
     let out = ns.vbridge(&["tap", "del", "tp8"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("\n"));
 }

@@ -1,35 +1,10 @@
 //! net-define, attach, undo and hotplug against a real libvirtd + QEMU in the lab.
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::common::{self, vbridge_bin};
+use crate::common;
 use crate::lab::{self, GuestSpec, Lab, Nic};
 use vbridge::domxml;
-
-/// Run vbridge in the lab's host netns with its own state dir, `-o json`; parse stdout.
-fn vb(lab: &Lab, state: &std::path::Path, args: &[&str]) -> (Output, serde_json::Value) {
-    let bin = vbridge_bin();
-    let env = format!("VBRIDGE_STATE_DIR={}", state.display());
-    let mut v = vec![
-        env.as_str(),
-        bin.to_str().unwrap(),
-        "-c",
-        lab.uri(),
-        "-o",
-        "json",
-    ];
-    v.extend_from_slice(args);
-    let out = lab.host.exec("env", &v);
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "vbridge {args:?}: not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out, json)
-}
 
 /// virsh ends its output with a newline of its own: compare documents without it.
 fn inactive(lab: &Lab, dom: &str) -> String {
@@ -41,12 +16,6 @@ fn live(lab: &Lab, dom: &str) -> String {
     lab.virsh_ok(&["dumpxml", dom]).trim_end().to_string()
 }
 
-fn finish(lab: Lab) {
-    let trace = lab.trace();
-    drop(lab);
-    lab::assert_nothing_left(&trace);
-}
-
 #[test]
 fn lab_net_define_twice_and_attach_with_backup_and_undo() {
     if !common::require_root("lab_net_define_twice_and_attach_with_backup_and_undo") {
@@ -55,7 +24,7 @@ fn lab_net_define_twice_and_attach_with_backup_and_undo() {
     let lab = Lab::start("core");
     let state = tempfile::tempdir().unwrap();
 
-    let (out, first) = vb(&lab, state.path(), &["net-define"]);
+    let (out, first) = lab.vbridge_json(state.path(), &["net-define"]);
     assert!(out.status.success(), "{first}");
     assert_eq!(first["changed"], true);
     assert_eq!(first["active"], true);
@@ -65,7 +34,7 @@ fn lab_net_define_twice_and_attach_with_backup_and_undo() {
         0,
         "br0 exists in the lab: {first}"
     );
-    let (_, second) = vb(&lab, state.path(), &["net-define"]);
+    let (_, second) = lab.vbridge_json(state.path(), &["net-define"]);
     assert_eq!(second["changed"], false, "{second}");
     assert_eq!(second["actions"].as_array().unwrap().len(), 0);
     let xml = lab.virsh_ok(&["net-dumpxml", "br0-network"]);
@@ -75,8 +44,7 @@ fn lab_net_define_twice_and_attach_with_backup_and_undo() {
     );
 
     // A bridge-mode network on a bridge that does not exist: libvirt says active, vbridge warns.
-    let (_, ghost) = vb(
-        &lab,
+    let (_, ghost) = lab.vbridge_json(
         state.path(),
         &["net-define", "--name", "ghost-net", "--bridge", "nobr0"],
     );
@@ -84,8 +52,7 @@ fn lab_net_define_twice_and_attach_with_backup_and_undo() {
     let w = ghost["warnings"].to_string();
     assert!(w.contains("nobr0 does not exist"), "{ghost}");
     // A NIC given instead of a bridge: said so, with the fix.
-    let (_, nic) = vb(
-        &lab,
+    let (_, nic) = lab.vbridge_json(
         state.path(),
         &[
             "net-define",
@@ -110,7 +77,7 @@ fn lab_net_define_twice_and_attach_with_backup_and_undo() {
         ..GuestSpec::new("off", vec![Nic::Xml(nic.into())])
     });
     let original = inactive(&lab, &dom);
-    let (out, r) = vb(&lab, state.path(), &["attach", &dom]);
+    let (out, r) = lab.vbridge_json(state.path(), &["attach", &dom]);
     assert!(out.status.success(), "{r}");
     let d = &r["domains"][0];
     assert_eq!(d["changed"], true, "{r}");
@@ -126,14 +93,14 @@ fn lab_net_define_twice_and_attach_with_backup_and_undo() {
     assert_eq!(nics[0].mac.as_deref(), Some("52:54:00:77:00:01"));
 
     // Second run: unchanged. Undo: the exact definition from before.
-    let (_, again) = vb(&lab, state.path(), &["attach", &dom]);
+    let (_, again) = lab.vbridge_json(state.path(), &["attach", &dom]);
     assert_eq!(again["domains"][0]["changed"], false, "{again}");
-    let (out, u) = vb(&lab, state.path(), &["undo", &dom]);
+    let (out, u) = lab.vbridge_json(state.path(), &["undo", &dom]);
     assert!(out.status.success(), "{u}");
     assert_eq!(inactive(&lab, &dom), original);
 
     // The VM now starts on br0 for real once attached again.
-    vb(&lab, state.path(), &["attach", &dom]);
+    lab.vbridge_json(state.path(), &["attach", &dom]);
     lab.virsh_ok(&["start", &dom]);
     let ip = lab.wait_console(&dom, "LEASE ip=", Duration::from_secs(60));
     assert!(
@@ -141,7 +108,7 @@ fn lab_net_define_twice_and_attach_with_backup_and_undo() {
         "no lease after attach; console:\n{}",
         lab.console(&dom)
     );
-    finish(lab);
+    lab::finish(lab, "core");
 }
 
 #[test]
@@ -154,7 +121,7 @@ fn lab_hotplug_into_running_vm_live_and_config_once() {
     let dom = lab.define_guest(GuestSpec::new("hp", vec![]));
     // The guest is up when its /init waits for eth0.
     let t = Instant::now();
-    let (out, r) = vb(&lab, state.path(), &["attach", &dom, "--hotplug"]);
+    let (out, r) = lab.vbridge_json(state.path(), &["attach", &dom, "--hotplug"]);
     let call = t.elapsed();
     assert!(out.status.success(), "{r}");
     let mac = r["domains"][0]["interfaces"][0]["mac"]
@@ -192,16 +159,16 @@ fn lab_hotplug_into_running_vm_live_and_config_once() {
     );
 
     // A second run adds nothing.
-    let (_, again) = vb(&lab, state.path(), &["attach", &dom, "--hotplug"]);
+    let (_, again) = lab.vbridge_json(state.path(), &["attach", &dom, "--hotplug"]);
     assert_eq!(again["domains"][0]["changed"], false, "{again}");
     assert_eq!(domxml::nics(&live(&lab, &dom)).unwrap().len(), 1);
     assert_eq!(domxml::nics(&inactive(&lab, &dom)).unwrap().len(), 1);
 
     // detach takes it out of the config at once (the live unplug needs the guest's ACPI ack).
-    let (out, d) = vb(&lab, state.path(), &["detach", &dom, "--mac", &mac]);
+    let (out, d) = lab.vbridge_json(state.path(), &["detach", &dom, "--mac", &mac]);
     assert!(out.status.success(), "{d}");
     assert_eq!(domxml::nics(&inactive(&lab, &dom)).unwrap().len(), 0);
-    finish(lab);
+    lab::finish(lab, "core");
 }
 
 #[test]
@@ -216,7 +183,7 @@ fn lab_hotplug_refused_without_acpi_changes_nothing() {
         ..GuestSpec::new("na", vec![])
     });
     let (before_live, before_conf) = (live(&lab, &dom), inactive(&lab, &dom));
-    let (out, r) = vb(&lab, state.path(), &["attach", &dom, "--hotplug"]);
+    let (out, r) = lab.vbridge_json(state.path(), &["attach", &dom, "--hotplug"]);
     assert_eq!(out.status.code(), Some(1), "{r}");
     let msg = r["domains"][0]["error"]["message"]
         .as_str()
@@ -227,12 +194,12 @@ fn lab_hotplug_refused_without_acpi_changes_nothing() {
 
     // Shut off, the same command adds the NIC to the config only.
     lab.virsh_ok(&["destroy", &dom]);
-    let (out, r) = vb(&lab, state.path(), &["attach", &dom, "--hotplug"]);
+    let (out, r) = lab.vbridge_json(state.path(), &["attach", &dom, "--hotplug"]);
     assert!(out.status.success(), "{r}");
     let conf = domxml::nics(&inactive(&lab, &dom)).unwrap();
     assert_eq!(conf.len(), 1);
     assert!(conf[0].is_on_bridge("br0"));
-    finish(lab);
+    lab::finish(lab, "core");
 }
 
 /// q35: a hot-plugged NIC needs a free pcie-root-port. The first NIC takes the free one,
@@ -254,11 +221,8 @@ fn lab_hotplug_on_q35_until_no_root_port_is_free() {
     assert!(free >= 1, "the test needs one free root port");
     for i in 0..free {
         let mac = format!("52:54:00:35:00:{i:02x}");
-        let (out, r) = vb(
-            &lab,
-            state.path(),
-            &["attach", &dom, "--hotplug", "--mac", &mac],
-        );
+        let (out, r) =
+            lab.vbridge_json(state.path(), &["attach", &dom, "--hotplug", "--mac", &mac]);
         assert!(out.status.success(), "{r}");
     }
     assert_eq!(
@@ -268,8 +232,7 @@ fn lab_hotplug_on_q35_until_no_root_port_is_free() {
         0
     );
     let before = (live(&lab, &dom), inactive(&lab, &dom));
-    let (out, r) = vb(
-        &lab,
+    let (out, r) = lab.vbridge_json(
         state.path(),
         &["attach", &dom, "--hotplug", "--mac", "52:54:00:35:01:00"],
     );
@@ -279,5 +242,5 @@ fn lab_hotplug_on_q35_until_no_root_port_is_free() {
         .unwrap_or_default();
     assert!(msg.contains("pcie-root-port"), "{r}");
     assert_eq!((live(&lab, &dom), inactive(&lab, &dom)), before);
-    finish(lab);
+    lab::finish(lab, "core");
 }

@@ -116,10 +116,36 @@ fn netns_run(lab: &Lab, program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn finish(lab: Lab) {
-    let trace = lab.trace();
-    drop(lab);
-    lab::assert_nothing_left(&trace);
+/// Doctor exited 1 and its errors are exactly `want` (id, subject), in order.
+#[track_caller]
+fn assert_errors(out: &Output, r: &serde_json::Value, want: &[(&str, &str)]) {
+    assert_eq!(out.status.code(), Some(1), "{r:#}");
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(id, subject)| (id.to_string(), subject.to_string()))
+        .collect();
+    assert_eq!(ids(r, "error"), want, "{r:#}");
+}
+
+/// `doctor --fix` exited 0 and its first fix was `action`.
+#[track_caller]
+fn assert_fixed(out: &Output, r: &serde_json::Value, action: &str) {
+    assert_eq!(out.status.code(), Some(0), "{r:#}");
+    assert_eq!(r["fixed"][0]["action"], action, "{r:#}");
+}
+
+#[track_caller]
+fn assert_answers_again(lab: &Lab, ip: &str) {
+    assert!(
+        lab.wait_ping(ip, Duration::from_secs(10)),
+        "no answer after the fix"
+    );
+}
+
+/// net.bridge.bridge-nf-call-iptables in the lab netns, as read from /proc.
+fn bridge_nf_call_iptables(lab: &Lab) -> String {
+    let key = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    netns_run(lab, "cat", &[key]).trim().to_string()
 }
 
 #[test]
@@ -159,12 +185,7 @@ fn lab_doctor_healthy_then_tap_detached_and_forward_drop() {
     lab.host.ip(&["link", "set", &tap, "nomaster"]);
     assert!(!lab.ping_from_lan(&ip));
     let (out, r) = doctor(&lab, sysctl_dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(1), "{r:#}");
-    assert_eq!(
-        ids(&r, "error"),
-        [("tap-detached".to_string(), tap.clone())],
-        "{r:#}"
-    );
+    assert_errors(&out, &r, &[("tap-detached", tap.as_str())]);
     assert_eq!(r["paths"][0]["hops"][1]["mark"], "fail");
     // --dry-run lists the change and makes none.
     let (out, r) = doctor(&lab, sysctl_dir.path(), &["--fix", "--dry-run"]);
@@ -176,35 +197,24 @@ fn lab_doctor_healthy_then_tap_detached_and_forward_drop() {
     assert_eq!(r["fixed"][0]["done"], false);
     assert!(!lab.bridge_ports().contains(&tap));
     let (out, r) = doctor(&lab, sysctl_dir.path(), &["--fix"]);
-    assert_eq!(out.status.code(), Some(0), "{r:#}");
-    assert_eq!(r["fixed"][0]["action"], "attach-tap", "{r:#}");
+    assert_fixed(&out, &r, "attach-tap");
     assert_eq!(r["fixed"][0]["done"], true, "{r:#}");
     assert!(lab.bridge_ports().contains(&tap));
-    assert!(
-        lab.wait_ping(&ip, Duration::from_secs(10)),
-        "no answer after the fix"
-    );
+    assert_answers_again(&lab, &ip);
 
     // Fault 2: FORWARD policy DROP with bridged frames sent through iptables.
-    let key = "/proc/sys/net/bridge/bridge-nf-call-iptables";
-    assert_eq!(netns_run(&lab, "cat", &[key]).trim(), "1");
+    assert_eq!(bridge_nf_call_iptables(&lab), "1");
     netns_run(&lab, "iptables", &["-w", "5", "-P", "FORWARD", "DROP"]);
     assert!(
         !lab.ping_from_lan(&ip),
         "FORWARD DROP did not cut the guest off"
     );
     let (out, r) = doctor(&lab, sysctl_dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(1), "{r:#}");
-    assert_eq!(
-        ids(&r, "error"),
-        [("forward-drop".to_string(), "br0".to_string())],
-        "{r:#}"
-    );
+    assert_errors(&out, &r, &[("forward-drop", "br0")]);
     assert_eq!(r["paths"][0]["hops"][4]["mark"], "fail");
     let (out, r) = doctor(&lab, sysctl_dir.path(), &["--fix", "--persist"]);
-    assert_eq!(out.status.code(), Some(0), "{r:#}");
-    assert_eq!(r["fixed"][0]["action"], "bridge-nf-off", "{r:#}");
-    assert_eq!(netns_run(&lab, "cat", &[key]).trim(), "0");
+    assert_fixed(&out, &r, "bridge-nf-off");
+    assert_eq!(bridge_nf_call_iptables(&lab), "0");
     let dropin = sysctl_dir.path().join(vbridge::doctor::SYSCTL_DROPIN);
     assert_eq!(
         r["fixed"][0]["persisted"][0]["path"],
@@ -229,15 +239,12 @@ fn lab_doctor_healthy_then_tap_detached_and_forward_drop() {
         text.contains("net.bridge.bridge-nf-call-iptables = 0"),
         "{text}"
     );
-    assert!(
-        lab.wait_ping(&ip, Duration::from_secs(10)),
-        "no answer after the fix"
-    );
+    assert_answers_again(&lab, &ip);
     // The policy itself is left alone: the host's firewall is the admin's.
     let rules = netns_run(&lab, "iptables", &["-w", "5", "-S", "FORWARD"]);
     assert!(rules.contains("-P FORWARD DROP"), "{rules}");
     let _ = dom;
-    finish(lab);
+    lab::finish(lab, "doctor");
 }
 
 #[test]
@@ -258,24 +265,19 @@ fn lab_doctor_docker_style_forward_drop_gets_an_accept_rule() {
     }
     assert!(!lab.ping_from_lan(&ip));
     let (out, r) = doctor(&lab, sysctl_dir.path(), &["--fix"]);
-    assert_eq!(out.status.code(), Some(0), "{r:#}");
-    assert_eq!(r["fixed"][0]["action"], "accept-bridged", "{r:#}");
+    assert_fixed(&out, &r, "accept-bridged");
     assert_eq!(r["fixed"][0]["ids"][0], "forward-drop", "{r:#}");
     // The sysctl Docker relies on stays 1; the rule lets br0's frames through.
-    let key = "/proc/sys/net/bridge/bridge-nf-call-iptables";
-    assert_eq!(netns_run(&lab, "cat", &[key]).trim(), "1");
+    assert_eq!(bridge_nf_call_iptables(&lab), "1");
     let rules = netns_run(&lab, "iptables", &["-w", "5", "-S", "DOCKER-USER"]);
     assert!(rules.contains("-A DOCKER-USER -i br0 -o br0"), "{rules}");
-    assert!(
-        lab.wait_ping(&ip, Duration::from_secs(10)),
-        "no answer after the fix"
-    );
+    assert_answers_again(&lab, &ip);
     // A second run finds nothing to do.
     let (out, r) = doctor(&lab, sysctl_dir.path(), &["--fix"]);
     assert_eq!(out.status.code(), Some(0), "{r:#}");
     assert_eq!(r["fixed"].as_array().unwrap().len(), 0, "{r:#}");
     assert!(sysctl_dir.path().read_dir().unwrap().next().is_none());
-    finish(lab);
+    lab::finish(lab, "doctor");
 }
 
 /// A terminal `-A FORWARD -j DROP` under policy ACCEPT (what many hand-written firewalls end
@@ -288,8 +290,7 @@ fn lab_doctor_forward_drop_rule_under_policy_accept() {
     }
     let (lab, _dom, ip, _tap) = lab_with_guest("doc4");
     let sysctl_dir = tempfile::tempdir().unwrap();
-    let key = "/proc/sys/net/bridge/bridge-nf-call-iptables";
-    assert_eq!(netns_run(&lab, "cat", &[key]).trim(), "1");
+    assert_eq!(bridge_nf_call_iptables(&lab), "1");
     let rules = netns_run(&lab, "iptables", &["-w", "5", "-S", "FORWARD"]);
     assert!(rules.contains("-P FORWARD ACCEPT"), "{rules}");
     for args in [
@@ -306,12 +307,7 @@ fn lab_doctor_forward_drop_rule_under_policy_accept() {
         "-A FORWARD -j DROP did not cut the guest off"
     );
     let (out, r) = doctor(&lab, sysctl_dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(1), "{r:#}");
-    assert_eq!(
-        ids(&r, "error"),
-        [("forward-drop".to_string(), "br0".to_string())],
-        "{r:#}"
-    );
+    assert_errors(&out, &r, &[("forward-drop", "br0")]);
     let msg = r["findings"]
         .as_array()
         .unwrap()
@@ -323,14 +319,10 @@ fn lab_doctor_forward_drop_rule_under_policy_accept() {
         .to_string();
     assert!(msg.contains("`-A FORWARD -j DROP`"), "{msg}");
     let (out, r) = doctor(&lab, sysctl_dir.path(), &["--fix"]);
-    assert_eq!(out.status.code(), Some(0), "{r:#}");
-    assert_eq!(r["fixed"][0]["action"], "bridge-nf-off", "{r:#}");
-    assert_eq!(netns_run(&lab, "cat", &[key]).trim(), "0");
-    assert!(
-        lab.wait_ping(&ip, Duration::from_secs(10)),
-        "no answer after the fix"
-    );
-    finish(lab);
+    assert_fixed(&out, &r, "bridge-nf-off");
+    assert_eq!(bridge_nf_call_iptables(&lab), "0");
+    assert_answers_again(&lab, &ip);
+    lab::finish(lab, "doctor");
 }
 
 #[test]
@@ -349,12 +341,7 @@ fn lab_doctor_network_faults_stp_and_uplink_address() {
         ..GuestSpec::new("ghost", vec![Nic::network("ghost-net")])
     });
     let (out, r) = doctor(&lab, sysctl_dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(1), "{r:#}");
-    assert_eq!(
-        ids(&r, "error"),
-        [("bridge-missing".to_string(), "nobr0".to_string())],
-        "{r:#}"
-    );
+    assert_errors(&out, &r, &[("bridge-missing", "nobr0")]);
     // Only this VM: the ghost network is not its business.
     let (out, r) = doctor(&lab, sysctl_dir.path(), &[&dom]);
     assert_healthy(&r, &out);
@@ -365,23 +352,15 @@ fn lab_doctor_network_faults_stp_and_uplink_address() {
     lab.virsh_ok(&["net-destroy", NET]);
     lab.virsh_ok(&["net-autostart", "--disable", NET]);
     let (out, r) = doctor(&lab, sysctl_dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(1), "{r:#}");
-    assert_eq!(
-        ids(&r, "error"),
-        [
-            ("network-inactive".to_string(), NET.to_string()),
-            ("network-no-autostart".to_string(), NET.to_string())
-        ],
-        "{r:#}"
+    assert_errors(
+        &out,
+        &r,
+        &[("network-inactive", NET), ("network-no-autostart", NET)],
     );
     // Autostart off alone is an error too: the next host reboot leaves the VMs without a network.
     lab.virsh_ok(&["net-start", NET]);
     let (out, r) = doctor(&lab, sysctl_dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(1), "{r:#}");
-    assert_eq!(
-        ids(&r, "error"),
-        [("network-no-autostart".to_string(), NET.to_string())]
-    );
+    assert_errors(&out, &r, &[("network-no-autostart", NET)]);
     lab.virsh_ok(&["net-destroy", NET]);
     let (out, r) = doctor(&lab, sysctl_dir.path(), &["--fix"]);
     assert_eq!(out.status.code(), Some(0), "{r:#}");
@@ -441,7 +420,7 @@ fn lab_doctor_network_faults_stp_and_uplink_address() {
         .host
         .ip(&["-4", "addr", "show", "uplink0"])
         .contains(&lab.addr(3)));
-    finish(lab);
+    lab::finish(lab, "doctor");
 }
 
 /// The speed target of issue 4: with 100 VMs defined, doctor takes at most twice what one
@@ -516,7 +495,7 @@ fn lab_doctor_bench_100_vms() {
         assert!(d <= 2.0 * b, "doctor {d:.2} ms > 2 x {b:.2} ms");
     }
     drop(conn);
-    finish(lab);
+    lab::finish(lab, "doctor");
 }
 
 /// Without a local host to look at (the test driver here; a remote URI behaves the same),

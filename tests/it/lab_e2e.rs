@@ -3,10 +3,9 @@
 //! `vbridge verify` finds each address; a TAP taken off the bridge makes verify fail in time.
 //! Each test prints its numbers (lab set-up and teardown, boot/hotplug to lease, verify).
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::common::{self, vbridge_bin};
+use crate::common;
 use crate::lab::{self, GuestSpec, Lab, Nic};
 use vbridge::domxml;
 
@@ -21,48 +20,11 @@ fn start(name: &str) -> Lab {
     lab
 }
 
-fn finish(lab: Lab, name: &str) {
-    let trace = lab.trace();
-    let rss = lab.peak_rss_kib();
-    let t = Instant::now();
-    drop(lab);
-    let teardown = t.elapsed();
-    lab::assert_nothing_left(&trace);
-    eprintln!(
-        "[{name}] teardown {teardown:?}, peak RSS of lab processes {} MiB",
-        rss / 1024
-    );
-}
-
-/// vbridge in the lab's host netns with a private state dir and `-o json`; stdout parsed.
-fn vb(lab: &Lab, state: &std::path::Path, args: &[&str]) -> (Output, serde_json::Value) {
-    let bin = vbridge_bin();
-    let env = format!("VBRIDGE_STATE_DIR={}", state.display());
-    let mut v = vec![
-        env.as_str(),
-        bin.to_str().unwrap(),
-        "-c",
-        lab.uri(),
-        "-o",
-        "json",
-    ];
-    v.extend_from_slice(args);
-    let out = lab.host.exec("env", &v);
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "vbridge {args:?}: not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out, json)
-}
-
 /// `vbridge verify DOM --timeout T`: (exit code, report, wall time).
 fn verify(lab: &Lab, dom: &str, timeout: &str) -> (Option<i32>, serde_json::Value, Duration) {
     let state = tempfile::tempdir().unwrap();
     let t = Instant::now();
-    let (out, v) = vb(lab, state.path(), &["verify", dom, "--timeout", timeout]);
+    let (out, v) = lab.vbridge_json(state.path(), &["verify", dom, "--timeout", timeout]);
     (out.status.code(), v, t.elapsed())
 }
 
@@ -119,9 +81,9 @@ fn lab_e2e_nat_to_lan_then_tap_off_bridge() {
     let source = assert_verified(&lab, &dom, &nat_ip, "nat");
     assert_eq!(source, "lease");
 
-    let (out, r) = vb(&lab, state.path(), &["net-define"]);
+    let (out, r) = lab.vbridge_json(state.path(), &["net-define"]);
     assert!(out.status.success(), "{r}");
-    let (out, r) = vb(&lab, state.path(), &["attach", &dom]);
+    let (out, r) = lab.vbridge_json(state.path(), &["attach", &dom]);
     assert!(out.status.success(), "{r}");
     assert_eq!(r["domains"][0]["changed"], true, "{r}");
 
@@ -161,7 +123,7 @@ fn lab_e2e_nat_to_lan_then_tap_off_bridge() {
         "reason does not say why: {v}"
     );
     eprintln!("[{name}] verify on a TAP off the bridge failed in {took:?}: {why}");
-    finish(lab, name);
+    lab::finish(lab, &format!("[{name}]"));
 }
 
 /// 2. Hotplug into a running VM without a NIC: a LAN lease within 5 s, ping, verify.
@@ -199,7 +161,7 @@ fn lab_e2e_hotplug_lease_and_verify() {
 
     let from = lab.console(&dom).len();
     let t = Instant::now();
-    let (out, r) = vb(&lab, state.path(), &["attach", &dom, "--hotplug"]);
+    let (out, r) = lab.vbridge_json(state.path(), &["attach", &dom, "--hotplug"]);
     let call = t.elapsed();
     assert!(out.status.success(), "{r}");
     let (ip, _) = lab
@@ -215,7 +177,7 @@ fn lab_e2e_hotplug_lease_and_verify() {
     assert!(in_lan_pool(&lab, &ip), "{ip}");
     assert!(lab.wait_ping(&ip, Duration::from_secs(10)));
     assert_verified(&lab, &dom, &ip, name);
-    finish(lab, name);
+    lab::finish(lab, &format!("[{name}]"));
 }
 
 /// 3. A `type='network'` NIC on the bridge-mode libvirt network works the same.
@@ -227,7 +189,7 @@ fn lab_e2e_network_nic_through_br0_network_and_verify() {
     let name = "br0-network";
     let lab = start(name);
     let state = tempfile::tempdir().unwrap();
-    let (out, r) = vb(&lab, state.path(), &["net-define"]);
+    let (out, r) = lab.vbridge_json(state.path(), &["net-define"]);
     assert!(out.status.success(), "{r}");
     let t = Instant::now();
     let dom = lab.define_guest(GuestSpec::new("nw", vec![Nic::network("br0-network")]));
@@ -264,5 +226,5 @@ fn lab_e2e_network_nic_through_br0_network_and_verify() {
         text.contains(&format!("{tap} on br0  {ip} (")) && text.contains("answers"),
         "{text}"
     );
-    finish(lab, name);
+    lab::finish(lab, &format!("[{name}]"));
 }

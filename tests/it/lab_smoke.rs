@@ -24,19 +24,6 @@ fn tap_of(lab: &Lab, dom: &str) -> String {
         .to_string()
 }
 
-fn finish(lab: Lab, what: &str) {
-    let trace = lab.trace();
-    let rss = lab.peak_rss_kib();
-    let t = Instant::now();
-    drop(lab);
-    let teardown = t.elapsed();
-    lab::assert_nothing_left(&trace);
-    eprintln!(
-        "{what}: teardown {teardown:?}, peak RSS of lab processes {} MiB",
-        rss / 1024
-    );
-}
-
 #[test]
 fn lab_smoke_guest_on_bridge_gets_lease_and_answers_ping() {
     if !common::require_root("lab_smoke") {
@@ -72,7 +59,7 @@ fn lab_smoke_guest_on_bridge_gets_lease_and_answers_ping() {
     );
     assert!(ports.iter().any(|p| p == "uplink0"), "{ports:?}");
     eprintln!("boot to lease {boot:?} ({ip}, {tap})");
-    finish(lab, "smoke");
+    lab::finish(lab, "smoke");
 }
 
 #[test]
@@ -123,5 +110,5 @@ fn lab_smoke_hotplugged_nic_gets_lease() {
         "--config was not kept"
     );
     eprintln!("hotplug: attach {attach:?}, attach to lease {lease:?} ({ip})");
-    finish(lab, "hotplug");
+    lab::finish(lab, "hotplug");
 }

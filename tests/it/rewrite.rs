@@ -3,8 +3,8 @@
 //! result.txt (what changed, or the error). `VBRIDGE_BLESS=1 cargo test` rewrites the
 //! expected files instead of comparing; review the diff before committing it.
 
+use crate::common;
 use std::fs;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use vbridge::domxml::{self, Rewritten, Selection};
 
@@ -35,33 +35,10 @@ fn args(dir: &Path) -> (Selection, String) {
     (selection, bridge)
 }
 
-/// Lines holding only whitespace: a removed element must not leave one behind.
-fn blank_lines(text: &str) -> usize {
-    text.lines().filter(|l| l.trim().is_empty()).count()
-}
-
-fn without(text: &str, spans: &[Range<usize>]) -> String {
-    let mut out = String::new();
-    let mut cursor = 0;
-    for s in spans {
-        out.push_str(&text[cursor..s.start]);
-        cursor = s.end;
-    }
-    out.push_str(&text[cursor..]);
-    out
-}
-
 /// Holds for every successful rewrite: text outside the changed interfaces is
 /// byte-identical, every MAC is kept, and every changed NIC is on the bridge.
 fn check_invariants(case: &str, input: &str, bridge: &str, r: &Rewritten) {
-    let changed: Vec<_> = r.changes.iter().filter(|c| c.changed).collect();
-    let old: Vec<_> = changed.iter().map(|c| c.before.span.clone()).collect();
-    let new: Vec<_> = changed.iter().map(|c| c.after.span.clone()).collect();
-    assert_eq!(
-        without(input, &old),
-        without(&r.xml, &new),
-        "{case}: text outside the changed interfaces differs"
-    );
+    common::assert_same_outside_changes(case, input, r);
     let before = domxml::nics(input).unwrap();
     let after = domxml::nics(&r.xml).unwrap();
     assert_eq!(before.len(), after.len(), "{case}");
@@ -95,12 +72,7 @@ fn check_invariants(case: &str, input: &str, bridge: &str, r: &Rewritten) {
                 "{case}: stale source {:?}",
                 c.after.source
             );
-            assert!(
-                blank_lines(&r.xml[c.after.span.clone()])
-                    <= blank_lines(&input[c.before.span.clone()]),
-                "{case}: interface {} gained a blank line",
-                c.index
-            );
+            common::assert_no_blank_line_gained(case, input, r, c);
         }
     }
     if !r.changed() {

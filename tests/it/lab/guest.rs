@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use vbridge::template::escape;
 
 /// One NIC of a guest.
 #[derive(Clone, Debug)]
@@ -41,10 +42,10 @@ impl Nic {
         };
         let mut s = format!(
             "    <interface type='{kind}'>\n      <source {attr}='{}'/>\n",
-            esc(source)
+            escape(source)
         );
         if let Some(m) = mac {
-            let _ = writeln!(s, "      <mac address='{}'/>", esc(m));
+            let _ = writeln!(s, "      <mac address='{}'/>", escape(m));
         }
         s.push_str("      <model type='virtio'/>\n    </interface>\n");
         s
@@ -125,28 +126,12 @@ pub fn domain_xml(
   </devices>
 </domain>
 ",
-        name = esc(name),
-        machine = esc(&spec.machine),
-        kernel = esc(&kernel.display().to_string()),
-        initrd = esc(&initrd.display().to_string()),
-        console = esc(&console.display().to_string()),
+        name = escape(name),
+        machine = escape(&spec.machine),
+        kernel = escape(&kernel.display().to_string()),
+        initrd = escape(&initrd.display().to_string()),
+        console = escape(&console.display().to_string()),
     )
-}
-
-/// Escape a value for an XML attribute or text node.
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '\'' => o.push_str("&apos;"),
-            '"' => o.push_str("&quot;"),
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 /// The first `marker` at or after byte `from` of `text` that is followed by a complete

@@ -25,14 +25,15 @@
 //!   ("br0", private to the lab's netns), `subnet: u8` (the N of 10.77.N.0/24), `id: String`,
 //!   `timings: Timings`.
 //! - `uri() -> &str`, `virsh(&[&str]) -> Output`, `virsh_ok(&[&str]) -> String`,
-//!   `vbridge(&[&str]) -> Output`.
+//!   `vbridge(&[&str]) -> Output`, `vbridge_json(state: &Path, &[&str]) -> (Output, Value)`.
 //! - `define_guest(GuestSpec) -> String` (the domain name), `console(&str) -> String`,
 //!   `wait_console(&str, marker, Duration) -> Option<String>`,
 //!   `wait_console_from(&str, marker, from: usize, Duration) -> Option<(String, usize)>`.
 //! - `define_nat_network(label) -> String`, `nat_prefix() -> String` (10.78.N.).
 //! - `ping_from_lan(&str) -> bool`, `wait_ping(&str, Duration) -> bool`, `leases() -> String`,
 //!   `bridge_ports() -> Vec<String>`, `addr(u8) -> String`, `processes() -> Vec<u32>`,
-//!   `peak_rss_kib() -> u64`, `trace() -> Trace`; `lab::assert_nothing_left(&Trace)`.
+//!   `peak_rss_kib() -> u64`, `trace() -> Trace`; `lab::assert_nothing_left(&Trace)`,
+//!   `lab::finish(Lab, what)` (drop, assert nothing left, print teardown time and RSS).
 //!
 //! Parallelism: at most [`MAX_LABS`] labs run at once in a test process (each guest is
 //! ~230 MB of TCG QEMU on a 2-core machine); further `Lab::start` calls wait their turn.
@@ -188,6 +189,31 @@ impl Lab {
         self.host.exec(bin.to_str().unwrap(), &v)
     }
 
+    /// The vbridge binary inside the host netns with `-c URI -o json` and its own state
+    /// directory (`VBRIDGE_STATE_DIR=state`); returns the output and stdout parsed as JSON.
+    pub fn vbridge_json(&self, state: &Path, args: &[&str]) -> (Output, serde_json::Value) {
+        let bin = vbridge_bin();
+        let env = format!("VBRIDGE_STATE_DIR={}", state.display());
+        let mut v = vec![
+            env.as_str(),
+            bin.to_str().unwrap(),
+            "-c",
+            self.uri(),
+            "-o",
+            "json",
+        ];
+        v.extend_from_slice(args);
+        let out = self.host.exec("env", &v);
+        let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "vbridge {args:?}: not JSON ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out, json)
+    }
+
     /// Define (and, if `spec.running`, start) a guest; returns its domain name, unique per lab.
     pub fn define_guest(&self, spec: GuestSpec) -> String {
         let a = assets::assets();
@@ -223,7 +249,7 @@ impl Lab {
              <bridge stp='off' delay='0'/>\n  <ip address='{gw}' netmask='255.255.255.0'>\n    \
              <dhcp><range start='{lo}' end='{hi}'/></dhcp>\n  </ip>\n  \
              <dnsmasq:options><dnsmasq:option value='no-ping'/></dnsmasq:options>\n</network>\n",
-            name = guest::esc(&name),
+            name = vbridge::template::escape(&name),
             gw = net(1),
             lo = net(100),
             hi = net(150),
@@ -396,6 +422,21 @@ pub struct Trace {
     pub pids: Vec<u32>,
     pub dir: PathBuf,
     pub id: String,
+}
+
+/// Tear the lab down, panic if anything of it is left, and print how long the teardown took
+/// and the peak RSS of the lab's processes, under `what`.
+pub fn finish(lab: Lab, what: &str) {
+    let trace = lab.trace();
+    let rss = lab.peak_rss_kib();
+    let t = Instant::now();
+    drop(lab);
+    let teardown = t.elapsed();
+    assert_nothing_left(&trace);
+    eprintln!(
+        "{what}: teardown {teardown:?}, peak RSS of lab processes {} MiB",
+        rss / 1024
+    );
 }
 
 /// Panic unless the lab is entirely gone: no namespace, none of its processes (also none
