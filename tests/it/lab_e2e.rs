@@ -177,6 +177,52 @@ fn lab_e2e_hotplug_lease_and_verify() {
     assert!(in_lan_pool(&lab, &ip), "{ip}");
     assert!(lab.wait_ping(&ip, Duration::from_secs(10)));
     assert_verified(&lab, &dom, &ip, name);
+
+    // Address seen but no answer: the host drops the guest's echo replies (ARP still works,
+    // so the address is found), and verify says exactly that within its timeout.
+    let rule = [
+        "INPUT",
+        "-s",
+        ip.as_str(),
+        "-p",
+        "icmp",
+        "--icmp-type",
+        "echo-reply",
+        "-j",
+        "DROP",
+    ];
+    let ipt = |op: &str| {
+        let mut args = vec!["-w", "2", op];
+        args.extend(rule);
+        let out = lab.host.exec("iptables", &args);
+        assert!(
+            out.status.success(),
+            "iptables {op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ipt("-I");
+    let (code, v, took) = verify(&lab, &dom, "2");
+    ipt("-D");
+    assert_eq!(code, Some(1), "{v}");
+    assert!(took < Duration::from_secs(5), "verify took {took:?}");
+    let n = &v["interfaces"][0];
+    assert_eq!(n["reachable"], false, "{v}");
+    assert!(
+        n["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i == ip.as_str()),
+        "{v}"
+    );
+    assert!(
+        n["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("address seen but no answer"),
+        "{v}"
+    );
     lab::finish(lab, &format!("[{name}]"));
 }
 
