@@ -31,10 +31,8 @@ fn map(err: virt::error::Error) -> Error {
         _ => ErrorKind::Libvirt,
     };
     let mut e = Error::new(kind, format!("libvirt: {msg}"));
-    if msg.contains("Cannot get interface MTU") || msg.contains("No such device") {
-        e = e.with_hint(
-            "the host bridge does not exist: create it first (see `vbridge host-bridge`), then retry",
-        );
+    if let Some(h) = missing_bridge_hint(&msg) {
+        e = e.with_hint(h);
     } else if msg.contains("does not support hotplugging") {
         e = e.with_hint("add <acpi/> under <features> (takes effect after a power-off), or use `vbridge attach` without --hotplug");
     } else if kind == ErrorKind::Permission || msg.contains("Permission denied") {
@@ -42,6 +40,16 @@ fn map(err: virt::error::Error) -> Error {
         e = e.with_hint("run as root, or as a user in the libvirt group");
     }
     e
+}
+
+/// libvirt's words when a NIC's bridge is missing name the bridge; a bare "No such device"
+/// can be any device (a direct NIC's source, a disk), so only this message earns the hint.
+fn missing_bridge_hint(msg: &str) -> Option<String> {
+    let rest = msg.split("Cannot get interface MTU on '").nth(1)?;
+    let bridge = rest.split('\'').next().filter(|b| !b.is_empty())?;
+    Some(format!(
+        "{bridge} does not exist on the host: create it first (`vbridge host-bridge NIC --bridge {bridge} ...`), then retry"
+    ))
 }
 
 /// Whether a URI names a hypervisor on this machine (no host part), so host-side checks
@@ -363,6 +371,16 @@ impl Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_bridge_hint_names_the_bridge() {
+        let h = missing_bridge_hint("Cannot get interface MTU on 'br7': No such device").unwrap();
+        assert!(h.starts_with("br7 does not exist"), "{h}");
+        assert_eq!(
+            missing_bridge_hint("Cannot open 'eth9': No such device"),
+            None
+        );
+    }
 
     #[test]
     fn local_uris() {

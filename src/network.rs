@@ -136,14 +136,30 @@ pub fn render(name: &str, bridge: &str, uuid: Option<&str>) -> Result<String> {
         template::NETWORK_BRIDGE,
         &[("name", name), ("bridge", bridge)],
     )?;
-    Ok(match uuid {
-        Some(u) => xml.replacen(
-            "</name>\n",
-            &format!("</name>\n  <uuid>{}</uuid>\n", template::escape(u)),
-            1,
-        ),
-        None => xml,
-    })
+    match uuid {
+        Some(u) => insert_uuid(&xml, u),
+        None => Ok(xml),
+    }
+}
+
+/// Put `<uuid>` on its own line after `</name>`, indented and ended like the `<name>` line.
+fn insert_uuid(xml: &str, uuid: &str) -> Result<String> {
+    let end = xml
+        .find("</name>")
+        .ok_or_else(|| Error::invalid("the network template has no <name> element"))?
+        + "</name>".len();
+    let line_start = xml[..end].rfind('\n').map_or(0, |i| i + 1);
+    let indent: String = xml[line_start..]
+        .chars()
+        .take_while(|c| *c == ' ' || *c == '\t')
+        .collect();
+    let eol = if xml.contains("\r\n") { "\r\n" } else { "\n" };
+    Ok(format!(
+        "{}{eol}{indent}<uuid>{}</uuid>{}",
+        &xml[..end],
+        template::escape(uuid),
+        &xml[end..]
+    ))
 }
 
 /// Decide what `net-define` does, from what exists. Pure.
@@ -415,6 +431,17 @@ mod tests {
         let isolated = parse_network("<network><name>i</name></network>").unwrap();
         assert_eq!(isolated.forward_mode, None);
         assert!(parse_network("<network><name>x</nam></network>").is_err());
+    }
+
+    #[test]
+    fn uuid_goes_after_name_in_any_layout() {
+        let crlf = insert_uuid("<network>\r\n\t<name>n</name>\r\n</network>", "u").unwrap();
+        assert_eq!(
+            crlf,
+            "<network>\r\n\t<name>n</name>\r\n\t<uuid>u</uuid>\r\n</network>"
+        );
+        let one = insert_uuid("<network><name>n</name></network>", "u").unwrap();
+        assert_eq!(parse_network(&one).unwrap().uuid.as_deref(), Some("u"));
     }
 
     #[test]

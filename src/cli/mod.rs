@@ -169,12 +169,13 @@ fn dispatch(cli: &Cli) -> CmdResult {
 }
 
 /// Did the raw command line ask for JSON? Used only to render usage errors as JSON.
-fn wants_json(args: &[String]) -> bool {
+fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
     args.windows(2)
         .any(|w| (w[0] == "-o" || w[0] == "--output") && w[1] == "json")
         || args
             .iter()
-            .any(|a| a == "--output=json" || a == "-ojson" || a == "-o=json")
+            .any(|a| *a == "--output=json" || *a == "-ojson" || *a == "-o=json")
 }
 
 fn print_error(json: bool, err: &Error) {
@@ -193,7 +194,8 @@ fn print_error(json: bool, err: &Error) {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     crate::libvirt::init();
-    let args: Vec<String> = std::env::args().collect();
+    // args_os: a path argument need not be UTF-8, and std::env::args would panic on it.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -295,7 +297,7 @@ mod tests {
 
     #[test]
     fn json_usage_detection() {
-        let a = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let a = |s: &str| s.split_whitespace().map(Into::into).collect::<Vec<_>>();
         assert!(wants_json(&a("vbridge -o json attach")));
         assert!(wants_json(&a("vbridge attach --output=json")));
         assert!(!wants_json(&a("vbridge attach web")));
