@@ -19,6 +19,17 @@ pub struct NicResult {
     pub after: Option<Nic>,
 }
 
+impl From<domxml::NicChange> for NicResult {
+    fn from(c: domxml::NicChange) -> NicResult {
+        NicResult {
+            mac: c.mac,
+            changed: c.changed,
+            before: Some(c.before),
+            after: Some(c.after),
+        }
+    }
+}
+
 /// The outcome for one domain.
 #[derive(Debug, Clone, Serialize)]
 pub struct DomainResult {
@@ -303,12 +314,8 @@ fn result_of(plan: &Plan) -> DomainResult {
             .rewritten
             .changes
             .iter()
-            .map(|c| NicResult {
-                mac: c.mac.clone(),
-                changed: c.changed,
-                before: Some(c.before.clone()),
-                after: Some(c.after.clone()),
-            })
+            .cloned()
+            .map(NicResult::from)
             .collect(),
         error: None,
         backup: None,

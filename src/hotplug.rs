@@ -1,7 +1,7 @@
 //! `vbridge attach --hotplug` and `vbridge detach`: add or remove a virtio NIC on the bridge,
 //! in the running VM and its persistent config (`virsh attach-interface --config --live`).
 
-use crate::attach::{DomainResult, NicResult};
+use crate::attach::{AttachReport, DomainResult, NicResult};
 use crate::domxml::{self, DomainFacts, Nic};
 use crate::error::{Error, Result};
 use crate::libvirt::Conn;
@@ -69,6 +69,60 @@ fn new_nic(mac: &str, bridge: &str) -> Nic {
     }
 }
 
+/// A NIC with one MAC as it stands in a domain's definitions, and what hotplug and detach
+/// need to know about the domain. Each definition is read and parsed once.
+struct MacView {
+    dom: crate::libvirt::Dom,
+    running: bool,
+    /// Transient domains have no config of their own: their "persistent" XML is the live one.
+    persistent: bool,
+    /// The NIC and its element text in the persistent config, in the live definition.
+    config: Option<(Nic, String)>,
+    live: Option<(Nic, String)>,
+    /// Facts of the definition a live change goes to (live when running).
+    facts: DomainFacts,
+}
+
+fn observe_mac(
+    conn: &Conn,
+    name: &str,
+    mac: impl FnOnce(&str) -> String,
+) -> Result<(MacView, String)> {
+    let dom = conn.domain(name)?;
+    let running = dom.is_active()?;
+    let persistent = dom.is_persistent()?;
+    let mac = mac(&dom.uuid()?);
+    let find = |xml: &str| -> Result<(Option<(Nic, String)>, DomainFacts)> {
+        let (nics, facts) = domxml::nics_and_facts(xml)?;
+        let nic = nics
+            .into_iter()
+            .find(|n| n.mac.as_deref() == Some(mac.as_str()))
+            .map(|n| {
+                let text = xml[n.span.clone()].to_string();
+                (n, text)
+            });
+        Ok((nic, facts))
+    };
+    let (config, config_facts) = find(&dom.persistent_xml()?)?;
+    let (live, facts) = if running {
+        find(&dom.live_xml()?)?
+    } else {
+        (None, config_facts)
+    };
+    let config = if persistent { config } else { None };
+    Ok((
+        MacView {
+            dom,
+            running,
+            persistent,
+            config,
+            live,
+            facts,
+        },
+        mac,
+    ))
+}
+
 /// `vbridge attach VM --hotplug`: add a virtio NIC on `bridge` to the running VM and its
 /// config (config only when shut off). Idempotent: a NIC with that MAC already on the
 /// bridge is left alone.
@@ -80,26 +134,11 @@ pub fn hotplug(
     dry_run: bool,
 ) -> Result<DomainResult> {
     validate::interface_name(bridge)?;
-    let mac = mac.map(validate::mac).transpose()?;
-    let dom = conn.domain(name)?;
-    let running = dom.is_active()?;
-    let config_xml = dom.persistent_xml()?;
-    let live_xml = if running { Some(dom.live_xml()?) } else { None };
-    let mac = match mac {
-        Some(m) => m,
-        None => derive_mac(&dom.uuid()?, bridge),
-    };
-
-    let find = |xml: &str| -> Result<Option<Nic>> {
-        Ok(domxml::nics(xml)?
-            .into_iter()
-            .find(|n| n.mac.as_deref() == Some(mac.as_str())))
-    };
-    // A transient VM has no config to add to: its "persistent" XML is the live one.
-    let persistent = dom.is_persistent()?;
-    let in_config = if persistent { find(&config_xml)? } else { None };
-    let in_live = live_xml.as_deref().map(find).transpose()?.flatten();
-    for nic in in_config.iter().chain(in_live.iter()) {
+    let given = mac.map(validate::mac).transpose()?;
+    let (v, mac) = observe_mac(conn, name, |uuid| {
+        given.unwrap_or_else(|| derive_mac(uuid, bridge))
+    })?;
+    for (nic, _) in v.config.iter().chain(v.live.iter()) {
         if !nic.is_on_bridge(bridge) {
             return Err(Error::conflict(format!(
                 "{name} already has a NIC with MAC {mac} (type '{}') that is not a virtio NIC on {bridge}",
@@ -108,16 +147,20 @@ pub fn hotplug(
             .with_hint(format!("move it with `vbridge attach {name} --mac {mac} --bridge {bridge}`, or pick another --mac")));
         }
     }
-    let add_config = persistent && in_config.is_none();
-    let add_live = running && in_live.is_none();
+    let add_config = v.persistent && v.config.is_none();
+    let add_live = v.running && v.live.is_none();
 
     let mut result = DomainResult {
-        domain: dom.name().to_string(),
+        domain: v.dom.name().to_string(),
         changed: add_config || add_live,
         interfaces: vec![NicResult {
             mac: Some(mac.clone()),
             changed: add_config || add_live,
-            before: in_config.clone().or(in_live.clone()),
+            before: v
+                .config
+                .as_ref()
+                .or(v.live.as_ref())
+                .map(|(n, _)| n.clone()),
             after: Some(new_nic(&mac, bridge)),
         }],
         error: None,
@@ -129,9 +172,7 @@ pub fn hotplug(
         return Ok(result);
     }
     if add_live {
-        if let Some(err) =
-            hotplug_blocker(&domxml::facts(live_xml.as_deref().unwrap_or(&config_xml))?)
-        {
+        if let Some(err) = hotplug_blocker(&v.facts) {
             return Err(err);
         }
         if conn.shares_host() {
@@ -144,12 +185,12 @@ pub fn hotplug(
         template::INTERFACE_BRIDGE,
         &[("mac", &mac), ("bridge", bridge)],
     )?;
-    if !persistent {
+    if !v.persistent {
         result.notes.push(format!(
             "{name} is transient: the NIC was added to the running VM only and goes away when it stops"
         ));
     }
-    if !running {
+    if !v.running {
         result.notes.push(format!(
             "{name} is shut off: the NIC was added to its config and appears at the next start"
         ));
@@ -158,43 +199,44 @@ pub fn hotplug(
         result.diff = Some(device);
         return Ok(result);
     }
-    dom.attach_device(&device, add_config, add_live)?;
+    v.dom.attach_device(&device, add_config, add_live)?;
     Ok(result)
+}
+
+/// `attach --hotplug` over several VMs on one connection: each gets its own result, and a
+/// failure in one does not stop the others.
+pub fn hotplug_many(
+    conn: &Conn,
+    domains: &[String],
+    bridge: &str,
+    mac: Option<&str>,
+    dry_run: bool,
+) -> AttachReport {
+    let domains = domains
+        .iter()
+        .map(|d| {
+            hotplug(conn, d, bridge, mac, dry_run).unwrap_or_else(|e| DomainResult::failed(d, e))
+        })
+        .collect();
+    AttachReport { dry_run, domains }
 }
 
 /// `vbridge detach VM --mac MAC`: remove the NIC from the running VM and its config.
 /// Idempotent: no NIC with that MAC is success with no change.
 pub fn detach(conn: &Conn, name: &str, mac: &str, dry_run: bool) -> Result<DomainResult> {
     let mac = validate::mac(mac)?;
-    let dom = conn.domain(name)?;
-    let running = dom.is_active()?;
-    let config_xml = dom.persistent_xml()?;
-    let live_xml = if running { Some(dom.live_xml()?) } else { None };
-    let find = |xml: &str| -> Result<Option<(Nic, String)>> {
-        Ok(domxml::nics(xml)?
-            .into_iter()
-            .find(|n| n.mac.as_deref() == Some(mac.as_str()))
-            .map(|n| {
-                let text = xml[n.span.clone()].to_string();
-                (n, text)
-            }))
-    };
-    let in_config = if dom.is_persistent()? {
-        find(&config_xml)?
-    } else {
-        None
-    };
-    let in_live = live_xml.as_deref().map(find).transpose()?.flatten();
-    let changed = in_config.is_some() || in_live.is_some();
+    let (v, mac) = observe_mac(conn, name, |_| mac)?;
+    let changed = v.config.is_some() || v.live.is_some();
     let result = DomainResult {
-        domain: dom.name().to_string(),
+        domain: v.dom.name().to_string(),
         changed,
         interfaces: vec![NicResult {
             mac: Some(mac.clone()),
             changed,
-            before: in_config
+            before: v
+                .config
                 .as_ref()
-                .or(in_live.as_ref())
+                .or(v.live.as_ref())
                 .map(|(n, _)| n.clone()),
             after: None,
         }],
@@ -207,14 +249,14 @@ pub fn detach(conn: &Conn, name: &str, mac: &str, dry_run: bool) -> Result<Domai
         return Ok(result);
     }
     // libvirt matches the device by MAC; pass the element as it stands in each definition.
-    match (&in_config, &in_live) {
-        (Some((_, c)), Some((_, l))) if c == l => dom.detach_device(c, true, true)?,
+    match (&v.config, &v.live) {
+        (Some((_, c)), Some((_, l))) if c == l => v.dom.detach_device(c, true, true)?,
         _ => {
-            if let Some((_, l)) = &in_live {
-                dom.detach_device(l, false, true)?;
+            if let Some((_, l)) = &v.live {
+                v.dom.detach_device(l, false, true)?;
             }
-            if let Some((_, c)) = &in_config {
-                dom.detach_device(c, true, false)?;
+            if let Some((_, c)) = &v.config {
+                v.dom.detach_device(c, true, false)?;
             }
         }
     }

@@ -81,18 +81,7 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
     }
     let conn = Conn::open(g.connect.as_deref())?;
     let r = if a.hotplug {
-        let domains = a
-            .domains
-            .iter()
-            .map(|d| {
-                hotplug::hotplug(&conn, d, &a.bridge, a.mac.as_deref(), g.dry_run)
-                    .unwrap_or_else(|e| DomainResult::failed(d, e))
-            })
-            .collect();
-        AttachReport {
-            dry_run: g.dry_run,
-            domains,
-        }
+        hotplug::hotplug_many(&conn, &a.domains, &a.bridge, a.mac.as_deref(), g.dry_run)
     } else {
         let opts = AttachOptions {
             bridge: a.bridge.clone(),
@@ -115,16 +104,7 @@ fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
     let rw = attach::rewrite_document(&xml, &a.bridge, &a.selection())?;
     let r = XmlReport {
         changed: rw.changed(),
-        interfaces: rw
-            .changes
-            .into_iter()
-            .map(|c| NicResult {
-                mac: c.mac,
-                changed: c.changed,
-                before: Some(c.before),
-                after: Some(c.after),
-            })
-            .collect(),
+        interfaces: rw.changes.into_iter().map(NicResult::from).collect(),
         xml: rw.xml,
     };
     // Text mode prints the document itself, byte for byte, for pipes.
