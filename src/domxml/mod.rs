@@ -104,11 +104,31 @@ impl DomainFacts {
 /// The interfaces of the domain document.
 pub fn nics(xml: &str) -> Result<Vec<Nic>> {
     let root = domain_root(xml)?;
-    Ok(interfaces(&root)
+    Ok(nics_of(&root))
+}
+
+/// The domain's interfaces, numbered from 1 in document order.
+fn nics_of(root: &scan::Element) -> Vec<Nic> {
+    numbered(&interfaces(root))
+}
+
+/// Interface elements as `Nic`s, numbered from 1 in the order given.
+fn numbered(elements: &[&scan::Element]) -> Vec<Nic> {
+    elements
         .iter()
         .enumerate()
         .map(|(i, el)| nic_from(el, i + 1))
-        .collect())
+        .collect()
+}
+
+/// The line ending `text` uses (CRLF or LF), if it has a line break at all.
+fn eol_of(text: &str) -> Option<&'static str> {
+    let p = text.find('\n')?;
+    Some(if p > 0 && text.as_bytes()[p - 1] == b'\r' {
+        "\r\n"
+    } else {
+        "\n"
+    })
 }
 
 /// Rewrite the selected interfaces to virtio NICs on `bridge`, changing nothing else.
@@ -124,12 +144,7 @@ pub fn facts(xml: &str) -> Result<DomainFacts> {
 /// The interfaces and the facts from one parse (the doctor reads many domains).
 pub fn nics_and_facts(xml: &str) -> Result<(Vec<Nic>, DomainFacts)> {
     let root = domain_root(xml)?;
-    let nics = interfaces(&root)
-        .iter()
-        .enumerate()
-        .map(|(i, el)| nic_from(el, i + 1))
-        .collect();
-    Ok((nics, facts::facts(&root, xml)?))
+    Ok((nics_of(&root), facts::facts(&root, xml)?))
 }
 
 /// Parse the document and check that it is a `<domain>`.

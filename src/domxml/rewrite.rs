@@ -2,7 +2,7 @@
 //! text into the original document so nothing else changes.
 
 use super::scan::Element;
-use super::{interfaces, nic_from, Nic, NicChange, Rewritten, Selection};
+use super::{eol_of, interfaces, nics_of, numbered, Nic, NicChange, Rewritten, Selection};
 use crate::error::{Error, Result};
 use crate::template::escape;
 use crate::validate;
@@ -17,11 +17,7 @@ pub(super) fn rewrite_to_bridge(
     validate::interface_name(bridge)?;
     let root = super::domain_root(xml)?;
     let elements = interfaces(&root);
-    let nics: Vec<Nic> = elements
-        .iter()
-        .enumerate()
-        .map(|(i, el)| nic_from(el, i + 1))
-        .collect();
+    let nics = numbered(&elements);
 
     let selected = select(&nics, bridge, selection)?;
     for &i in &selected {
@@ -59,11 +55,7 @@ pub(super) fn rewrite_to_bridge(
     // Read the result back: it proves the splice is well-formed and gives `after`.
     let new_root =
         super::domain_root(&out).map_err(|e| e.context("internal error: the rewritten XML"))?;
-    let after: Vec<Nic> = interfaces(&new_root)
-        .iter()
-        .enumerate()
-        .map(|(i, el)| nic_from(el, i + 1))
-        .collect();
+    let after = nics_of(&new_root);
     if after.len() != nics.len() {
         return Err(Error::invalid(
             "internal error: the rewrite changed the number of interfaces",
@@ -215,10 +207,7 @@ struct Layout {
 
 impl Layout {
     fn of(doc: &str, root: &Element) -> Layout {
-        let eol = match doc.find('\n') {
-            Some(p) if p > 0 && doc.as_bytes()[p - 1] == b'\r' => "\r\n",
-            _ => "\n",
-        };
+        let eol = eol_of(doc).unwrap_or("\n");
         // One level is what <devices> adds to its children's indentation.
         let unit = root
             .child("devices")
@@ -323,11 +312,7 @@ fn rewrite_interface(doc: &str, el: &Element, bridge: &str, layout: &Layout) -> 
     let kind = el.attr("type").unwrap_or_default();
     let quote = el.attr_full("type").map_or('\'', |a| a.quote as char);
     let text = &doc[el.span.clone()];
-    let eol = match text.find('\n') {
-        Some(p) if p > 0 && text.as_bytes()[p - 1] == b'\r' => "\r\n",
-        Some(_) => "\n",
-        None => layout.eol,
-    };
+    let eol = eol_of(text).unwrap_or(layout.eol);
     let own_indent = line_indent(doc, el.span.start);
     let source_el = format!("<source bridge={quote}{bridge}{quote}/>");
     let model_el = format!("<model type={quote}virtio{quote}/>");
