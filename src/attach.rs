@@ -5,6 +5,7 @@
 use crate::backup::StateDir;
 use crate::domxml::{self, Nic, Selection};
 use crate::error::{Error, ErrorKind, Result};
+use crate::fanout::parallel;
 use crate::libvirt::{Conn, Dom};
 use crate::validate;
 use serde::Serialize;
@@ -183,7 +184,7 @@ pub fn attach(
     let selection = check_options(&opts.bridge, &opts.selection)?;
     let host_warning = host_bridge_warning(conn, &opts.bridge);
     let planned: Vec<(Option<String>, DomainResult, Todo)> =
-        parallel(domains.iter().collect(), WORKERS, |name| {
+        parallel(domains.iter().collect(), |name| {
             match plan_one(conn, name, &opts.bridge, &selection) {
                 Ok((dom, plan)) => {
                     let mut r = result_of(&plan);
@@ -236,7 +237,7 @@ pub fn attach(
             }
         }
     }
-    let domains = parallel(slots, WORKERS, |(r, todo)| match todo {
+    let domains = parallel(slots, |(r, todo)| match todo {
         Some((dom, plan)) => {
             let backup = r.backup.clone().expect("backed up before commit");
             match commit(conn, &dom, &plan, &backup) {
@@ -262,35 +263,6 @@ fn host_bridge_warning(conn: &Conn, bridge: &str) -> Vec<String> {
 
 /// A domain's plan still to apply (None: nothing to do, or it failed).
 type Todo = Option<(Dom, Plan)>;
-
-/// Calls in flight at once on the one connection: libvirt connections are thread-safe and
-/// libvirtd serves a connection's calls with several workers, so round trips overlap.
-const WORKERS: usize = 4;
-
-/// Map `f` over `items` on up to `workers` threads, keeping the order.
-fn parallel<T: Send, R: Send>(items: Vec<T>, workers: usize, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    if workers <= 1 || items.len() <= 1 {
-        return items.into_iter().map(f).collect();
-    }
-    let n = items.len();
-    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
-    let out = std::sync::Mutex::new((0..n).map(|_| None).collect::<Vec<Option<R>>>());
-    std::thread::scope(|s| {
-        for _ in 0..workers.min(n) {
-            s.spawn(|| loop {
-                let next = queue.lock().expect("queue lock").next();
-                let Some((i, item)) = next else { break };
-                let r = f(item);
-                out.lock().expect("result lock")[i] = Some(r);
-            });
-        }
-    });
-    out.into_inner()
-        .expect("result lock")
-        .into_iter()
-        .map(|r| r.expect("every item mapped"))
-        .collect()
-}
 
 fn plan_one(conn: &Conn, name: &str, bridge: &str, selection: &Selection) -> Result<(Dom, Plan)> {
     let dom = conn.domain(name)?;

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod doctor;
 pub mod domxml;
 pub mod error;
+mod fanout;
 pub mod host;
 pub mod hotplug;
 pub mod libvirt;

@@ -328,15 +328,21 @@ impl Net {
 
     /// The persistent definition (the live one for a transient network).
     pub fn xml(&self) -> Result<String> {
-        if self.is_persistent()? {
+        Ok(self.definition()?.0)
+    }
+
+    /// The definition and whether it is persistent, with one persistence call.
+    pub fn definition(&self) -> Result<(String, bool)> {
+        let persistent = self.is_persistent()?;
+        if persistent {
             match self.inner.xml_desc(sys::VIR_NETWORK_XML_INACTIVE) {
-                Ok(x) => return Ok(x),
+                Ok(x) => return Ok((x, true)),
                 // The test driver knows no flags; its live XML is the definition.
                 Err(e) if e.code().is_any(vec![N::NoSupport, N::InvalidArg]) => {}
                 Err(e) => return Err(map(e)),
             }
         }
-        self.inner.xml_desc(0).map_err(map)
+        Ok((self.inner.xml_desc(0).map_err(map)?, persistent))
     }
 
     pub fn is_active(&self) -> Result<bool> {

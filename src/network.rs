@@ -232,11 +232,12 @@ pub fn bridge_warnings(bridge: &str) -> Vec<String> {
 }
 
 fn observe(net: &Net) -> Result<Existing> {
+    let (xml, persistent) = net.definition()?;
     Ok(Existing {
-        def: parse_network(&net.xml()?)?,
+        def: parse_network(&xml)?,
         active: net.is_active()?,
         autostart: net.autostart()?,
-        persistent: net.is_persistent()?,
+        persistent,
     })
 }
 

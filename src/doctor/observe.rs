@@ -6,6 +6,7 @@
 use super::{DomainObs, HostState, Iface, NetworkObs, NicObs, Observation};
 use crate::domxml;
 use crate::error::Result;
+use crate::fanout::parallel;
 use crate::host::{firewall, netlink::Netlink, sysctl, sysfs};
 use crate::libvirt::{Conn, Dom};
 use std::collections::BTreeMap;
@@ -17,19 +18,16 @@ pub fn observe(conn: &Conn, names: &[String]) -> Result<Observation> {
     let host_applies = conn.shares_host();
     std::thread::scope(|s| {
         let host = host_applies.then(|| s.spawn(observe_host));
-        let obs = observe_libvirt(conn, names);
+        let obs = observe_libvirt(conn, names, host_applies);
         let host = host.map(|h| h.join().expect("host observation does not panic"));
         obs.map(|mut o| {
-            if host_applies {
-                o.host = host;
-                o.host_skipped = None;
-            }
+            o.host = host;
             o
         })
     })
 }
 
-fn observe_libvirt(conn: &Conn, names: &[String]) -> Result<Observation> {
+fn observe_libvirt(conn: &Conn, names: &[String], host_applies: bool) -> Result<Observation> {
     let doms: Vec<(Dom, bool)> = if names.is_empty() {
         conn.domains_with_state()?
     } else {
@@ -42,12 +40,12 @@ fn observe_libvirt(conn: &Conn, names: &[String]) -> Result<Observation> {
             })
             .collect::<Result<_>>()?
     };
-    let mut domains = Vec::with_capacity(doms.len());
-    for (d, running) in &doms {
-        // The live XML of a running VM names its taps; shut off, it is the definition.
-        let xml = d.live_xml()?;
-        domains.push(domain_obs(d.name(), *running, &xml)?);
-    }
+    // The live XML of a running VM names its taps; shut off, it is the definition.
+    let mut domains = parallel(doms, |(d, running)| {
+        domain_obs(d.name(), running, &d.live_xml()?)
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
     domains.sort_by(|a, b| a.name.cmp(&b.name));
 
     let mut networks = Vec::new();
@@ -60,20 +58,21 @@ fn observe_libvirt(conn: &Conn, names: &[String]) -> Result<Observation> {
         if !names.is_empty() && !used {
             continue;
         }
-        let def = crate::network::parse_network(&n.xml()?)?;
+        let (xml, persistent) = n.definition()?;
+        let def = crate::network::parse_network(&xml)?;
         networks.push(NetworkObs {
             name,
             forward_mode: def.forward_mode,
             bridge: def.bridge,
             active: n.is_active()?,
             autostart: n.autostart()?,
-            persistent: n.is_persistent()?,
+            persistent,
         });
     }
     networks.sort_by(|a, b| a.name.cmp(&b.name));
 
     let uri = conn.uri();
-    let host_skipped = if conn.shares_host() {
+    let host_skipped = if host_applies {
         None
     } else if conn.is_local() {
         Some(format!(
