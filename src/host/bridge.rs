@@ -179,16 +179,22 @@ fn movable_route(r: &Route) -> bool {
 /// permanent, ...) it derives itself.
 const ADDR_FLAGS_SETTABLE: u32 = 0x02 | 0x10 | 0x100 | 0x200 | 0x400;
 
-/// Refuse what cannot be bridged, before anything is planned.
-pub fn check_request(state: &State, req: &LiveRequest) -> Result<()> {
-    crate::validate::interface_name(&req.bridge)?;
-    crate::validate::interface_name(&req.nic)?;
-    if req.nic == req.bridge {
+/// Both names are valid interface names, and not the same one.
+pub fn check_names(nic: &str, bridge: &str) -> Result<()> {
+    crate::validate::interface_name(bridge)?;
+    crate::validate::interface_name(nic)?;
+    if nic == bridge {
         return Err(
-            Error::invalid(format!("the NIC and the bridge are both named {}", req.nic))
+            Error::invalid(format!("the NIC and the bridge are both named {nic}"))
                 .with_hint("give the bridge another name with --bridge, e.g. br0"),
         );
     }
+    Ok(())
+}
+
+/// Refuse what cannot be bridged, before anything is planned.
+pub fn check_request(state: &State, req: &LiveRequest) -> Result<()> {
+    check_names(&req.nic, &req.bridge)?;
     let nic = state.link(&req.nic).ok_or_else(|| {
         Error::not_found(format!("{} does not exist on this host", req.nic))
             .with_hint("name an existing NIC; `ip -br link` lists them")
@@ -206,11 +212,7 @@ pub fn check_request(state: &State, req: &LiveRequest) -> Result<()> {
             "name the wired Ethernet NIC that carries the host's address; `ip -br link` lists them",
         ));
     }
-    if nic
-        .mac
-        .as_deref()
-        .is_none_or(|m| m.split(':').all(|b| b == "00"))
-    {
+    if nic.mac.as_deref().is_none_or(crate::validate::is_zero_mac) {
         return Err(Error::unsupported(format!(
             "{} has no Ethernet address (MAC), so it cannot be a bridge port",
             req.nic

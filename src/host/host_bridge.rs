@@ -129,14 +129,7 @@ pub fn check_options(o: &Options) -> Result<()> {
             "use --netplan --dhcp --apply (the network service runs DHCP on the bridge, under the same rollback and --confirm-within guard), or --live without --dhcp to move the current addresses as they are",
         ));
     }
-    crate::validate::interface_name(&o.nic)?;
-    crate::validate::interface_name(&o.bridge)?;
-    if o.nic == o.bridge {
-        return Err(
-            Error::invalid(format!("the NIC and the bridge are both named {}", o.nic))
-                .with_hint("give the bridge another name with --bridge, e.g. br0"),
-        );
-    }
+    bridge::check_names(&o.nic, &o.bridge)?;
     if o.dhcp && o.address.is_some() {
         return Err(Error::invalid("--dhcp and --address exclude each other"));
     }
@@ -160,14 +153,7 @@ pub fn check_options(o: &Options) -> Result<()> {
             );
         }
     }
-    if let (Some(g), Some((a, _))) = (o.gateway, o.address) {
-        if g.is_ipv4() != a.is_ipv4() {
-            return Err(Error::invalid(format!(
-                "the gateway {g} and the address {a} are of different IP versions"
-            )));
-        }
-    }
-    Ok(())
+    crate::validate::same_ip_version(o.gateway, o.address)
 }
 
 /// Run `host-bridge`.
@@ -353,7 +339,7 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
     }
     // The NIC's own MAC; once it is a port of our bridge the bridge carries the same one.
     let mac = sysfs::mac(&o.nic)
-        .filter(|m| !m.split(':').all(|b| b == "00"))
+        .filter(|m| !crate::validate::is_zero_mac(m))
         .ok_or_else(|| {
             Error::unsupported(format!(
                 "{} has no Ethernet address (MAC), so it cannot be a bridge port",

@@ -474,7 +474,7 @@ impl Netlink {
         let mut a = Attrs::default();
         a.put_str(IFLA_IFNAME, name);
         if let Some(mac) = mac {
-            let bytes = parse_mac(mac).map_err(|error| NlError {
+            let bytes = crate::validate::mac_bytes(mac).map_err(|error| NlError {
                 errno: libc::EINVAL,
                 error,
             })?;
@@ -606,15 +606,6 @@ fn ifinfomsg(family: u8, index: u32, flags: u32, change: u32) -> Vec<u8> {
     b.extend_from_slice(&flags.to_ne_bytes());
     b.extend_from_slice(&change.to_ne_bytes());
     b
-}
-
-fn parse_mac(mac: &str) -> Result<[u8; 6]> {
-    let canon = crate::validate::mac(mac)?;
-    let mut out = [0u8; 6];
-    for (i, p) in canon.split(':').enumerate() {
-        out[i] = u8::from_str_radix(p, 16).map_err(|_| Error::invalid("bad MAC"))?;
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
