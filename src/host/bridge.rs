@@ -467,21 +467,6 @@ impl NetlinkNet {
             nl: Netlink::open()?,
         })
     }
-
-    fn index(&mut self, name: &str) -> std::result::Result<u32, NlError> {
-        let links = self
-            .nl
-            .links()
-            .map_err(|error| NlError { errno: 0, error })?;
-        links
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| l.index)
-            .ok_or_else(|| NlError {
-                errno: libc::ENODEV,
-                error: Error::not_found(format!("{name} does not exist")),
-            })
-    }
 }
 
 impl Net for NetlinkNet {
@@ -493,29 +478,29 @@ impl Net for NetlinkNet {
         match step {
             Step::CreateBridge { name, mac } => self.nl.create_bridge(name, mac.as_deref()),
             Step::DeleteLink { name } => {
-                let i = self.index(name)?;
+                let i = self.nl.index_of(name)?;
                 self.nl.delete_link(i, name)
             }
             Step::SetMaster { dev, master, .. } => {
-                let i = self.index(dev)?;
+                let i = self.nl.index_of(dev)?;
                 let m = match master {
-                    Some(m) => self.index(m)?,
+                    Some(m) => self.nl.index_of(m)?,
                     None => 0,
                 };
                 self.nl.set_master(i, m, dev)
             }
             Step::SetUp { dev, up } => {
-                let i = self.index(dev)?;
+                let i = self.nl.index_of(dev)?;
                 self.nl.set_up(i, *up, dev)
             }
             Step::AddAddr { addr } | Step::DelAddr { addr } => {
-                let i = self.index(&addr.dev)?;
+                let i = self.nl.index_of(&addr.dev)?;
                 let mut a = addr.clone();
                 a.flags &= ADDR_FLAGS_SETTABLE;
                 self.nl.address(matches!(step, Step::AddAddr { .. }), i, &a)
             }
             Step::AddRoute { route } | Step::DelRoute { route } => {
-                let i = self.index(&route.dev)?;
+                let i = self.nl.index_of(&route.dev)?;
                 self.nl
                     .route(matches!(step, Step::AddRoute { .. }), i, route)
             }
@@ -525,10 +510,8 @@ impl Net for NetlinkNet {
 
 /// Read links, addresses and routes through an open netlink socket.
 pub fn observe_with(nl: &mut Netlink) -> Result<State> {
-    let links = nl.links()?;
-    let names = |i: u32| links.iter().find(|l| l.index == i).map(|l| l.name.clone());
-    let addrs = nl.addrs(&names)?;
-    let routes = nl.routes(&names)?;
+    let (links, addrs) = nl.addrs_named()?;
+    let routes = nl.routes(&super::netlink::names(&links))?;
     let wireless = links
         .iter()
         .filter(|l| sysfs::is_wireless(&l.name))
