@@ -4,7 +4,7 @@
 
 use super::bridge::{self, LiveRequest, Net, NetlinkNet, ProbeResult, Step};
 use super::pending::{self, Pending};
-use super::{netplan, probe, sysfs};
+use super::{netplan, probe};
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -39,6 +39,18 @@ pub struct Options {
     /// The program re-executed as the detached reverter (the vbridge binary).
     pub reverter: PathBuf,
     pub state_dir: PathBuf,
+}
+
+impl Options {
+    /// The part of the options both ways check against the live host.
+    fn request(&self) -> LiveRequest {
+        LiveRequest {
+            nic: self.nic.clone(),
+            bridge: self.bridge.clone(),
+            address: self.address,
+            gateway: self.gateway,
+        }
+    }
 }
 
 /// The report: `{"bridge","nic","changed","mode","addresses","routes","pending","rolled_back",...}`.
@@ -168,12 +180,7 @@ pub fn run(o: &Options) -> Result<Report> {
 /// The live way, through any [`Net`] (the tests' fakes, or netlink).
 pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
     let mut rep = Report::new(o, "live");
-    let req = LiveRequest {
-        nic: o.nic.clone(),
-        bridge: o.bridge.clone(),
-        address: o.address,
-        gateway: o.gateway,
-    };
+    let req = o.request();
     // Refused before anything changes: a window that cannot be recorded, or another one open.
     let revert_at_ms = o.confirm_within.map(revert_at).transpose()?;
     if o.confirm_within.is_some() && !o.dry_run {
@@ -295,58 +302,15 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
     if o.confirm_within.is_some() && !o.dry_run {
         pending::refuse_if_pending(&o.state_dir)?;
     }
-    if !sysfs::exists(&o.nic) {
-        return Err(
-            Error::not_found(format!("{} does not exist on this host", o.nic))
-                .with_hint("name an existing NIC; `ip -br link` lists them"),
-        );
-    }
-    match sysfs::link_type(&o.nic) {
-        Some(super::ARPHRD_ETHER) | None => {}
-        Some(t) => {
-            let what = if t == 772 {
-                "the loopback device".to_string()
-            } else {
-                format!("not an Ethernet link (link type {t})")
-            };
-            return Err(Error::unsupported(format!(
-                "{} is {what}: a bridge takes Ethernet ports only",
-                o.nic
-            ))
-            .with_hint("name the wired Ethernet NIC that carries the host's address; `ip -br link` lists them"));
-        }
-    }
-    if sysfs::is_wireless(&o.nic) {
-        return Err(Error::unsupported(format!(
-            "{} is a wireless NIC: a Wi-Fi station cannot be a bridge port",
-            o.nic
-        ))
-        .with_hint("bridge a wired NIC, or give the VMs a routed or NAT network instead"));
-    }
-    if let Some(m) = sysfs::master(&o.nic).filter(|m| m != &o.bridge) {
-        return Err(
-            Error::conflict(format!("{} is already a port of {m}", o.nic)).with_hint(format!(
-                "release it first (`ip link set {} nomaster`) or use --bridge {m}",
-                o.nic
-            )),
-        );
-    }
-    if sysfs::exists(&o.bridge) && !sysfs::is_bridge(&o.bridge) {
-        return Err(
-            Error::conflict(format!("{} exists and is not a bridge", o.bridge))
-                .with_hint("choose another bridge name with --bridge"),
-        );
-    }
-    // The NIC's own MAC; once it is a port of our bridge the bridge carries the same one.
-    let mac = sysfs::mac(&o.nic)
-        .filter(|m| !crate::validate::is_zero_mac(m))
-        .ok_or_else(|| {
-            Error::unsupported(format!(
-                "{} has no Ethernet address (MAC), so it cannot be a bridge port",
-                o.nic
-            ))
-            .with_hint("name the wired Ethernet NIC that carries the host's address; `ip -br link` lists them")
-        })?;
+    // The same refusals as the live way, on the same netlink view of the host.
+    let state = bridge::observe()?;
+    bridge::check_request(&state, &o.request())?;
+    // The NIC's own MAC (check_request refused a missing or all-zero one); once it is a
+    // port of our bridge the bridge carries the same one.
+    let mac = state
+        .link(&o.nic)
+        .and_then(|l| l.mac.clone())
+        .expect("check_request refuses a NIC without a MAC");
     let cfg = netplan::Config {
         nic: o.nic.clone(),
         bridge: o.bridge.clone(),
@@ -373,9 +337,8 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
         return Ok(rep);
     }
     // The probe target: asked for, the new gateway, or the default gateway before the change.
-    let before = bridge::observe()?;
     let target = o.probe.or(o.gateway).or_else(|| {
-        before
+        state
             .routes
             .iter()
             .find(|r| r.is_default() && r.gateway.is_some_and(|g| g.is_ipv4()))
