@@ -46,13 +46,6 @@ pub struct Pending {
     pub before: Option<bridge::State>,
 }
 
-/// `$VBRIDGE_STATE_DIR`, or /var/lib/vbridge.
-pub fn state_dir() -> PathBuf {
-    std::env::var_os("VBRIDGE_STATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/vbridge"))
-}
-
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
