@@ -541,11 +541,8 @@ pub fn apply(net: &mut dyn Net, steps: &[Step]) -> Result<()> {
 pub fn apply_from(net: &mut dyn Net, before: &State, steps: &[Step]) -> Result<()> {
     for (i, s) in steps.iter().enumerate() {
         if let Err(e) = apply_checked(net, s) {
-            let mut problems: Vec<String> = revert(net, &undo_steps(&steps[..i]))
-                .into_iter()
-                .map(|p| p.message)
-                .collect();
-            problems.extend(restore_differences(net, before, steps));
+            // Compared over every step's devices: the failed step may have done part of it.
+            let problems = undo_applied(net, before, steps, i);
             let mut err = e.error.context(format!("step {:?}", s.describe()));
             err = err.with_hint(if problems.is_empty() {
                 "nothing was changed: the steps already made were undone, and the links, addresses and routes compare equal to before".to_string()
@@ -723,7 +720,11 @@ pub fn differences(before: &State, now: &State, steps: &[Step]) -> Vec<String> {
 }
 
 /// Observe now and compare with `before` (see [`differences`]).
-fn restore_differences(net: &mut dyn Net, before: &State, steps: &[Step]) -> Vec<String> {
+pub(crate) fn restore_differences(
+    net: &mut dyn Net,
+    before: &State,
+    steps: &[Step],
+) -> Vec<String> {
     match net.observe() {
         Ok(now) => differences(before, &now, steps),
         Err(e) => vec![format!("cannot observe the result: {}", e.message)],
@@ -732,7 +733,13 @@ fn restore_differences(net: &mut dyn Net, before: &State, steps: &[Step]) -> Vec
 
 /// Undo all of `steps` and check the result against `before`; returns what is not as before.
 pub fn rollback(net: &mut dyn Net, before: &State, steps: &[Step]) -> Vec<String> {
-    let mut problems: Vec<String> = revert(net, &undo_steps(steps))
+    undo_applied(net, before, steps, steps.len())
+}
+
+/// [`rollback`] when only the first `applied` of `steps` went through: undo those, then
+/// compare every device `steps` touches with `before`.
+fn undo_applied(net: &mut dyn Net, before: &State, steps: &[Step], applied: usize) -> Vec<String> {
+    let mut problems: Vec<String> = revert(net, &undo_steps(&steps[..applied]))
         .into_iter()
         .map(|e| e.message)
         .collect();
@@ -754,6 +761,21 @@ pub struct LiveOutcome {
     pub apply_ms: u64,
     /// Time the rollback took, when there was one.
     pub rollback_ms: Option<u64>,
+}
+
+impl LiveOutcome {
+    /// Nothing applied: the host is as observed in `before`.
+    pub fn unchanged(plan: Plan, before: State) -> LiveOutcome {
+        LiveOutcome {
+            plan,
+            before,
+            changed: false,
+            probe: None,
+            rolled_back: false,
+            apply_ms: 0,
+            rollback_ms: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -780,15 +802,7 @@ pub fn live(
     let plan = plan_live(&state, req)?;
     let start = Instant::now();
     if plan.steps.is_empty() {
-        return Ok(LiveOutcome {
-            plan,
-            before: state,
-            changed: false,
-            probe: None,
-            rolled_back: false,
-            apply_ms: 0,
-            rollback_ms: None,
-        });
+        return Ok(LiveOutcome::unchanged(plan, state));
     }
     apply_from(net, &state, &plan.steps)?;
     let target = probe_override.or(plan.probe);

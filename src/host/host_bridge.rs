@@ -189,14 +189,10 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
     let outcome = if o.dry_run {
         let state = net.observe()?;
         let plan = bridge::plan_live(&state, &req)?;
+        // Nothing is applied; `changed` reports whether it would be.
         bridge::LiveOutcome {
             changed: !plan.steps.is_empty(),
-            plan,
-            before: state,
-            probe: None,
-            rolled_back: false,
-            apply_ms: 0,
-            rollback_ms: None,
+            ..bridge::LiveOutcome::unchanged(plan, state)
         }
     } else {
         let mut probe = |t: IpAddr, within: Duration| probe::icmp_echo(t, Some(&o.bridge), within);

@@ -318,10 +318,7 @@ pub fn run_reverter(
     }
     problems.extend(bridge::revert(net, &p.undo).into_iter().map(|e| e.message));
     if let Some(before) = &p.before {
-        match net.observe() {
-            Ok(now) => problems.extend(bridge::differences(before, &now, &p.undo)),
-            Err(e) => problems.push(format!("cannot observe the result: {}", e.message)),
-        }
+        problems.extend(bridge::restore_differences(net, before, &p.undo));
     }
     let rec = RevertRecord {
         id: p.id.clone(),
