@@ -40,6 +40,9 @@ pub struct Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The hint a permission error gets unless its caller knows better.
+pub const NEED_ROOT_HINT: &str = "run as root (CAP_NET_ADMIN)";
+
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
@@ -49,6 +52,7 @@ impl Error {
         }
     }
 
+    /// Set the hint, replacing any default one.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
@@ -74,13 +78,14 @@ impl Error {
         Self::new(ErrorKind::Host, message)
     }
 
+    /// A failed read, write or system call. "Permission denied" gets [`NEED_ROOT_HINT`], so a
+    /// host write that lacks root says what to do; a caller's `with_hint` replaces it.
     pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
-        let kind = if err.kind() == std::io::ErrorKind::PermissionDenied {
-            ErrorKind::Permission
+        if err.kind() == std::io::ErrorKind::PermissionDenied {
+            Self::new(ErrorKind::Permission, format!("{what}: {err}")).with_hint(NEED_ROOT_HINT)
         } else {
-            ErrorKind::Io
-        };
-        Self::new(kind, format!("{what}: {err}"))
+            Self::new(ErrorKind::Io, format!("{what}: {err}"))
+        }
     }
 
     /// Prefix the message with context ("domain web: ...").
@@ -101,3 +106,23 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_errors_say_to_run_as_root_unless_told_otherwise() {
+        let denied = || std::io::Error::from_raw_os_error(libc::EACCES);
+        let e = Error::io("cannot write x", denied());
+        assert_eq!(e.kind, ErrorKind::Permission);
+        assert_eq!(e.hint.as_deref(), Some(NEED_ROOT_HINT));
+        let e = Error::io("cannot write x", denied()).with_hint("set VBRIDGE_STATE_DIR");
+        assert_eq!(e.hint.as_deref(), Some("set VBRIDGE_STATE_DIR"));
+        let e = Error::io(
+            "cannot read x",
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        assert_eq!((e.kind, e.hint), (ErrorKind::Io, None));
+    }
+}

@@ -1,6 +1,7 @@
 //! Checks on names and addresses a user types, done before anything touches libvirt or the host.
 
 use crate::error::{Error, Result};
+use std::net::IpAddr;
 
 /// A Linux interface name as the kernel accepts it (`dev_valid_name`): 1-15 bytes, not `.`
 /// or `..`, no `/`, `:` or whitespace.
@@ -47,6 +48,11 @@ pub fn object_name(what: &str, name: &str) -> Result<()> {
 /// Parse a unicast MAC address written as six colon-separated hex pairs; returns it in the
 /// lower-case form libvirt prints.
 pub fn mac(mac: &str) -> Result<String> {
+    mac_bytes(mac).map(|b| format_mac(&b))
+}
+
+/// [`mac`] as the six bytes, for netlink.
+pub fn mac_bytes(mac: &str) -> Result<[u8; 6]> {
     let bad = || {
         Error::invalid(format!("{mac:?} is not a valid MAC address"))
             .with_hint("write it as six hex pairs separated by ':', e.g. 52:54:00:12:34:56")
@@ -68,7 +74,22 @@ pub fn mac(mac: &str) -> Result<String> {
         ))
         .with_hint("the lowest bit of the first byte must be 0, e.g. 52:54:00:..."));
     }
-    Ok(format_mac(&bytes))
+    Ok(bytes)
+}
+
+/// 00:00:00:00:00:00, what a link without an Ethernet address (tun, wireguard) reports.
+pub fn is_zero_mac(mac: &str) -> bool {
+    mac_bytes(mac).is_ok_and(|b| b == [0; 6])
+}
+
+/// A gateway must be of the address's IP version.
+pub fn same_ip_version(gateway: Option<IpAddr>, address: Option<(IpAddr, u8)>) -> Result<()> {
+    match (gateway, address) {
+        (Some(g), Some((a, _))) if g.is_ipv4() != a.is_ipv4() => Err(Error::invalid(format!(
+            "the gateway {g} and the address {a} are of different IP versions"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 pub fn format_mac(b: &[u8; 6]) -> String {
@@ -114,5 +135,20 @@ mod tests {
         ] {
             assert!(mac(bad).is_err(), "{bad:?} accepted");
         }
+        assert_eq!(
+            mac_bytes("52:54:00:AB:cd:01").unwrap(),
+            [0x52, 0x54, 0, 0xab, 0xcd, 1]
+        );
+        assert!(is_zero_mac("00:00:00:00:00:00"));
+        assert!(!is_zero_mac("00:00:00:00:00:01"));
+        assert!(!is_zero_mac(""));
+    }
+
+    #[test]
+    fn gateway_and_address_versions() {
+        let v4 = Some(("10.0.0.2".parse().unwrap(), 24));
+        same_ip_version(Some("10.0.0.1".parse().unwrap()), v4).unwrap();
+        same_ip_version(None, v4).unwrap();
+        assert!(same_ip_version(Some("2001:db8::1".parse().unwrap()), v4).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! `vbridge host-bridge` and `vbridge tap`.
 
 use super::{CmdResult, Globals};
+use crate::backup::StateDir;
 use crate::error::Error;
 use crate::host::host_bridge::{self, Mode};
 use crate::host::{bridge, pending, tap};
@@ -83,7 +84,11 @@ pub enum TapCommand {
     },
 }
 
-fn host_bridge_options(a: &HostBridgeArgs, g: &Globals) -> Result<host_bridge::Options, Error> {
+fn host_bridge_options(
+    a: &HostBridgeArgs,
+    g: &Globals,
+    state_dir: PathBuf,
+) -> Result<host_bridge::Options, Error> {
     let nic = a.nic.clone().unwrap_or_default();
     let mode = match (a.live, a.netplan) {
         (true, _) => Mode::Live,
@@ -128,7 +133,7 @@ fn host_bridge_options(a: &HostBridgeArgs, g: &Globals) -> Result<host_bridge::O
         confirm_within: a.confirm_within.map(Duration::from_secs),
         dry_run: g.dry_run,
         reverter,
-        state_dir: pending::state_dir(),
+        state_dir,
     })
 }
 
@@ -198,7 +203,8 @@ struct RevertReport {
 }
 
 pub fn host_bridge(a: &HostBridgeArgs, g: &Globals) -> CmdResult {
-    let dir = pending::state_dir();
+    // Resolved once, the same way as the domain backups' (an empty variable means unset).
+    let dir = StateDir::from_env().root;
     if let Some(id) = &a.revert_pending {
         let window = a.revert_in_ms.map(Duration::from_millis);
         let rec = host_bridge::revert_pending(&dir, id, window)?;
@@ -224,7 +230,7 @@ pub fn host_bridge(a: &HostBridgeArgs, g: &Globals) -> CmdResult {
             |_| true,
         ));
     }
-    let opts = host_bridge_options(a, g)?;
+    let opts = host_bridge_options(a, g, dir)?;
     let rep = host_bridge::run(&opts)?;
     Ok(super::report(rep, render_bridge, |r| !r.rolled_back))
 }
@@ -265,7 +271,9 @@ mod tests {
         let cli = super::super::Cli::try_parse_from(line.split_whitespace())
             .map_err(|e| Error::invalid(e.to_string()))?;
         match &cli.command {
-            super::super::Command::HostBridge(a) => host_bridge_options(a, &cli.globals),
+            super::super::Command::HostBridge(a) => {
+                host_bridge_options(a, &cli.globals, PathBuf::from("/nonexistent"))
+            }
             _ => unreachable!(),
         }
     }

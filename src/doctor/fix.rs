@@ -124,14 +124,6 @@ fn persist_hint(a: &Action, opts: &FixOptions) -> Option<String> {
     }
 }
 
-fn index(nl: &mut Netlink, name: &str) -> Result<u32> {
-    nl.links()?
-        .into_iter()
-        .find(|l| l.name == name)
-        .map(|l| l.index)
-        .ok_or_else(|| Error::not_found(format!("{name} does not exist")))
-}
-
 fn netlink(nl: &mut Option<Netlink>) -> Result<&mut Netlink> {
     if nl.is_none() {
         *nl = Some(Netlink::open()?);
@@ -183,7 +175,7 @@ fn apply_one(
     match a {
         Action::BridgeUp { bridge } => {
             let nl = netlink(nl)?;
-            let i = index(nl, bridge)?;
+            let i = nl.index_of(bridge)?;
             nl.set_up(i, true, bridge)?;
         }
         Action::StpOff { bridge } => {
@@ -215,8 +207,8 @@ fn apply_one(
         }
         Action::AttachTap { tap, bridge } => {
             let nl = netlink(nl)?;
-            let t = index(nl, tap)?;
-            let b = index(nl, bridge)?;
+            let t = nl.index_of(tap)?;
+            let b = nl.index_of(bridge)?;
             nl.set_master(t, b, tap)?;
             nl.set_up(t, true, tap)?;
         }

@@ -179,16 +179,22 @@ fn movable_route(r: &Route) -> bool {
 /// permanent, ...) it derives itself.
 const ADDR_FLAGS_SETTABLE: u32 = 0x02 | 0x10 | 0x100 | 0x200 | 0x400;
 
-/// Refuse what cannot be bridged, before anything is planned.
-pub fn check_request(state: &State, req: &LiveRequest) -> Result<()> {
-    crate::validate::interface_name(&req.bridge)?;
-    crate::validate::interface_name(&req.nic)?;
-    if req.nic == req.bridge {
+/// Both names are valid interface names, and not the same one.
+pub fn check_names(nic: &str, bridge: &str) -> Result<()> {
+    crate::validate::interface_name(bridge)?;
+    crate::validate::interface_name(nic)?;
+    if nic == bridge {
         return Err(
-            Error::invalid(format!("the NIC and the bridge are both named {}", req.nic))
+            Error::invalid(format!("the NIC and the bridge are both named {nic}"))
                 .with_hint("give the bridge another name with --bridge, e.g. br0"),
         );
     }
+    Ok(())
+}
+
+/// Refuse what cannot be bridged, before anything is planned.
+pub fn check_request(state: &State, req: &LiveRequest) -> Result<()> {
+    check_names(&req.nic, &req.bridge)?;
     let nic = state.link(&req.nic).ok_or_else(|| {
         Error::not_found(format!("{} does not exist on this host", req.nic))
             .with_hint("name an existing NIC; `ip -br link` lists them")
@@ -206,11 +212,7 @@ pub fn check_request(state: &State, req: &LiveRequest) -> Result<()> {
             "name the wired Ethernet NIC that carries the host's address; `ip -br link` lists them",
         ));
     }
-    if nic
-        .mac
-        .as_deref()
-        .is_none_or(|m| m.split(':').all(|b| b == "00"))
-    {
+    if nic.mac.as_deref().is_none_or(crate::validate::is_zero_mac) {
         return Err(Error::unsupported(format!(
             "{} has no Ethernet address (MAC), so it cannot be a bridge port",
             req.nic
@@ -465,21 +467,6 @@ impl NetlinkNet {
             nl: Netlink::open()?,
         })
     }
-
-    fn index(&mut self, name: &str) -> std::result::Result<u32, NlError> {
-        let links = self
-            .nl
-            .links()
-            .map_err(|error| NlError { errno: 0, error })?;
-        links
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| l.index)
-            .ok_or_else(|| NlError {
-                errno: libc::ENODEV,
-                error: Error::not_found(format!("{name} does not exist")),
-            })
-    }
 }
 
 impl Net for NetlinkNet {
@@ -491,29 +478,29 @@ impl Net for NetlinkNet {
         match step {
             Step::CreateBridge { name, mac } => self.nl.create_bridge(name, mac.as_deref()),
             Step::DeleteLink { name } => {
-                let i = self.index(name)?;
+                let i = self.nl.index_of(name)?;
                 self.nl.delete_link(i, name)
             }
             Step::SetMaster { dev, master, .. } => {
-                let i = self.index(dev)?;
+                let i = self.nl.index_of(dev)?;
                 let m = match master {
-                    Some(m) => self.index(m)?,
+                    Some(m) => self.nl.index_of(m)?,
                     None => 0,
                 };
                 self.nl.set_master(i, m, dev)
             }
             Step::SetUp { dev, up } => {
-                let i = self.index(dev)?;
+                let i = self.nl.index_of(dev)?;
                 self.nl.set_up(i, *up, dev)
             }
             Step::AddAddr { addr } | Step::DelAddr { addr } => {
-                let i = self.index(&addr.dev)?;
+                let i = self.nl.index_of(&addr.dev)?;
                 let mut a = addr.clone();
                 a.flags &= ADDR_FLAGS_SETTABLE;
                 self.nl.address(matches!(step, Step::AddAddr { .. }), i, &a)
             }
             Step::AddRoute { route } | Step::DelRoute { route } => {
-                let i = self.index(&route.dev)?;
+                let i = self.nl.index_of(&route.dev)?;
                 self.nl
                     .route(matches!(step, Step::AddRoute { .. }), i, route)
             }
@@ -523,10 +510,8 @@ impl Net for NetlinkNet {
 
 /// Read links, addresses and routes through an open netlink socket.
 pub fn observe_with(nl: &mut Netlink) -> Result<State> {
-    let links = nl.links()?;
-    let names = |i: u32| links.iter().find(|l| l.index == i).map(|l| l.name.clone());
-    let addrs = nl.addrs(&names)?;
-    let routes = nl.routes(&names)?;
+    let (links, addrs) = nl.addrs_named()?;
+    let routes = nl.routes(&super::netlink::names(&links))?;
     let wireless = links
         .iter()
         .filter(|l| sysfs::is_wireless(&l.name))
@@ -556,11 +541,8 @@ pub fn apply(net: &mut dyn Net, steps: &[Step]) -> Result<()> {
 pub fn apply_from(net: &mut dyn Net, before: &State, steps: &[Step]) -> Result<()> {
     for (i, s) in steps.iter().enumerate() {
         if let Err(e) = apply_checked(net, s) {
-            let mut problems: Vec<String> = revert(net, &undo_steps(&steps[..i]))
-                .into_iter()
-                .map(|p| p.message)
-                .collect();
-            problems.extend(restore_differences(net, before, steps));
+            // Compared over every step's devices: the failed step may have done part of it.
+            let problems = undo_applied(net, before, steps, i);
             let mut err = e.error.context(format!("step {:?}", s.describe()));
             err = err.with_hint(if problems.is_empty() {
                 "nothing was changed: the steps already made were undone, and the links, addresses and routes compare equal to before".to_string()
@@ -738,7 +720,11 @@ pub fn differences(before: &State, now: &State, steps: &[Step]) -> Vec<String> {
 }
 
 /// Observe now and compare with `before` (see [`differences`]).
-fn restore_differences(net: &mut dyn Net, before: &State, steps: &[Step]) -> Vec<String> {
+pub(crate) fn restore_differences(
+    net: &mut dyn Net,
+    before: &State,
+    steps: &[Step],
+) -> Vec<String> {
     match net.observe() {
         Ok(now) => differences(before, &now, steps),
         Err(e) => vec![format!("cannot observe the result: {}", e.message)],
@@ -747,7 +733,13 @@ fn restore_differences(net: &mut dyn Net, before: &State, steps: &[Step]) -> Vec
 
 /// Undo all of `steps` and check the result against `before`; returns what is not as before.
 pub fn rollback(net: &mut dyn Net, before: &State, steps: &[Step]) -> Vec<String> {
-    let mut problems: Vec<String> = revert(net, &undo_steps(steps))
+    undo_applied(net, before, steps, steps.len())
+}
+
+/// [`rollback`] when only the first `applied` of `steps` went through: undo those, then
+/// compare every device `steps` touches with `before`.
+fn undo_applied(net: &mut dyn Net, before: &State, steps: &[Step], applied: usize) -> Vec<String> {
+    let mut problems: Vec<String> = revert(net, &undo_steps(&steps[..applied]))
         .into_iter()
         .map(|e| e.message)
         .collect();
@@ -769,6 +761,21 @@ pub struct LiveOutcome {
     pub apply_ms: u64,
     /// Time the rollback took, when there was one.
     pub rollback_ms: Option<u64>,
+}
+
+impl LiveOutcome {
+    /// Nothing applied: the host is as observed in `before`.
+    pub fn unchanged(plan: Plan, before: State) -> LiveOutcome {
+        LiveOutcome {
+            plan,
+            before,
+            changed: false,
+            probe: None,
+            rolled_back: false,
+            apply_ms: 0,
+            rollback_ms: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -795,15 +802,7 @@ pub fn live(
     let plan = plan_live(&state, req)?;
     let start = Instant::now();
     if plan.steps.is_empty() {
-        return Ok(LiveOutcome {
-            plan,
-            before: state,
-            changed: false,
-            probe: None,
-            rolled_back: false,
-            apply_ms: 0,
-            rollback_ms: None,
-        });
+        return Ok(LiveOutcome::unchanged(plan, state));
     }
     apply_from(net, &state, &plan.steps)?;
     let target = probe_override.or(plan.probe);

@@ -589,11 +589,17 @@ pub fn run(args: &[String]) -> crate::Result<()> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(crate::Error::host(format!(
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let e = crate::Error::host(format!(
             "iptables {} failed: {}",
             args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
+            stderr.trim()
+        ));
+        Err(if stderr.contains("Permission denied") {
+            e.with_hint(crate::error::NEED_ROOT_HINT)
+        } else {
+            e
+        })
     }
 }
 

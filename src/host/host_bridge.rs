@@ -4,7 +4,7 @@
 
 use super::bridge::{self, LiveRequest, Net, NetlinkNet, ProbeResult, Step};
 use super::pending::{self, Pending};
-use super::{netplan, probe, sysfs};
+use super::{netplan, probe};
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -39,6 +39,18 @@ pub struct Options {
     /// The program re-executed as the detached reverter (the vbridge binary).
     pub reverter: PathBuf,
     pub state_dir: PathBuf,
+}
+
+impl Options {
+    /// The part of the options both ways check against the live host.
+    fn request(&self) -> LiveRequest {
+        LiveRequest {
+            nic: self.nic.clone(),
+            bridge: self.bridge.clone(),
+            address: self.address,
+            gateway: self.gateway,
+        }
+    }
 }
 
 /// The report: `{"bridge","nic","changed","mode","addresses","routes","pending","rolled_back",...}`.
@@ -129,14 +141,7 @@ pub fn check_options(o: &Options) -> Result<()> {
             "use --netplan --dhcp --apply (the network service runs DHCP on the bridge, under the same rollback and --confirm-within guard), or --live without --dhcp to move the current addresses as they are",
         ));
     }
-    crate::validate::interface_name(&o.nic)?;
-    crate::validate::interface_name(&o.bridge)?;
-    if o.nic == o.bridge {
-        return Err(
-            Error::invalid(format!("the NIC and the bridge are both named {}", o.nic))
-                .with_hint("give the bridge another name with --bridge, e.g. br0"),
-        );
-    }
+    bridge::check_names(&o.nic, &o.bridge)?;
     if o.dhcp && o.address.is_some() {
         return Err(Error::invalid("--dhcp and --address exclude each other"));
     }
@@ -160,14 +165,7 @@ pub fn check_options(o: &Options) -> Result<()> {
             );
         }
     }
-    if let (Some(g), Some((a, _))) = (o.gateway, o.address) {
-        if g.is_ipv4() != a.is_ipv4() {
-            return Err(Error::invalid(format!(
-                "the gateway {g} and the address {a} are of different IP versions"
-            )));
-        }
-    }
-    Ok(())
+    crate::validate::same_ip_version(o.gateway, o.address)
 }
 
 /// Run `host-bridge`.
@@ -182,12 +180,7 @@ pub fn run(o: &Options) -> Result<Report> {
 /// The live way, through any [`Net`] (the tests' fakes, or netlink).
 pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
     let mut rep = Report::new(o, "live");
-    let req = LiveRequest {
-        nic: o.nic.clone(),
-        bridge: o.bridge.clone(),
-        address: o.address,
-        gateway: o.gateway,
-    };
+    let req = o.request();
     // Refused before anything changes: a window that cannot be recorded, or another one open.
     let revert_at_ms = o.confirm_within.map(revert_at).transpose()?;
     if o.confirm_within.is_some() && !o.dry_run {
@@ -196,14 +189,10 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
     let outcome = if o.dry_run {
         let state = net.observe()?;
         let plan = bridge::plan_live(&state, &req)?;
+        // Nothing is applied; `changed` reports whether it would be.
         bridge::LiveOutcome {
             changed: !plan.steps.is_empty(),
-            plan,
-            before: state,
-            probe: None,
-            rolled_back: false,
-            apply_ms: 0,
-            rollback_ms: None,
+            ..bridge::LiveOutcome::unchanged(plan, state)
         }
     } else {
         let mut probe = |t: IpAddr, within: Duration| probe::icmp_echo(t, Some(&o.bridge), within);
@@ -309,58 +298,15 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
     if o.confirm_within.is_some() && !o.dry_run {
         pending::refuse_if_pending(&o.state_dir)?;
     }
-    if !sysfs::exists(&o.nic) {
-        return Err(
-            Error::not_found(format!("{} does not exist on this host", o.nic))
-                .with_hint("name an existing NIC; `ip -br link` lists them"),
-        );
-    }
-    match sysfs::link_type(&o.nic) {
-        Some(super::ARPHRD_ETHER) | None => {}
-        Some(t) => {
-            let what = if t == 772 {
-                "the loopback device".to_string()
-            } else {
-                format!("not an Ethernet link (link type {t})")
-            };
-            return Err(Error::unsupported(format!(
-                "{} is {what}: a bridge takes Ethernet ports only",
-                o.nic
-            ))
-            .with_hint("name the wired Ethernet NIC that carries the host's address; `ip -br link` lists them"));
-        }
-    }
-    if sysfs::is_wireless(&o.nic) {
-        return Err(Error::unsupported(format!(
-            "{} is a wireless NIC: a Wi-Fi station cannot be a bridge port",
-            o.nic
-        ))
-        .with_hint("bridge a wired NIC, or give the VMs a routed or NAT network instead"));
-    }
-    if let Some(m) = sysfs::master(&o.nic).filter(|m| m != &o.bridge) {
-        return Err(
-            Error::conflict(format!("{} is already a port of {m}", o.nic)).with_hint(format!(
-                "release it first (`ip link set {} nomaster`) or use --bridge {m}",
-                o.nic
-            )),
-        );
-    }
-    if sysfs::exists(&o.bridge) && !sysfs::is_bridge(&o.bridge) {
-        return Err(
-            Error::conflict(format!("{} exists and is not a bridge", o.bridge))
-                .with_hint("choose another bridge name with --bridge"),
-        );
-    }
-    // The NIC's own MAC; once it is a port of our bridge the bridge carries the same one.
-    let mac = sysfs::mac(&o.nic)
-        .filter(|m| !m.split(':').all(|b| b == "00"))
-        .ok_or_else(|| {
-            Error::unsupported(format!(
-                "{} has no Ethernet address (MAC), so it cannot be a bridge port",
-                o.nic
-            ))
-            .with_hint("name the wired Ethernet NIC that carries the host's address; `ip -br link` lists them")
-        })?;
+    // The same refusals as the live way, on the same netlink view of the host.
+    let state = bridge::observe()?;
+    bridge::check_request(&state, &o.request())?;
+    // The NIC's own MAC (check_request refused a missing or all-zero one); once it is a
+    // port of our bridge the bridge carries the same one.
+    let mac = state
+        .link(&o.nic)
+        .and_then(|l| l.mac.clone())
+        .expect("check_request refuses a NIC without a MAC");
     let cfg = netplan::Config {
         nic: o.nic.clone(),
         bridge: o.bridge.clone(),
@@ -387,9 +333,8 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
         return Ok(rep);
     }
     // The probe target: asked for, the new gateway, or the default gateway before the change.
-    let before = bridge::observe()?;
     let target = o.probe.or(o.gateway).or_else(|| {
-        before
+        state
             .routes
             .iter()
             .find(|r| r.is_default() && r.gateway.is_some_and(|g| g.is_ipv4()))

@@ -322,50 +322,39 @@ impl Netlink {
     pub fn links(&mut self) -> Result<Vec<Link>> {
         let body = ifinfomsg(0, 0, 0, 0);
         let msgs = self.dump(RTM_GETLINK, &body, "cannot list links")?;
-        let mut out = Vec::new();
-        for (ty, p) in msgs {
-            if ty != RTM_NEWLINK || p.len() < 16 {
-                continue;
-            }
-            let arptype = u16::from_ne_bytes([p[2], p[3]]);
-            let index = u32_of(&p[4..8]);
-            let flags = u32_of(&p[8..12]);
-            let mut link = Link {
-                arptype,
-                index,
-                name: String::new(),
-                mac: None,
-                mtu: 0,
-                up: flags & IFF_UP != 0,
-                master: None,
-                kind: None,
-            };
-            for (at, v) in parse_attrs(&p[16..]) {
-                match at {
-                    IFLA_IFNAME => link.name = str_of(v),
-                    IFLA_ADDRESS if v.len() == 6 => {
-                        let mut m = [0u8; 6];
-                        m.copy_from_slice(v);
-                        link.mac = Some(crate::validate::format_mac(&m));
-                    }
-                    IFLA_MTU => link.mtu = u32_of(v),
-                    IFLA_MASTER => {
-                        let m = u32_of(v);
-                        link.master = (m != 0).then_some(m);
-                    }
-                    IFLA_LINKINFO => {
-                        for (it, iv) in parse_attrs(v) {
-                            if it == IFLA_INFO_KIND {
-                                link.kind = Some(str_of(iv));
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            out.push(link);
-        }
-        Ok(out)
+        Ok(msgs.iter().filter_map(|(ty, p)| link_of(*ty, p)).collect())
+    }
+
+    /// The index of the link named `name`: one RTM_GETLINK by IFLA_IFNAME, not a dump of
+    /// the link table. A missing link is errno ENODEV, which undo steps tolerate.
+    pub fn index_of(&mut self, name: &str) -> std::result::Result<u32, NlError> {
+        let mut body = ifinfomsg(0, 0, 0, 0);
+        let mut a = Attrs::default();
+        a.put_str(IFLA_IFNAME, name);
+        body.extend_from_slice(&a.0);
+        let seq = self
+            .send(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK, &body)
+            .map_err(|error| NlError { errno: 0, error })?;
+        let gone = || NlError {
+            errno: libc::ENODEV,
+            error: Error::not_found(format!("{name} does not exist")),
+        };
+        let msgs = self
+            .recv_all(seq, &format!("cannot look up {name}"))
+            .map_err(|e| if e.errno == libc::ENODEV { gone() } else { e })?;
+        msgs.iter()
+            .filter_map(|(ty, p)| link_of(*ty, p))
+            .find(|l| l.name == name)
+            .map(|l| l.index)
+            .ok_or_else(gone)
+    }
+
+    /// The links, and all addresses with their device names: what most readers of addresses
+    /// need, in one call.
+    pub fn addrs_named(&mut self) -> Result<(Vec<Link>, Vec<Addr>)> {
+        let links = self.links()?;
+        let addrs = self.addrs(&names(&links))?;
+        Ok((links, addrs))
     }
 
     /// All addresses (IPv4 and IPv6) of this namespace.
@@ -474,7 +463,7 @@ impl Netlink {
         let mut a = Attrs::default();
         a.put_str(IFLA_IFNAME, name);
         if let Some(mac) = mac {
-            let bytes = parse_mac(mac).map_err(|error| NlError {
+            let bytes = crate::validate::mac_bytes(mac).map_err(|error| NlError {
                 errno: libc::EINVAL,
                 error,
             })?;
@@ -600,21 +589,62 @@ impl Netlink {
     }
 }
 
+/// A link from an RTM_NEWLINK message (None for any other message).
+fn link_of(ty: u16, p: &[u8]) -> Option<Link> {
+    if ty != RTM_NEWLINK || p.len() < 16 {
+        return None;
+    }
+    let arptype = u16::from_ne_bytes([p[2], p[3]]);
+    let index = u32_of(&p[4..8]);
+    let flags = u32_of(&p[8..12]);
+    let mut link = Link {
+        arptype,
+        index,
+        name: String::new(),
+        mac: None,
+        mtu: 0,
+        up: flags & IFF_UP != 0,
+        master: None,
+        kind: None,
+    };
+    for (at, v) in parse_attrs(&p[16..]) {
+        match at {
+            IFLA_IFNAME => link.name = str_of(v),
+            IFLA_ADDRESS if v.len() == 6 => {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(v);
+                link.mac = Some(crate::validate::format_mac(&m));
+            }
+            IFLA_MTU => link.mtu = u32_of(v),
+            IFLA_MASTER => {
+                let m = u32_of(v);
+                link.master = (m != 0).then_some(m);
+            }
+            IFLA_LINKINFO => {
+                for (it, iv) in parse_attrs(v) {
+                    if it == IFLA_INFO_KIND {
+                        link.kind = Some(str_of(iv));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(link)
+}
+
+/// Device names by index, from a list of links (for [`Netlink::addrs`] and
+/// [`Netlink::routes`]).
+pub fn names(links: &[Link]) -> impl Fn(u32) -> Option<String> + '_ {
+    |i| links.iter().find(|l| l.index == i).map(|l| l.name.clone())
+}
+
 fn ifinfomsg(family: u8, index: u32, flags: u32, change: u32) -> Vec<u8> {
     let mut b = vec![family, 0, 0, 0];
     b.extend_from_slice(&index.to_ne_bytes());
     b.extend_from_slice(&flags.to_ne_bytes());
     b.extend_from_slice(&change.to_ne_bytes());
     b
-}
-
-fn parse_mac(mac: &str) -> Result<[u8; 6]> {
-    let canon = crate::validate::mac(mac)?;
-    let mut out = [0u8; 6];
-    for (i, p) in canon.split(':').enumerate() {
-        out[i] = u8::from_str_radix(p, 16).map_err(|_| Error::invalid("bad MAC"))?;
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -635,5 +665,21 @@ mod tests {
         assert_eq!(u32_of(parsed[1].1), 1500);
         assert_eq!(parsed[2].0, IFLA_LINKINFO);
         assert_eq!(str_of(parse_attrs(parsed[2].1)[0].1), "bridge");
+    }
+
+    #[test]
+    fn index_of_asks_for_one_link() {
+        // Every namespace has lo; reading needs no privilege.
+        let mut nl = Netlink::open().unwrap();
+        let lo = nl
+            .links()
+            .unwrap()
+            .into_iter()
+            .find(|l| l.name == "lo")
+            .unwrap();
+        assert_eq!(nl.index_of("lo").unwrap(), lo.index);
+        let e = nl.index_of("vbridge-none0").unwrap_err();
+        assert_eq!(e.errno, libc::ENODEV);
+        assert!(e.error.message.contains("does not exist"), "{}", e.error);
     }
 }

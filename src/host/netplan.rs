@@ -46,31 +46,24 @@ fn q(s: &str) -> String {
     out
 }
 
-/// Check a config before rendering: names, MAC, addresses.
-pub fn check(cfg: &Config) -> Result<()> {
-    crate::validate::interface_name(&cfg.nic)?;
-    crate::validate::interface_name(&cfg.bridge)?;
-    crate::validate::mac(&cfg.mac)?;
+/// Check a config before rendering; returns the MAC in canonical form. The names and the
+/// gateway's IP version go through the same checks as every host-bridge request.
+pub fn check(cfg: &Config) -> Result<String> {
+    super::bridge::check_names(&cfg.nic, &cfg.bridge)?;
+    let mac = crate::validate::mac(&cfg.mac)?;
     if cfg.dhcp == cfg.address.is_some() {
         return Err(
             Error::invalid("give either DHCP or a static address for the bridge")
                 .with_hint("use --dhcp, or --address CIDR [--gateway IP] [--dns IP,...]"),
         );
     }
-    if let (Some(g), Some((a, _))) = (cfg.gateway, cfg.address) {
-        if g.is_ipv4() != a.is_ipv4() {
-            return Err(Error::invalid(format!(
-                "the gateway {g} and the address {a} are of different IP versions"
-            )));
-        }
-    }
-    Ok(())
+    crate::validate::same_ip_version(cfg.gateway, cfg.address)?;
+    Ok(mac)
 }
 
 /// Render the YAML (pure; golden-tested).
 pub fn render(cfg: &Config) -> Result<String> {
-    check(cfg)?;
-    let mac = crate::validate::mac(&cfg.mac)?;
+    let mac = check(cfg)?;
     let mut y = String::new();
     y.push_str(&format!(
         "# Written by vbridge: {} as the port of bridge {}.\n# vbridge owns this file; remove it and run `netplan apply` to undo.\n",

@@ -46,13 +46,6 @@ pub struct Pending {
     pub before: Option<bridge::State>,
 }
 
-/// `$VBRIDGE_STATE_DIR`, or /var/lib/vbridge.
-pub fn state_dir() -> PathBuf {
-    std::env::var_os("VBRIDGE_STATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/vbridge"))
-}
-
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -325,10 +318,7 @@ pub fn run_reverter(
     }
     problems.extend(bridge::revert(net, &p.undo).into_iter().map(|e| e.message));
     if let Some(before) = &p.before {
-        match net.observe() {
-            Ok(now) => problems.extend(bridge::differences(before, &now, &p.undo)),
-            Err(e) => problems.push(format!("cannot observe the result: {}", e.message)),
-        }
+        problems.extend(bridge::restore_differences(net, before, &p.undo));
     }
     let rec = RevertRecord {
         id: p.id.clone(),

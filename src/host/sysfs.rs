@@ -77,12 +77,12 @@ pub fn forward_delay(bridge: &str) -> Option<u32> {
     attr(bridge, "bridge/forward_delay")?.parse().ok()
 }
 
-/// The interface's MAC address, lower case.
 /// The ARPHRD_* link type (/sys/class/net/IF/type): 1 = Ethernet, 772 = loopback.
 pub fn link_type(iface: &str) -> Option<u16> {
     attr(iface, "type")?.trim().parse().ok()
 }
 
+/// The interface's MAC address, lower case.
 pub fn mac(iface: &str) -> Option<String> {
     attr(iface, "address")
 }

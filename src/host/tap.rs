@@ -1,7 +1,7 @@
 //! Persistent TAP devices on a bridge: what `ip tuntap add NAME mode tap; ip link set NAME
 //! master BR up` does, with the TUN ioctls and rtnetlink. Idempotent both ways.
 
-use super::netlink::Netlink;
+use super::netlink::{Netlink, NlError};
 use super::sysfs;
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -150,13 +150,12 @@ pub fn add(name: &str, bridge: &str, owner: Option<&str>, dry_run: bool) -> Resu
             tun_setup(name, uid, true)?;
         }
         let mut nl = Netlink::open()?;
-        let links = nl.links()?;
-        let idx = |n: &str| links.iter().find(|l| l.name == n).map(|l| l.index);
-        let (Some(t), Some(b)) = (idx(name), idx(bridge)) else {
-            return Err(Error::host(format!(
-                "{name} or {bridge} vanished while being set up"
-            )));
+        let vanished = |e: NlError| match e.errno {
+            libc::ENODEV => Error::host(format!("{name} or {bridge} vanished while being set up")),
+            _ => e.error,
         };
+        let t = nl.index_of(name).map_err(vanished)?;
+        let b = nl.index_of(bridge).map_err(vanished)?;
         nl.set_master(t, b, name)?;
         nl.set_up(t, true, name)?;
     }
@@ -231,9 +230,11 @@ pub fn del(name: &str, force: bool, dry_run: bool) -> Result<TapReport> {
         actions.push(format!("delete TAP {name}"));
         if !dry_run {
             let mut nl = Netlink::open()?;
-            let links = nl.links()?;
-            if let Some(l) = links.iter().find(|l| l.name == name) {
-                nl.delete_link(l.index, name)?;
+            match nl.index_of(name) {
+                Ok(i) => nl.delete_link(i, name)?,
+                // Gone meanwhile: nothing left to delete.
+                Err(e) if e.errno == libc::ENODEV => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }
