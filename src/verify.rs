@@ -250,20 +250,32 @@ pub fn judge(nic: &BridgedNic, obs: &Observed) -> InterfaceReport {
     }
 }
 
-/// What `vbridge verify` reports.
-#[derive(Debug, Clone, Serialize)]
+/// What `vbridge verify` reports. JSON: `domain`, `interfaces`, `ok`, `elapsed`.
+#[derive(Debug, Clone)]
 pub struct VerifyReport {
     pub domain: String,
     pub interfaces: Vec<InterfaceReport>,
-    /// Every bridged NIC has an address that answers.
-    pub ok: bool,
     /// Seconds from start to verdict.
     pub elapsed: f64,
 }
 
 impl VerifyReport {
+    /// Every bridged NIC has an address that answers. Derived, never stored, so it cannot
+    /// disagree with the interfaces.
     pub fn ok(&self) -> bool {
-        self.ok
+        self.interfaces.iter().all(|i| i.reachable)
+    }
+}
+
+impl Serialize for VerifyReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("VerifyReport", 4)?;
+        st.serialize_field("domain", &self.domain)?;
+        st.serialize_field("interfaces", &self.interfaces)?;
+        st.serialize_field("ok", &self.ok())?;
+        st.serialize_field("elapsed", &self.elapsed)?;
+        st.end()
     }
 }
 
@@ -401,7 +413,6 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
         bridged.iter().zip(&obs).map(|(n, o)| judge(n, o)).collect();
     Ok(VerifyReport {
         domain: name,
-        ok: interfaces.iter().all(|i| i.reachable),
         interfaces,
         elapsed: t0.elapsed().as_secs_f64(),
     })

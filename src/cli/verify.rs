@@ -41,7 +41,7 @@ fn render(r: &VerifyReport, g: &Globals) -> String {
     let mut out = format!(
         "{}: {}\n",
         r.domain,
-        if r.ok {
+        if r.ok() {
             "every bridged NIC answers"
         } else {
             "FAILED"
@@ -110,11 +110,14 @@ mod tests {
                     reason: Some("TAP vnet1 is not on br0".into()),
                 },
             ],
-            ok: false,
             elapsed: 0.5,
         };
         let t = render(&r, &globals());
         assert!(t.starts_with("web: FAILED\n"), "{t}");
+        // JSON carries the same verdict, derived from the interfaces.
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["ok"], false);
+        assert_eq!(j["interfaces"][0]["reachable"], true);
         assert!(
             t.contains("  52:54:00:00:00:01  vnet0 on br0  10.77.3.101 (neighbour)  answers\n"),
             "{t}"

@@ -10,8 +10,12 @@
 //! VMs are meant to reach the LAN through (a bridge-mode libvirt network names it, or it is
 //! vbridge's default bridge, [`DEFAULT_BRIDGE`]). Then a VM is cut off from the LAN today.
 
-use super::{Action, Finding, Hop, HostState, NicPath, Observation, Severity};
+use super::{
+    Action, Finding, Hop, HostState, NicPath, Observation, Severity, MODULES_LOAD_DIR, SYSCTL_DIR,
+    SYSCTL_DROPIN,
+};
 use crate::host::firewall::{self, Outcome};
+use crate::host::sysctl::MODULES_LOAD_FILE;
 use std::collections::BTreeMap;
 
 /// The bridge vbridge puts VMs on when none is named (`--bridge` default of attach,
@@ -537,8 +541,11 @@ fn firewall_checks(out: &mut Vec<Finding>, host: &HostState, needs: &BTreeMap<St
                 alt.push(format!("`iptables -I FORWARD -i {b} -o {b} -j ACCEPT`"));
             }
             alt.extend(nft_cmds);
+            // The default paths (the message is pure; VBRIDGE_SYSCTL_DIR is for tests).
+            let dropin = format!("{SYSCTL_DIR}/{SYSCTL_DROPIN}");
+            let modules = format!("{MODULES_LOAD_DIR}/{MODULES_LOAD_FILE}");
             (
-                format!("--fix sets {key}=0: bridged frames then skip iptables and nftables' ip/inet forward chains, as on a switch (routed and host traffic are still filtered); --persist also writes /etc/sysctl.d/90-vbridge-bridge-nf.conf (and /etc/modules-load.d/br_netfilter.conf when br_netfilter is a module, so the key exists when systemd-sysctl applies it). Or keep filtering bridged frames and allow the VMs: {}", alt.join(", ")),
+                format!("--fix sets {key}=0: bridged frames then skip iptables and nftables' ip/inet forward chains, as on a switch (routed and host traffic are still filtered); --persist also writes {dropin} (and {modules} when br_netfilter is a module, so the key exists when systemd-sysctl applies it). Or keep filtering bridged frames and allow the VMs: {}", alt.join(", ")),
                 Some(Action::BridgeNfOff),
             )
         };

@@ -259,18 +259,24 @@ pub struct Options {
     pub modules_load_dir: Option<PathBuf>,
 }
 
+/// The sysctl.d directory `--persist` writes to unless `VBRIDGE_SYSCTL_DIR` says otherwise.
+pub const SYSCTL_DIR: &str = "/etc/sysctl.d";
+/// The modules-load.d directory `--persist` writes to unless `VBRIDGE_MODULES_LOAD_DIR` says
+/// otherwise.
+pub const MODULES_LOAD_DIR: &str = "/etc/modules-load.d";
+
 /// The sysctl.d directory `--persist` writes to.
 pub fn default_sysctl_dir() -> PathBuf {
     std::env::var_os("VBRIDGE_SYSCTL_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/etc/sysctl.d"))
+        .unwrap_or_else(|| PathBuf::from(SYSCTL_DIR))
 }
 
 /// The modules-load.d directory `--persist` writes to.
 pub fn default_modules_load_dir() -> PathBuf {
     std::env::var_os("VBRIDGE_MODULES_LOAD_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/etc/modules-load.d"))
+        .unwrap_or_else(|| PathBuf::from(MODULES_LOAD_DIR))
 }
 
 /// Observe, check and (with `fix`) repair, then check again.
