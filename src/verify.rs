@@ -7,9 +7,14 @@
 //! agent and ARP sources, the host's neighbour table for the NIC's MAC, and an active ICMP
 //! sweep of the bridge's own subnet that makes the kernel resolve every neighbour on it.
 //!
+//! Which NICs count is doctor's rule ([`crate::doctor::nic_host_bridge`]): every NIC on a host
+//! bridge, the bridge of a libvirt NAT network (virbr0) included, each reported with `lan`
+//! so a NAT address is not mistaken for a LAN one.
+//!
 //! The pure part ([`bridged_nics`], [`sweep_targets`], [`judge`]) turns observations into a
 //! verdict per NIC; [`verify`] observes, probes and waits.
 
+use crate::doctor::{nic_host_bridge, NetworkObs};
 use crate::domxml::{self, Nic};
 use crate::error::{Error, Result};
 use crate::host::{neigh, netlink::Netlink, probe, sysfs};
@@ -64,21 +69,32 @@ impl Source {
 pub struct BridgedNic {
     pub mac: String,
     pub bridge: String,
+    /// The bridge joins the LAN; false for a libvirt NAT/routed/isolated network's bridge.
+    pub lan: bool,
     /// The TAP (`<target dev>`), when libvirt shows one.
     pub tap: Option<String>,
 }
 
-/// The NICs of a live domain document that sit on a host bridge: `type='bridge'`, and
-/// `type='network'` whose network is a bridge (libvirt 9 writes the bridge into the live
-/// `<source network='..' portid='..' bridge='br0'/>`, for bridge-mode and NAT networks alike).
-/// Pure.
-pub fn bridged_nics(nics: &[Nic]) -> Vec<BridgedNic> {
+/// The NICs of a live domain document that sit on a host bridge, by
+/// [`nic_host_bridge`]: `type='bridge'`, and `type='network'` whose network has a bridge
+/// (libvirt 9 writes it into the live `<source network='..' portid='..' bridge='..'/>`).
+/// `network` gives the libvirt network of that name. Pure.
+pub fn bridged_nics(nics: &[Nic], network: impl Fn(&str) -> Option<NetworkObs>) -> Vec<BridgedNic> {
     nics.iter()
-        .filter(|n| n.kind == "bridge" || n.kind == "network")
         .filter_map(|n| {
+            let net = match (n.kind.as_str(), n.source.get("network")) {
+                ("network", Some(name)) => network(name),
+                _ => None,
+            };
+            let host = nic_host_bridge(
+                &n.kind,
+                n.source.get("bridge").map(String::as_str),
+                net.as_ref(),
+            )?;
             Some(BridgedNic {
                 mac: n.mac.clone()?,
-                bridge: n.source.get("bridge").filter(|b| !b.is_empty())?.clone(),
+                bridge: host.bridge,
+                lan: host.lan,
                 tap: n.target_dev.clone().filter(|t| !t.is_empty()),
             })
         })
@@ -156,6 +172,9 @@ impl Observed {
 pub struct InterfaceReport {
     pub mac: String,
     pub bridge: String,
+    /// The bridge joins the LAN; false for a libvirt NAT/routed/isolated network (virbr0),
+    /// whose addresses the LAN cannot reach.
+    pub lan: bool,
     pub tap: Option<String>,
     /// IPv4 addresses seen, answering ones first.
     pub ips: Vec<String>,
@@ -242,6 +261,7 @@ pub fn judge(nic: &BridgedNic, obs: &Observed) -> InterfaceReport {
     InterfaceReport {
         mac: nic.mac.clone(),
         bridge: nic.bridge.clone(),
+        lan: nic.lan,
         tap: nic.tap.clone(),
         ips: ips.iter().map(|s| s.ip.to_string()).collect(),
         source: ips.first().map(|s| s.source),
@@ -303,7 +323,17 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
         );
     }
     let nics = domxml::nics(&dom.live_xml()?)?;
-    let mut bridged = bridged_nics(&nics);
+    let mut networks = BTreeMap::new();
+    for name in nics
+        .iter()
+        .filter(|n| n.kind == "network")
+        .filter_map(|n| n.source.get("network"))
+    {
+        if !networks.contains_key(name) {
+            networks.insert(name.clone(), network_obs(conn, name)?);
+        }
+    }
+    let mut bridged = bridged_nics(&nics, |n| networks.get(n).cloned().flatten());
     if let Some(m) = &opts.mac {
         let m = validate::mac(m)?;
         bridged.retain(|n| n.mac == m);
@@ -416,6 +446,20 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
         interfaces,
         elapsed: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// The libvirt network `name` (its forward mode and bridge), None when it is not defined.
+fn network_obs(conn: &Conn, name: &str) -> Result<Option<NetworkObs>> {
+    let Some(net) = conn.network(name)? else {
+        return Ok(None);
+    };
+    let def = crate::network::parse_network(&net.xml()?)?;
+    Ok(Some(NetworkObs {
+        name: name.to_string(),
+        forward_mode: def.forward_mode,
+        bridge: def.bridge,
+        ..NetworkObs::default()
+    }))
 }
 
 /// Update `o` from sysfs (the TAP), libvirt's sightings and the neighbour table (credited
@@ -562,6 +606,7 @@ mod tests {
         BridgedNic {
             mac: "52:54:00:00:00:01".into(),
             bridge: "br0".into(),
+            lan: true,
             tap: Some("vnet0".into()),
         }
     }
@@ -578,9 +623,23 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn net(name: &str, mode: Option<&str>, bridge: &str) -> NetworkObs {
+        NetworkObs {
+            name: name.into(),
+            forward_mode: mode.map(Into::into),
+            bridge: Some(bridge.into()),
+            ..NetworkObs::default()
+        }
+    }
+
     #[test]
-    fn bridge_and_bridged_network_nics_count() {
-        let b = bridged_nics(&domxml::nics(LIVE).unwrap());
+    fn bridge_and_network_nics_count_and_say_whether_they_are_on_the_lan() {
+        let nets = [
+            net("br0-network", Some("bridge"), "br0"),
+            net("default", Some("nat"), "virbr0"),
+        ];
+        let lookup = |n: &str| nets.iter().find(|x| x.name == n).cloned();
+        let b = bridged_nics(&domxml::nics(LIVE).unwrap(), lookup);
         assert_eq!(
             b,
             vec![
@@ -588,10 +647,21 @@ mod tests {
                 BridgedNic {
                     mac: "52:54:00:00:00:02".into(),
                     bridge: "br0".into(),
+                    lan: true,
                     tap: Some("vnet1".into()),
-                }
+                },
+                // On a NAT network: checked, on virbr0 (the network's bridge), not the LAN.
+                BridgedNic {
+                    mac: "52:54:00:00:00:03".into(),
+                    bridge: "virbr0".into(),
+                    lan: false,
+                    tap: None,
+                },
             ]
         );
+        // An undefined network puts its NIC on no bridge, whatever the live XML says.
+        let b = bridged_nics(&domxml::nics(LIVE).unwrap(), |_| None);
+        assert_eq!(b, vec![nic()]);
     }
 
     #[test]
@@ -630,6 +700,7 @@ mod tests {
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["source"], "probe");
         assert_eq!(j["tap"], "vnet0");
+        assert_eq!(j["lan"], true);
         assert!(j.get("reason").is_none());
     }
 
