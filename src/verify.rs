@@ -21,7 +21,7 @@ use crate::host::{neigh, netlink::Netlink, probe, sysfs};
 use crate::libvirt::{AddressSource, Conn, Dom};
 use crate::validate;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,46 @@ pub fn sweep_targets(own: Ipv4Addr, prefix: u8) -> std::result::Result<Vec<Ipv4A
         .map(Ipv4Addr::from)
         .filter(|a| *a != own)
         .collect())
+}
+
+/// When a sweep may stop waiting for echo replies: once every MAC still wanted on the bridge
+/// has answered from some address. Counts NICs, not addresses, so one NIC answering on two
+/// addresses does not end the sweep before another NIC answered. Pure: the neighbour table
+/// is read by the caller, and only for an address not in the table yet (a sweep may get up
+/// to 1021 replies).
+#[derive(Debug, Clone, Default)]
+pub struct SweepStop {
+    wanted: BTreeSet<String>,
+    known: BTreeMap<Ipv4Addr, String>,
+}
+
+impl SweepStop {
+    /// Wait for these MACs; `table` is the neighbour table as last read.
+    pub fn new(wanted: impl IntoIterator<Item = String>, table: &[neigh::Neighbour]) -> Self {
+        let mut s = SweepStop {
+            wanted: wanted.into_iter().collect(),
+            known: BTreeMap::new(),
+        };
+        s.learn(table);
+        s
+    }
+
+    fn learn(&mut self, table: &[neigh::Neighbour]) {
+        self.known
+            .extend(table.iter().map(|n| (n.ip, n.mac.clone())));
+    }
+
+    /// An echo reply came from `ip`. `reread` reads the neighbour table again; it is called
+    /// only when `ip` is not known yet. True once no MAC is wanted any more.
+    pub fn reply(&mut self, ip: Ipv4Addr, reread: impl FnOnce() -> Vec<neigh::Neighbour>) -> bool {
+        if !self.known.contains_key(&ip) {
+            self.learn(&reread());
+        }
+        if let Some(mac) = self.known.get(&ip) {
+            self.wanted.remove(mac);
+        }
+        self.wanted.is_empty()
+    }
 }
 
 /// One address seen for a NIC, and where.
@@ -392,23 +432,15 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
             }
             swept.insert(br.to_string(), Instant::now());
             // Stop waiting for echo replies once every NIC still open here has answered.
-            let wanted: Vec<&str> = bridged
-                .iter()
-                .zip(&done)
-                .filter(|(n, d)| !**d && n.bridge == br)
-                .map(|(n, _)| n.mac.as_str())
-                .collect();
-            let mut found = 0;
-            let mut enough = |ip: Ipv4Addr| {
-                let table = neigh::ipv4().unwrap_or_default();
-                if table
+            let mut stop = SweepStop::new(
+                bridged
                     .iter()
-                    .any(|n| n.ip == ip && wanted.contains(&n.mac.as_str()))
-                {
-                    found += 1;
-                }
-                found >= wanted.len()
-            };
+                    .zip(&done)
+                    .filter(|(n, d)| !**d && n.bridge == br)
+                    .map(|(n, _)| n.mac.clone()),
+                &neighbours,
+            );
+            let mut enough = |ip: Ipv4Addr| stop.reply(ip, || neigh::ipv4().unwrap_or_default());
             let result = sweep(br, deadline, &mut enough);
             let neighbours = neigh::ipv4().unwrap_or_default();
             for (i, nic) in bridged.iter().enumerate() {
@@ -662,6 +694,54 @@ mod tests {
         // An undefined network puts its NIC on no bridge, whatever the live XML says.
         let b = bridged_nics(&domxml::nics(LIVE).unwrap(), |_| None);
         assert_eq!(b, vec![nic()]);
+    }
+
+    fn neighbour(ip_: &str, mac: &str) -> neigh::Neighbour {
+        neigh::Neighbour {
+            ip: ip(ip_),
+            mac: mac.into(),
+            dev: "br0".into(),
+        }
+    }
+
+    #[test]
+    fn sweep_stops_when_every_nic_answered_not_every_address() {
+        const A: &str = "52:54:00:00:00:0a";
+        const B: &str = "52:54:00:00:00:0b";
+        // A is known on two addresses before the sweep; B is not in the table yet.
+        let table = [
+            neighbour("10.77.3.10", A),
+            neighbour("10.77.3.11", A),
+            neighbour("10.77.3.1", "52:54:00:00:00:99"),
+        ];
+        let mut stop = SweepStop::new([A.to_string(), B.to_string()], &table);
+        let mut reads = 0;
+        let mut reply = |stop: &mut SweepStop, at: &str, now: Vec<neigh::Neighbour>| {
+            stop.reply(ip(at), || {
+                reads += 1;
+                now
+            })
+        };
+        // Known addresses: no table read, and A twice is still one NIC of two.
+        assert!(!reply(&mut stop, "10.77.3.10", vec![]));
+        assert!(!reply(&mut stop, "10.77.3.11", vec![]));
+        assert!(!reply(&mut stop, "10.77.3.1", vec![]));
+        // An unknown address that is someone else's: read once, keep waiting.
+        assert!(!reply(
+            &mut stop,
+            "10.77.3.50",
+            vec![neighbour("10.77.3.50", "02:00:00:00:00:01")]
+        ));
+        // B answers from an address the table did not have: read, and now every NIC is in.
+        assert!(reply(
+            &mut stop,
+            "10.77.3.101",
+            vec![neighbour("10.77.3.101", B)]
+        ));
+        assert_eq!(
+            reads, 2,
+            "the table is read only for addresses not known yet"
+        );
     }
 
     #[test]
