@@ -168,6 +168,53 @@ impl SweepStop {
     }
 }
 
+/// When to ask each of libvirt's address sources while waiting. Pure (the clock is passed in).
+///
+/// - lease: once, and only when a NIC is on a libvirt network that is not the LAN (NAT,
+///   routed): libvirt's dnsmasq serves nothing else, so asking again on a bridge is waste.
+/// - agent: once; again only while it answers, since a channel with no agent behind it can
+///   block each call for seconds.
+/// - ARP: libvirt reads the host's ARP table, as the sweep fills it: no more often than a
+///   sweep ([`SWEEP_EVERY`]).
+#[derive(Debug, Clone, Default)]
+pub struct LibvirtAsks {
+    lease_asked: bool,
+    /// None before the first call, then whether the agent answered it.
+    agent_answers: Option<bool>,
+    arp_at: Option<Instant>,
+}
+
+impl LibvirtAsks {
+    /// The sources to ask now, in order of trust. `nat`: some NIC is on a libvirt network
+    /// that is not the LAN.
+    pub fn due(&mut self, now: Instant, nat: bool) -> Vec<Source> {
+        let mut out = Vec::new();
+        if !self.lease_asked && nat {
+            out.push(Source::Lease);
+        }
+        self.lease_asked = true;
+        if self.agent_answers != Some(false) {
+            out.push(Source::Agent);
+        }
+        if self
+            .arp_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY)
+        {
+            self.arp_at = Some(now);
+            out.push(Source::Arp);
+        }
+        out
+    }
+
+    /// Record whether a source answered (an empty list is an answer; an error is not). An
+    /// agent that fails once, first call or later, is not asked again.
+    pub fn answered(&mut self, source: Source, ok: bool) {
+        if source == Source::Agent && self.agent_answers != Some(false) {
+            self.agent_answers = Some(ok);
+        }
+    }
+}
+
 /// One address seen for a NIC, and where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sighting {
@@ -284,7 +331,7 @@ pub fn judge(nic: &BridgedNic, obs: &Observed) -> InterfaceReport {
         }
         Some(r)
     } else {
-        let mut r = "no address seen (asked libvirt's lease, agent and ARP sources, the \
+        let mut r = "no address seen (asked libvirt's address sources, the \
                      neighbour table"
             .to_string();
         r.push_str(if obs.notes.is_empty() {
@@ -399,9 +446,11 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
     let mut done = vec![false; bridged.len()];
     let mut pinged: BTreeMap<Ipv4Addr, Instant> = BTreeMap::new();
     let mut swept: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut asks = LibvirtAsks::default();
+    let nat = bridged.iter().any(|n| !n.lan);
     loop {
         let neighbours = neigh::ipv4().unwrap_or_default();
-        let libvirt = libvirt_sightings(&dom);
+        let libvirt = libvirt_sightings(&dom, &mut asks, nat);
         for (i, nic) in bridged.iter().enumerate() {
             if done[i] {
                 continue;
@@ -547,16 +596,25 @@ fn confirm(o: &mut Observed, pinged: &mut BTreeMap<Ipv4Addr, Instant>, deadline:
     false
 }
 
-/// Addresses libvirt knows, from each of its sources that answers (IPv4 only).
-fn libvirt_sightings(dom: &Dom) -> Vec<(Option<String>, Ipv4Addr, Source)> {
+/// Addresses libvirt knows, from each of its sources that is due (see [`LibvirtAsks`]) and
+/// answers (IPv4 only).
+fn libvirt_sightings(
+    dom: &Dom,
+    asks: &mut LibvirtAsks,
+    nat: bool,
+) -> Vec<(Option<String>, Ipv4Addr, Source)> {
     let mut out = Vec::new();
-    for (src, source) in [
-        (AddressSource::Lease, Source::Lease),
-        (AddressSource::Agent, Source::Agent),
-        (AddressSource::Arp, Source::Arp),
-    ] {
+    for source in asks.due(Instant::now(), nat) {
+        let src = match source {
+            Source::Lease => AddressSource::Lease,
+            Source::Agent => AddressSource::Agent,
+            Source::Arp => AddressSource::Arp,
+            Source::Neighbour | Source::Probe => continue,
+        };
         // No agent, or a bridge libvirt does not manage, is the normal case: no addresses.
-        let Ok(list) = dom.addresses(src) else {
+        let list = dom.addresses(src);
+        asks.answered(source, list.is_ok());
+        let Ok(list) = list else {
             continue;
         };
         for a in list {
@@ -742,6 +800,38 @@ mod tests {
             reads, 2,
             "the table is read only for addresses not known yet"
         );
+    }
+
+    #[test]
+    fn libvirt_sources_are_asked_only_when_they_can_help() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // A NAT NIC: lease once; an agent that does not answer is not asked again.
+        let mut a = LibvirtAsks::default();
+        assert_eq!(
+            a.due(t0, true),
+            vec![Source::Lease, Source::Agent, Source::Arp]
+        );
+        a.answered(Source::Agent, false);
+        assert_eq!(a.due(ms(200), true), vec![]);
+        assert_eq!(a.due(ms(1000), true), vec![Source::Arp]);
+        assert_eq!(a.due(ms(1200), true), vec![]);
+        // Bridged NICs only: never the lease; an agent that answered is asked every round.
+        let mut a = LibvirtAsks::default();
+        assert_eq!(a.due(t0, false), vec![Source::Agent, Source::Arp]);
+        a.answered(Source::Agent, true);
+        a.answered(Source::Arp, false);
+        assert_eq!(a.due(ms(200), false), vec![Source::Agent]);
+        a.answered(Source::Agent, true);
+        assert_eq!(a.due(ms(400), false), vec![Source::Agent]);
+        a.answered(Source::Agent, false);
+        assert_eq!(
+            a.due(ms(600), false),
+            vec![],
+            "an agent that stopped answering"
+        );
+        a.answered(Source::Agent, true);
+        assert_eq!(a.due(ms(1000), false), vec![Source::Arp]);
     }
 
     #[test]
