@@ -7,16 +7,21 @@
 //! agent and ARP sources, the host's neighbour table for the NIC's MAC, and an active ICMP
 //! sweep of the bridge's own subnet that makes the kernel resolve every neighbour on it.
 //!
+//! Which NICs count is doctor's rule ([`crate::doctor::nic_host_bridge`]): every NIC on a host
+//! bridge, the bridge of a libvirt NAT network (virbr0) included, each reported with `lan`
+//! so a NAT address is not mistaken for a LAN one.
+//!
 //! The pure part ([`bridged_nics`], [`sweep_targets`], [`judge`]) turns observations into a
 //! verdict per NIC; [`verify`] observes, probes and waits.
 
+use crate::doctor::{nic_host_bridge, NetworkObs};
 use crate::domxml::{self, Nic};
 use crate::error::{Error, Result};
 use crate::host::{neigh, netlink::Netlink, probe, sysfs};
 use crate::libvirt::{AddressSource, Conn, Dom};
 use crate::validate;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -64,21 +69,32 @@ impl Source {
 pub struct BridgedNic {
     pub mac: String,
     pub bridge: String,
+    /// The bridge joins the LAN; false for a libvirt NAT/routed/isolated network's bridge.
+    pub lan: bool,
     /// The TAP (`<target dev>`), when libvirt shows one.
     pub tap: Option<String>,
 }
 
-/// The NICs of a live domain document that sit on a host bridge: `type='bridge'`, and
-/// `type='network'` whose network is a bridge (libvirt 9 writes the bridge into the live
-/// `<source network='..' portid='..' bridge='br0'/>`, for bridge-mode and NAT networks alike).
-/// Pure.
-pub fn bridged_nics(nics: &[Nic]) -> Vec<BridgedNic> {
+/// The NICs of a live domain document that sit on a host bridge, by
+/// [`nic_host_bridge`]: `type='bridge'`, and `type='network'` whose network has a bridge
+/// (libvirt 9 writes it into the live `<source network='..' portid='..' bridge='..'/>`).
+/// `network` gives the libvirt network of that name. Pure.
+pub fn bridged_nics(nics: &[Nic], network: impl Fn(&str) -> Option<NetworkObs>) -> Vec<BridgedNic> {
     nics.iter()
-        .filter(|n| n.kind == "bridge" || n.kind == "network")
         .filter_map(|n| {
+            let net = match (n.kind.as_str(), n.source.get("network")) {
+                ("network", Some(name)) => network(name),
+                _ => None,
+            };
+            let host = nic_host_bridge(
+                &n.kind,
+                n.source.get("bridge").map(String::as_str),
+                net.as_ref(),
+            )?;
             Some(BridgedNic {
                 mac: n.mac.clone()?,
-                bridge: n.source.get("bridge").filter(|b| !b.is_empty())?.clone(),
+                bridge: host.bridge,
+                lan: host.lan,
                 tap: n.target_dev.clone().filter(|t| !t.is_empty()),
             })
         })
@@ -110,6 +126,93 @@ pub fn sweep_targets(own: Ipv4Addr, prefix: u8) -> std::result::Result<Vec<Ipv4A
         .map(Ipv4Addr::from)
         .filter(|a| *a != own)
         .collect())
+}
+
+/// When a sweep may stop waiting for echo replies: once every MAC still wanted on the bridge
+/// has answered from some address. Counts NICs, not addresses, so one NIC answering on two
+/// addresses does not end the sweep before another NIC answered. Pure: the neighbour table
+/// is read by the caller, and only for an address not in the table yet (a sweep may get up
+/// to 1021 replies).
+#[derive(Debug, Clone, Default)]
+pub struct SweepStop {
+    wanted: BTreeSet<String>,
+    known: BTreeMap<Ipv4Addr, String>,
+}
+
+impl SweepStop {
+    /// Wait for these MACs; `table` is the neighbour table as last read.
+    pub fn new(wanted: impl IntoIterator<Item = String>, table: &[neigh::Neighbour]) -> Self {
+        let mut s = SweepStop {
+            wanted: wanted.into_iter().collect(),
+            known: BTreeMap::new(),
+        };
+        s.learn(table);
+        s
+    }
+
+    fn learn(&mut self, table: &[neigh::Neighbour]) {
+        self.known
+            .extend(table.iter().map(|n| (n.ip, n.mac.clone())));
+    }
+
+    /// An echo reply came from `ip`. `reread` reads the neighbour table again; it is called
+    /// only when `ip` is not known yet. True once no MAC is wanted any more.
+    pub fn reply(&mut self, ip: Ipv4Addr, reread: impl FnOnce() -> Vec<neigh::Neighbour>) -> bool {
+        if !self.known.contains_key(&ip) {
+            self.learn(&reread());
+        }
+        if let Some(mac) = self.known.get(&ip) {
+            self.wanted.remove(mac);
+        }
+        self.wanted.is_empty()
+    }
+}
+
+/// When to ask each of libvirt's address sources while waiting. Pure (the clock is passed in).
+///
+/// - lease: once, and only when a NIC is on a libvirt network that is not the LAN (NAT,
+///   routed): libvirt's dnsmasq serves nothing else, so asking again on a bridge is waste.
+/// - agent: once; again only while it answers, since a channel with no agent behind it can
+///   block each call for seconds.
+/// - ARP: libvirt reads the host's ARP table, as the sweep fills it: no more often than a
+///   sweep ([`SWEEP_EVERY`]).
+#[derive(Debug, Clone, Default)]
+pub struct LibvirtAsks {
+    lease_asked: bool,
+    /// None before the first call, then whether the agent answered it.
+    agent_answers: Option<bool>,
+    arp_at: Option<Instant>,
+}
+
+impl LibvirtAsks {
+    /// The sources to ask now, in order of trust. `nat`: some NIC is on a libvirt network
+    /// that is not the LAN.
+    pub fn due(&mut self, now: Instant, nat: bool) -> Vec<Source> {
+        let mut out = Vec::new();
+        if !self.lease_asked && nat {
+            out.push(Source::Lease);
+        }
+        self.lease_asked = true;
+        if self.agent_answers != Some(false) {
+            out.push(Source::Agent);
+        }
+        if self
+            .arp_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY)
+        {
+            self.arp_at = Some(now);
+            out.push(Source::Arp);
+        }
+        out
+    }
+
+    /// Record whether a source answered (an empty list is an answer; an error is not). An
+    /// agent that fails once, first call or later, is not asked again.
+    pub fn answered(&mut self, source: Source, ok: bool) {
+        if source == Source::Agent && self.agent_answers != Some(false) {
+            self.agent_answers = Some(ok);
+        }
+    }
 }
 
 /// One address seen for a NIC, and where.
@@ -156,6 +259,9 @@ impl Observed {
 pub struct InterfaceReport {
     pub mac: String,
     pub bridge: String,
+    /// The bridge joins the LAN; false for a libvirt NAT/routed/isolated network (virbr0),
+    /// whose addresses the LAN cannot reach.
+    pub lan: bool,
     pub tap: Option<String>,
     /// IPv4 addresses seen, answering ones first.
     pub ips: Vec<String>,
@@ -225,7 +331,7 @@ pub fn judge(nic: &BridgedNic, obs: &Observed) -> InterfaceReport {
         }
         Some(r)
     } else {
-        let mut r = "no address seen (asked libvirt's lease, agent and ARP sources, the \
+        let mut r = "no address seen (asked libvirt's address sources, the \
                      neighbour table"
             .to_string();
         r.push_str(if obs.notes.is_empty() {
@@ -242,6 +348,7 @@ pub fn judge(nic: &BridgedNic, obs: &Observed) -> InterfaceReport {
     InterfaceReport {
         mac: nic.mac.clone(),
         bridge: nic.bridge.clone(),
+        lan: nic.lan,
         tap: nic.tap.clone(),
         ips: ips.iter().map(|s| s.ip.to_string()).collect(),
         source: ips.first().map(|s| s.source),
@@ -250,20 +357,32 @@ pub fn judge(nic: &BridgedNic, obs: &Observed) -> InterfaceReport {
     }
 }
 
-/// What `vbridge verify` reports.
-#[derive(Debug, Clone, Serialize)]
+/// What `vbridge verify` reports. JSON: `domain`, `interfaces`, `ok`, `elapsed`.
+#[derive(Debug, Clone)]
 pub struct VerifyReport {
     pub domain: String,
     pub interfaces: Vec<InterfaceReport>,
-    /// Every bridged NIC has an address that answers.
-    pub ok: bool,
     /// Seconds from start to verdict.
     pub elapsed: f64,
 }
 
 impl VerifyReport {
+    /// Every bridged NIC has an address that answers. Derived, never stored, so it cannot
+    /// disagree with the interfaces.
     pub fn ok(&self) -> bool {
-        self.ok
+        self.interfaces.iter().all(|i| i.reachable)
+    }
+}
+
+impl Serialize for VerifyReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("VerifyReport", 4)?;
+        st.serialize_field("domain", &self.domain)?;
+        st.serialize_field("interfaces", &self.interfaces)?;
+        st.serialize_field("ok", &self.ok())?;
+        st.serialize_field("elapsed", &self.elapsed)?;
+        st.end()
     }
 }
 
@@ -291,7 +410,17 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
         );
     }
     let nics = domxml::nics(&dom.live_xml()?)?;
-    let mut bridged = bridged_nics(&nics);
+    let mut networks = BTreeMap::new();
+    for name in nics
+        .iter()
+        .filter(|n| n.kind == "network")
+        .filter_map(|n| n.source.get("network"))
+    {
+        if !networks.contains_key(name) {
+            networks.insert(name.clone(), network_obs(conn, name)?);
+        }
+    }
+    let mut bridged = bridged_nics(&nics, |n| networks.get(n).cloned().flatten());
     if let Some(m) = &opts.mac {
         let m = validate::mac(m)?;
         bridged.retain(|n| n.mac == m);
@@ -317,9 +446,11 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
     let mut done = vec![false; bridged.len()];
     let mut pinged: BTreeMap<Ipv4Addr, Instant> = BTreeMap::new();
     let mut swept: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut asks = LibvirtAsks::default();
+    let nat = bridged.iter().any(|n| !n.lan);
     loop {
         let neighbours = neigh::ipv4().unwrap_or_default();
-        let libvirt = libvirt_sightings(&dom);
+        let libvirt = libvirt_sightings(&dom, &mut asks, nat);
         for (i, nic) in bridged.iter().enumerate() {
             if done[i] {
                 continue;
@@ -350,23 +481,15 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
             }
             swept.insert(br.to_string(), Instant::now());
             // Stop waiting for echo replies once every NIC still open here has answered.
-            let wanted: Vec<&str> = bridged
-                .iter()
-                .zip(&done)
-                .filter(|(n, d)| !**d && n.bridge == br)
-                .map(|(n, _)| n.mac.as_str())
-                .collect();
-            let mut found = 0;
-            let mut enough = |ip: Ipv4Addr| {
-                let table = neigh::ipv4().unwrap_or_default();
-                if table
+            let mut stop = SweepStop::new(
+                bridged
                     .iter()
-                    .any(|n| n.ip == ip && wanted.contains(&n.mac.as_str()))
-                {
-                    found += 1;
-                }
-                found >= wanted.len()
-            };
+                    .zip(&done)
+                    .filter(|(n, d)| !**d && n.bridge == br)
+                    .map(|(n, _)| n.mac.clone()),
+                &neighbours,
+            );
+            let mut enough = |ip: Ipv4Addr| stop.reply(ip, || neigh::ipv4().unwrap_or_default());
             let result = sweep(br, deadline, &mut enough);
             let neighbours = neigh::ipv4().unwrap_or_default();
             for (i, nic) in bridged.iter().enumerate() {
@@ -401,10 +524,23 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
         bridged.iter().zip(&obs).map(|(n, o)| judge(n, o)).collect();
     Ok(VerifyReport {
         domain: name,
-        ok: interfaces.iter().all(|i| i.reachable),
         interfaces,
         elapsed: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// The libvirt network `name` (its forward mode and bridge), None when it is not defined.
+fn network_obs(conn: &Conn, name: &str) -> Result<Option<NetworkObs>> {
+    let Some(net) = conn.network(name)? else {
+        return Ok(None);
+    };
+    let def = crate::network::parse_network(&net.xml()?)?;
+    Ok(Some(NetworkObs {
+        name: name.to_string(),
+        forward_mode: def.forward_mode,
+        bridge: def.bridge,
+        ..NetworkObs::default()
+    }))
 }
 
 /// Update `o` from sysfs (the TAP), libvirt's sightings and the neighbour table (credited
@@ -460,16 +596,25 @@ fn confirm(o: &mut Observed, pinged: &mut BTreeMap<Ipv4Addr, Instant>, deadline:
     false
 }
 
-/// Addresses libvirt knows, from each of its sources that answers (IPv4 only).
-fn libvirt_sightings(dom: &Dom) -> Vec<(Option<String>, Ipv4Addr, Source)> {
+/// Addresses libvirt knows, from each of its sources that is due (see [`LibvirtAsks`]) and
+/// answers (IPv4 only).
+fn libvirt_sightings(
+    dom: &Dom,
+    asks: &mut LibvirtAsks,
+    nat: bool,
+) -> Vec<(Option<String>, Ipv4Addr, Source)> {
     let mut out = Vec::new();
-    for (src, source) in [
-        (AddressSource::Lease, Source::Lease),
-        (AddressSource::Agent, Source::Agent),
-        (AddressSource::Arp, Source::Arp),
-    ] {
+    for source in asks.due(Instant::now(), nat) {
+        let src = match source {
+            Source::Lease => AddressSource::Lease,
+            Source::Agent => AddressSource::Agent,
+            Source::Arp => AddressSource::Arp,
+            Source::Neighbour | Source::Probe => continue,
+        };
         // No agent, or a bridge libvirt does not manage, is the normal case: no addresses.
-        let Ok(list) = dom.addresses(src) else {
+        let list = dom.addresses(src);
+        asks.answered(source, list.is_ok());
+        let Ok(list) = list else {
             continue;
         };
         for a in list {
@@ -551,6 +696,7 @@ mod tests {
         BridgedNic {
             mac: "52:54:00:00:00:01".into(),
             bridge: "br0".into(),
+            lan: true,
             tap: Some("vnet0".into()),
         }
     }
@@ -567,9 +713,23 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn net(name: &str, mode: Option<&str>, bridge: &str) -> NetworkObs {
+        NetworkObs {
+            name: name.into(),
+            forward_mode: mode.map(Into::into),
+            bridge: Some(bridge.into()),
+            ..NetworkObs::default()
+        }
+    }
+
     #[test]
-    fn bridge_and_bridged_network_nics_count() {
-        let b = bridged_nics(&domxml::nics(LIVE).unwrap());
+    fn bridge_and_network_nics_count_and_say_whether_they_are_on_the_lan() {
+        let nets = [
+            net("br0-network", Some("bridge"), "br0"),
+            net("default", Some("nat"), "virbr0"),
+        ];
+        let lookup = |n: &str| nets.iter().find(|x| x.name == n).cloned();
+        let b = bridged_nics(&domxml::nics(LIVE).unwrap(), lookup);
         assert_eq!(
             b,
             vec![
@@ -577,10 +737,101 @@ mod tests {
                 BridgedNic {
                     mac: "52:54:00:00:00:02".into(),
                     bridge: "br0".into(),
+                    lan: true,
                     tap: Some("vnet1".into()),
-                }
+                },
+                // On a NAT network: checked, on virbr0 (the network's bridge), not the LAN.
+                BridgedNic {
+                    mac: "52:54:00:00:00:03".into(),
+                    bridge: "virbr0".into(),
+                    lan: false,
+                    tap: None,
+                },
             ]
         );
+        // An undefined network puts its NIC on no bridge, whatever the live XML says.
+        let b = bridged_nics(&domxml::nics(LIVE).unwrap(), |_| None);
+        assert_eq!(b, vec![nic()]);
+    }
+
+    fn neighbour(ip_: &str, mac: &str) -> neigh::Neighbour {
+        neigh::Neighbour {
+            ip: ip(ip_),
+            mac: mac.into(),
+            dev: "br0".into(),
+        }
+    }
+
+    #[test]
+    fn sweep_stops_when_every_nic_answered_not_every_address() {
+        const A: &str = "52:54:00:00:00:0a";
+        const B: &str = "52:54:00:00:00:0b";
+        // A is known on two addresses before the sweep; B is not in the table yet.
+        let table = [
+            neighbour("10.77.3.10", A),
+            neighbour("10.77.3.11", A),
+            neighbour("10.77.3.1", "52:54:00:00:00:99"),
+        ];
+        let mut stop = SweepStop::new([A.to_string(), B.to_string()], &table);
+        let mut reads = 0;
+        let mut reply = |stop: &mut SweepStop, at: &str, now: Vec<neigh::Neighbour>| {
+            stop.reply(ip(at), || {
+                reads += 1;
+                now
+            })
+        };
+        // Known addresses: no table read, and A twice is still one NIC of two.
+        assert!(!reply(&mut stop, "10.77.3.10", vec![]));
+        assert!(!reply(&mut stop, "10.77.3.11", vec![]));
+        assert!(!reply(&mut stop, "10.77.3.1", vec![]));
+        // An unknown address that is someone else's: read once, keep waiting.
+        assert!(!reply(
+            &mut stop,
+            "10.77.3.50",
+            vec![neighbour("10.77.3.50", "02:00:00:00:00:01")]
+        ));
+        // B answers from an address the table did not have: read, and now every NIC is in.
+        assert!(reply(
+            &mut stop,
+            "10.77.3.101",
+            vec![neighbour("10.77.3.101", B)]
+        ));
+        assert_eq!(
+            reads, 2,
+            "the table is read only for addresses not known yet"
+        );
+    }
+
+    #[test]
+    fn libvirt_sources_are_asked_only_when_they_can_help() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // A NAT NIC: lease once; an agent that does not answer is not asked again.
+        let mut a = LibvirtAsks::default();
+        assert_eq!(
+            a.due(t0, true),
+            vec![Source::Lease, Source::Agent, Source::Arp]
+        );
+        a.answered(Source::Agent, false);
+        assert_eq!(a.due(ms(200), true), vec![]);
+        assert_eq!(a.due(ms(1000), true), vec![Source::Arp]);
+        assert_eq!(a.due(ms(1200), true), vec![]);
+        // Bridged NICs only: never the lease; an agent that answered is asked every round.
+        let mut a = LibvirtAsks::default();
+        assert_eq!(a.due(t0, false), vec![Source::Agent, Source::Arp]);
+        a.answered(Source::Agent, true);
+        a.answered(Source::Arp, false);
+        assert_eq!(a.due(ms(200), false), vec![Source::Agent]);
+        a.answered(Source::Agent, true);
+        assert_eq!(a.due(ms(400), false), vec![Source::Agent]);
+        a.answered(Source::Agent, false);
+        assert_eq!(
+            a.due(ms(600), false),
+            vec![],
+            "an agent that stopped answering"
+        );
+        a.answered(Source::Agent, true);
+        assert_eq!(a.due(ms(1000), false), vec![Source::Arp]);
     }
 
     #[test]
@@ -619,6 +870,7 @@ mod tests {
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["source"], "probe");
         assert_eq!(j["tap"], "vnet0");
+        assert_eq!(j["lan"], true);
         assert!(j.get("reason").is_none());
     }
 

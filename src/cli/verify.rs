@@ -36,12 +36,13 @@ pub fn run(a: &VerifyArgs, g: &Globals) -> CmdResult {
     Ok(report(r, render, VerifyReport::ok))
 }
 
-/// `52:54:00:..  vnet0 on br0  10.77.3.101 (neighbour)  answers`, or the reason.
+/// `52:54:00:..  vnet0 on br0  10.77.3.101 (neighbour)  answers`, or the reason; a NIC on a
+/// libvirt NAT network's bridge is marked `(not on the LAN)`.
 fn render(r: &VerifyReport, g: &Globals) -> String {
     let mut out = format!(
         "{}: {}\n",
         r.domain,
-        if r.ok {
+        if r.ok() {
             "every bridged NIC answers"
         } else {
             "FAILED"
@@ -56,8 +57,10 @@ fn render(r: &VerifyReport, g: &Globals) -> String {
             format!("{}{}", i.ips.join(", "), src.unwrap_or_default())
         };
         let verdict = if i.reachable { "answers" } else { "FAILS" };
+        // A NAT network's bridge (virbr0): the address answers the host, not the LAN.
+        let lan = if i.lan { "" } else { " (not on the LAN)" };
         out.push_str(&format!(
-            "  {}  {tap} on {}  {ips}  {verdict}\n",
+            "  {}  {tap} on {}{lan}  {ips}  {verdict}\n",
             i.mac, i.bridge
         ));
         if let Some(why) = &i.reason {
@@ -94,6 +97,7 @@ mod tests {
                 InterfaceReport {
                     mac: "52:54:00:00:00:01".into(),
                     bridge: "br0".into(),
+                    lan: true,
                     tap: Some("vnet0".into()),
                     ips: vec!["10.77.3.101".into()],
                     source: Some(Source::Neighbour),
@@ -102,25 +106,29 @@ mod tests {
                 },
                 InterfaceReport {
                     mac: "52:54:00:00:00:02".into(),
-                    bridge: "br0".into(),
+                    bridge: "virbr0".into(),
+                    lan: false,
                     tap: Some("vnet1".into()),
                     ips: vec![],
                     source: None,
                     reachable: false,
-                    reason: Some("TAP vnet1 is not on br0".into()),
+                    reason: Some("TAP vnet1 is not on virbr0".into()),
                 },
             ],
-            ok: false,
             elapsed: 0.5,
         };
         let t = render(&r, &globals());
         assert!(t.starts_with("web: FAILED\n"), "{t}");
+        // JSON carries the same verdict, derived from the interfaces.
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["ok"], false);
+        assert_eq!(j["interfaces"][0]["reachable"], true);
         assert!(
             t.contains("  52:54:00:00:00:01  vnet0 on br0  10.77.3.101 (neighbour)  answers\n"),
             "{t}"
         );
         assert!(
-            t.contains("  52:54:00:00:00:02  vnet1 on br0  no address  FAILS\n    TAP vnet1 is not on br0\n"),
+            t.contains("  52:54:00:00:00:02  vnet1 on virbr0 (not on the LAN)  no address  FAILS\n    TAP vnet1 is not on virbr0\n"),
             "{t}"
         );
     }

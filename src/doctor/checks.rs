@@ -10,8 +10,12 @@
 //! VMs are meant to reach the LAN through (a bridge-mode libvirt network names it, or it is
 //! vbridge's default bridge, [`DEFAULT_BRIDGE`]). Then a VM is cut off from the LAN today.
 
-use super::{Action, Finding, Hop, HostState, NicPath, Observation, Severity};
+use super::{
+    nic_host_bridge, Action, Finding, Hop, HostState, NicPath, Observation, Severity,
+    MODULES_LOAD_DIR, SYSCTL_DIR, SYSCTL_DROPIN,
+};
 use crate::host::firewall::{self, Outcome};
+use crate::host::sysctl::MODULES_LOAD_FILE;
 use std::collections::BTreeMap;
 
 /// The bridge vbridge puts VMs on when none is named (`--bridge` default of attach,
@@ -99,28 +103,22 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
         let mut bridged = false;
         for nic in &d.nics {
             let mac = nic.mac.as_deref().unwrap_or("(no MAC)");
-            let bridge = match nic.kind.as_str() {
-                "bridge" => nic.bridge.clone(),
-                "network" => match nic.network.as_deref().map(|n| (n, network(n))) {
-                    Some((_, Some(n))) if n.forward_mode.as_deref() == Some("bridge") => {
-                        nic.bridge.clone().or_else(|| n.bridge.clone())
-                    }
-                    Some((name, None)) => {
-                        out.push(finding(
-                            "network-missing",
-                            Severity::Error,
-                            name,
-                            format!("VM {}'s NIC {mac} uses network {name}, which is not defined: the VM cannot start", d.name),
-                            // No action: an undefined network cannot be started, only defined.
-                            format!("define it on the host bridge: `vbridge net-define --name {name} --bridge {}`, or move the NIC: `vbridge attach {} --mac {mac}`; --fix cannot do this (there is no network to start)", nic.bridge.as_deref().unwrap_or("BR"), d.name),
-                            None,
-                        ));
-                        None
-                    }
-                    _ => None,
-                },
-                _ => None,
-            };
+            let net = nic.network.as_deref().and_then(network);
+            // Only a bridge that joins the LAN: a NAT network's virbr0 has no uplink by design.
+            let bridge = nic_host_bridge(&nic.kind, nic.bridge.as_deref(), net)
+                .filter(|h| h.lan)
+                .map(|h| h.bridge);
+            if let (Some(name), None, "network") = (nic.network.as_deref(), net, &nic.kind[..]) {
+                out.push(finding(
+                    "network-missing",
+                    Severity::Error,
+                    name,
+                    format!("VM {}'s NIC {mac} uses network {name}, which is not defined: the VM cannot start", d.name),
+                    // No action: an undefined network cannot be started, only defined.
+                    format!("define it on the host bridge: `vbridge net-define --name {name} --bridge {}`, or move the NIC: `vbridge attach {} --mac {mac}`; --fix cannot do this (there is no network to start)", nic.bridge.as_deref().unwrap_or("BR"), d.name),
+                    None,
+                ));
+            }
             if bridge.is_some() || nic.kind == "direct" {
                 bridged = true;
             }
@@ -537,8 +535,11 @@ fn firewall_checks(out: &mut Vec<Finding>, host: &HostState, needs: &BTreeMap<St
                 alt.push(format!("`iptables -I FORWARD -i {b} -o {b} -j ACCEPT`"));
             }
             alt.extend(nft_cmds);
+            // The default paths (the message is pure; VBRIDGE_SYSCTL_DIR is for tests).
+            let dropin = format!("{SYSCTL_DIR}/{SYSCTL_DROPIN}");
+            let modules = format!("{MODULES_LOAD_DIR}/{MODULES_LOAD_FILE}");
             (
-                format!("--fix sets {key}=0: bridged frames then skip iptables and nftables' ip/inet forward chains, as on a switch (routed and host traffic are still filtered); --persist also writes /etc/sysctl.d/90-vbridge-bridge-nf.conf (and /etc/modules-load.d/br_netfilter.conf when br_netfilter is a module, so the key exists when systemd-sysctl applies it). Or keep filtering bridged frames and allow the VMs: {}", alt.join(", ")),
+                format!("--fix sets {key}=0: bridged frames then skip iptables and nftables' ip/inet forward chains, as on a switch (routed and host traffic are still filtered); --persist also writes {dropin} (and {modules} when br_netfilter is a module, so the key exists when systemd-sysctl applies it). Or keep filtering bridged frames and allow the VMs: {}", alt.join(", ")),
                 Some(Action::BridgeNfOff),
             )
         };
@@ -599,15 +600,10 @@ pub fn paths(obs: &Observation, findings: &[Finding]) -> Vec<NicPath> {
                 .network
                 .as_deref()
                 .and_then(|n| obs.networks.iter().find(|x| x.name == n));
-            let bridged_net = net.is_some_and(|n| n.forward_mode.as_deref() == Some("bridge"));
-            let bridge = match nic.kind.as_str() {
-                "bridge" => nic.bridge.clone(),
-                "network" if bridged_net => nic
-                    .bridge
-                    .clone()
-                    .or_else(|| net.and_then(|n| n.bridge.clone())),
-                _ => None,
-            };
+            // The same rule as check(): a NAT network's bridge is drawn as NAT, not the LAN.
+            let bridge = nic_host_bridge(&nic.kind, nic.bridge.as_deref(), net)
+                .filter(|h| h.lan)
+                .map(|h| h.bridge);
             let mut hops = vec![Hop {
                 kind: "nic",
                 name: nic

@@ -28,8 +28,9 @@ fn verify(lab: &Lab, dom: &str, timeout: &str) -> (Option<i32>, serde_json::Valu
     (out.status.code(), v, t.elapsed())
 }
 
-/// Assert verify passes with exactly one NIC whose addresses include `ip`; returns its source.
-fn assert_verified(lab: &Lab, dom: &str, ip: &str, what: &str) -> String {
+/// Assert verify passes with exactly one NIC whose addresses include `ip` and whose bridge
+/// is (`lan`) or is not the LAN; returns its source.
+fn assert_verified(lab: &Lab, dom: &str, ip: &str, lan: bool, what: &str) -> String {
     let (code, v, took) = verify(lab, dom, "20");
     assert_eq!(code, Some(0), "{what}: verify failed: {v}");
     let nics = v["interfaces"].as_array().unwrap();
@@ -38,6 +39,7 @@ fn assert_verified(lab: &Lab, dom: &str, ip: &str, what: &str) -> String {
     assert_eq!(v["domain"], dom);
     assert_eq!(n["reachable"], true, "{v}");
     assert!(n["bridge"].as_str().is_some(), "{v}");
+    assert_eq!(n["lan"], lan, "{what}: {v}");
     assert!(n["tap"].as_str().is_some_and(|t| !t.is_empty()), "{v}");
     assert!(
         n["ips"].as_array().unwrap().iter().any(|i| i == ip),
@@ -77,8 +79,15 @@ fn lab_e2e_nat_to_lan_then_tap_off_bridge() {
         .unwrap_or_else(|| panic!("no NAT lease; console:\n{}", lab.console(&dom)));
     eprintln!("[{name}] boot to NAT lease {:?} ({nat_ip})", t.elapsed());
     assert!(nat_ip.starts_with(&lab.nat_prefix()), "{nat_ip}");
-    // On libvirt's own network, libvirt's lease source knows the address.
-    let source = assert_verified(&lab, &dom, &nat_ip, "nat");
+    // On libvirt's own network, libvirt's lease source knows the address; its bridge is
+    // libvirt's NAT bridge, and verify says it is not the LAN.
+    let source = assert_verified(&lab, &dom, &nat_ip, false, "nat");
+    let out = lab.vbridge(&["verify", &dom, "--timeout", "10"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("(not on the LAN)"),
+        "{text}"
+    );
     assert_eq!(source, "lease");
 
     let (out, r) = lab.vbridge_json(state.path(), &["net-define"]);
@@ -106,7 +115,7 @@ fn lab_e2e_nat_to_lan_then_tap_off_bridge() {
     );
     assert!(lab.leases().contains(&lan_ip), "{}", lab.leases());
     assert!(lab.wait_ping(&lan_ip, Duration::from_secs(10)));
-    let source = assert_verified(&lab, &dom, &lan_ip, "lan");
+    let source = assert_verified(&lab, &dom, &lan_ip, true, "lan");
     assert_ne!(source, "lease", "the LAN's DHCP is not libvirt's");
 
     // The fault: libvirt still says br0, the TAP is on no bridge.
@@ -176,7 +185,7 @@ fn lab_e2e_hotplug_lease_and_verify() {
     eprintln!("[{name}] hotplug call {call:?}, hotplug to lease {lease:?} ({ip})");
     assert!(in_lan_pool(&lab, &ip), "{ip}");
     assert!(lab.wait_ping(&ip, Duration::from_secs(10)));
-    assert_verified(&lab, &dom, &ip, name);
+    assert_verified(&lab, &dom, &ip, true, name);
 
     // Address seen but no answer: the host drops the guest's echo replies (ARP still works,
     // so the address is found), and verify says exactly that within its timeout.
@@ -262,7 +271,7 @@ fn lab_e2e_network_nic_through_br0_network_and_verify() {
     );
     let tap = nics[0].target_dev.clone().unwrap();
     assert!(lab.bridge_ports().contains(&tap));
-    assert_verified(&lab, &dom, &ip, name);
+    assert_verified(&lab, &dom, &ip, true, name);
 
     // The text rendering: one line per NIC with TAP, bridge, address, source, verdict.
     let out = lab.vbridge(&["verify", &dom, "--timeout", "10"]);
