@@ -68,6 +68,9 @@ pub fn uri_is_local(uri: Option<&str>) -> bool {
 pub struct Conn {
     inner: Connect,
     requested: Option<String>,
+    /// A connection's URI and driver never change: asked of libvirtd once, when first needed.
+    uri: std::sync::OnceLock<String>,
+    driver: std::sync::OnceLock<String>,
 }
 
 impl Conn {
@@ -77,6 +80,8 @@ impl Conn {
             Ok(inner) => Ok(Conn {
                 inner,
                 requested: uri.map(str::to_string),
+                uri: std::sync::OnceLock::new(),
+                driver: std::sync::OnceLock::new(),
             }),
             Err(err) => {
                 let shown = uri.unwrap_or("libvirt's default URI");
@@ -96,11 +101,15 @@ impl Conn {
 
     /// The URI as libvirt reports it.
     pub fn uri(&self) -> String {
-        self.inner
-            .uri()
-            .ok()
-            .or_else(|| self.requested.clone())
-            .unwrap_or_default()
+        self.uri
+            .get_or_init(|| {
+                self.inner
+                    .uri()
+                    .ok()
+                    .or_else(|| self.requested.clone())
+                    .unwrap_or_default()
+            })
+            .clone()
     }
 
     /// Host-side checks (sysfs) apply to this connection's host.
@@ -116,7 +125,9 @@ impl Conn {
 
     /// The driver name ("QEMU", "Test", ...).
     pub fn driver(&self) -> String {
-        self.inner.driver_type().unwrap_or_default()
+        self.driver
+            .get_or_init(|| self.inner.driver_type().unwrap_or_default())
+            .clone()
     }
 
     /// A domain by name or UUID.
