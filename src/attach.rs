@@ -3,78 +3,13 @@
 //! changed the definition meanwhile, define.
 
 use crate::backup::StateDir;
-use crate::domxml::{self, Nic, Selection};
+use crate::domxml::{self, Selection};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fanout::parallel;
 use crate::libvirt::{Conn, Dom};
+use crate::report::{AttachReport, DomainResult, NicResult};
 use crate::validate;
-use serde::Serialize;
 use std::path::PathBuf;
-
-/// One NIC in a report: how it was and how it is (or would be).
-#[derive(Debug, Clone, Serialize)]
-pub struct NicResult {
-    pub mac: Option<String>,
-    pub changed: bool,
-    pub before: Option<Nic>,
-    pub after: Option<Nic>,
-}
-
-impl From<domxml::NicChange> for NicResult {
-    fn from(c: domxml::NicChange) -> NicResult {
-        NicResult {
-            mac: c.mac,
-            changed: c.changed,
-            before: Some(c.before),
-            after: Some(c.after),
-        }
-    }
-}
-
-/// The outcome for one domain.
-#[derive(Debug, Clone, Serialize)]
-pub struct DomainResult {
-    pub domain: String,
-    pub changed: bool,
-    pub interfaces: Vec<NicResult>,
-    /// Set when this domain failed; other domains in the same call still ran.
-    pub error: Option<Error>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backup: Option<PathBuf>,
-    /// Things the admin should know (a running VM needs a power-off, ...).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-    /// With --dry-run: the unified diff of the persistent XML.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub diff: Option<String>,
-}
-
-impl DomainResult {
-    pub fn failed(domain: &str, error: Error) -> DomainResult {
-        DomainResult {
-            domain: domain.to_string(),
-            changed: false,
-            interfaces: Vec::new(),
-            error: Some(error),
-            backup: None,
-            notes: Vec::new(),
-            diff: None,
-        }
-    }
-}
-
-/// The outcome of one `attach`, `detach` or `undo` call over one or more domains.
-#[derive(Debug, Clone, Serialize)]
-pub struct AttachReport {
-    pub dry_run: bool,
-    pub domains: Vec<DomainResult>,
-}
-
-impl AttachReport {
-    pub fn ok(&self) -> bool {
-        self.domains.iter().all(|d| d.error.is_none())
-    }
-}
 
 /// What the persistent rewrite of one domain would do, computed from what was read.
 #[derive(Debug, Clone)]
@@ -255,7 +190,7 @@ pub fn attach(
 
 fn host_bridge_warning(conn: &Conn, bridge: &str) -> Vec<String> {
     if conn.shares_host() {
-        crate::network::bridge_warnings(bridge)
+        crate::topology::bridge_warnings(bridge)
     } else {
         Vec::new()
     }

@@ -1,10 +1,10 @@
 //! `vbridge attach --hotplug` and `vbridge detach`: add or remove a virtio NIC on the bridge,
 //! in the running VM and its persistent config (`virsh attach-interface --config --live`).
 
-use crate::attach::{AttachReport, DomainResult, NicResult};
 use crate::domxml::{self, DomainFacts, Nic};
 use crate::error::{Error, Result};
 use crate::libvirt::Conn;
+use crate::report::{AttachReport, DomainResult, NicResult};
 use crate::{template, validate};
 use std::collections::BTreeMap;
 
@@ -24,37 +24,6 @@ pub fn derive_mac(uuid: &str, bridge: &str) -> String {
     }
     let b = h.to_be_bytes();
     validate::format_mac(&[0x52, 0x54, 0x00, b[5], b[6], b[7]])
-}
-
-/// Why a running VM cannot take a hot-plugged PCI NIC, if it cannot. Pure.
-pub fn hotplug_blocker(f: &DomainFacts) -> Option<Error> {
-    let is_x86_qemu = matches!(f.hypervisor.as_deref(), Some("kvm" | "qemu"))
-        && f.arch
-            .as_deref()
-            .is_none_or(|a| a == "x86_64" || a == "i686");
-    if !is_x86_qemu {
-        return None;
-    }
-    let name = f.name.as_deref().unwrap_or("the VM");
-    if f.is_q35() {
-        if f.free_pcie_root_ports == 0 {
-            return Some(
-                Error::unsupported(format!(
-                    "{name} is a q35 machine with no free pcie-root-port ({} in use): a hot-plugged NIC has nowhere to go",
-                    f.pcie_root_ports
-                ))
-                .with_hint("add a spare <controller type='pci' model='pcie-root-port'/> and power-cycle the VM, or attach while it is shut off"),
-            );
-        }
-    } else if !f.acpi {
-        return Some(
-            Error::unsupported(format!(
-                "{name} is an i440fx machine without <acpi/>: QEMU cannot hot-plug a NIC into it (\"Bus 'pci.0' does not support hotplugging\")"
-            ))
-            .with_hint("add <acpi/> under <features> and power-cycle the VM, or shut it off and run the same command (the NIC is then added to its config)"),
-        );
-    }
-    None
 }
 
 fn new_nic(mac: &str, bridge: &str) -> Nic {
@@ -172,11 +141,11 @@ pub fn hotplug(
         return Ok(result);
     }
     if add_live {
-        if let Some(err) = hotplug_blocker(&v.facts) {
+        if let Some(err) = v.facts.hotplug_blocker() {
             return Err(err);
         }
         if conn.shares_host() {
-            if let Some(w) = crate::network::bridge_warnings(bridge).into_iter().next() {
+            if let Some(w) = crate::topology::bridge_warnings(bridge).into_iter().next() {
                 return Err(Error::not_found(w));
             }
         }
@@ -274,47 +243,5 @@ mod tests {
         assert_ne!(a, derive_mac("6f1b2c3d-0000-4000-8000-000000000001", "br1"));
         assert!(a.starts_with("52:54:00:"));
         validate::mac(&a).unwrap();
-    }
-
-    #[test]
-    fn blockers() {
-        let base = DomainFacts {
-            name: Some("vm".into()),
-            hypervisor: Some("kvm".into()),
-            machine: Some("pc-i440fx-7.2".into()),
-            arch: Some("x86_64".into()),
-            acpi: true,
-            ..DomainFacts::default()
-        };
-        assert!(hotplug_blocker(&base).is_none());
-        let no_acpi = DomainFacts {
-            acpi: false,
-            ..base.clone()
-        };
-        assert!(hotplug_blocker(&no_acpi)
-            .unwrap()
-            .message
-            .contains("without <acpi/>"));
-        let q35 = DomainFacts {
-            machine: Some("pc-q35-7.2".into()),
-            pcie_root_ports: 4,
-            free_pcie_root_ports: 0,
-            ..base.clone()
-        };
-        assert!(hotplug_blocker(&q35)
-            .unwrap()
-            .message
-            .contains("pcie-root-port"));
-        let q35_free = DomainFacts {
-            free_pcie_root_ports: 1,
-            ..q35
-        };
-        assert!(hotplug_blocker(&q35_free).is_none());
-        let test = DomainFacts {
-            hypervisor: Some("test".into()),
-            acpi: false,
-            ..base
-        };
-        assert!(hotplug_blocker(&test).is_none());
     }
 }

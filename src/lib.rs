@@ -13,16 +13,11 @@ pub mod host;
 pub mod hotplug;
 pub mod libvirt;
 pub mod network;
+pub mod report;
 pub mod template;
+pub mod topology;
 pub mod validate;
 pub mod verify;
-
-mod cli;
+pub mod xml;
 
 pub use error::{Error, ErrorKind, Result};
-
-/// The `vbridge` binary's entry point (kept here so the CLI module can stay private).
-#[doc(hidden)]
-pub fn cli_main() -> std::process::ExitCode {
-    cli::main()
-}

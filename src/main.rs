@@ -1,5 +1,9 @@
-//! The `vbridge` binary: parse arguments, call the library, render the report.
+//! The `vbridge` binary: parse arguments, call the library, render the report. The library
+//! (`src/lib.rs`) knows nothing of this layer: argument parsing, rendering and exit codes
+//! live here only.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    vbridge::cli_main()
+    cli::main()
 }

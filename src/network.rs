@@ -3,9 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::libvirt::{Conn, Net};
+use crate::topology::{self, NetworkDef};
 use crate::{template, validate};
-use quick_xml::events::Event;
-use quick_xml::{Reader, XmlVersion};
 use serde::Serialize;
 
 /// What `net-define` should make.
@@ -60,14 +59,6 @@ pub struct NetReport {
     pub xml: Option<String>,
 }
 
-/// The parts of a network definition vbridge compares.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NetworkDef {
-    pub uuid: Option<String>,
-    pub forward_mode: Option<String>,
-    pub bridge: Option<String>,
-}
-
 /// What was observed of an existing network of that name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Existing {
@@ -75,58 +66,6 @@ pub struct Existing {
     pub active: bool,
     pub autostart: bool,
     pub persistent: bool,
-}
-
-/// Read uuid, forward mode and bridge name from network XML.
-pub fn parse_network(xml: &str) -> Result<NetworkDef> {
-    let mut reader = Reader::from_str(xml);
-    let mut path: Vec<String> = Vec::new();
-    let mut def = NetworkDef::default();
-    let mut in_uuid = false;
-    loop {
-        let ev = reader.read_event().map_err(|e| {
-            Error::invalid(format!(
-                "network XML is malformed at byte {}: {e}",
-                reader.error_position()
-            ))
-        })?;
-        match ev {
-            Event::Start(ref e) | Event::Empty(ref e) => {
-                let name: String = AsRef::<str>::as_ref(&e.name()).to_string();
-                let depth = path.len();
-                if depth == 1 && path[0] == "network" {
-                    let attr = |key: &str| -> Option<String> {
-                        e.try_get_attribute(key).ok().flatten().and_then(|a| {
-                            a.normalized_value(XmlVersion::Implicit1_0)
-                                .ok()
-                                .map(|v| v.into_owned())
-                        })
-                    };
-                    match name.as_str() {
-                        "forward" => {
-                            def.forward_mode = Some(attr("mode").unwrap_or_else(|| "nat".into()))
-                        }
-                        "bridge" => def.bridge = attr("name"),
-                        "uuid" => in_uuid = matches!(ev, Event::Start(_)),
-                        _ => {}
-                    }
-                }
-                if matches!(ev, Event::Start(_)) {
-                    path.push(name);
-                }
-            }
-            Event::Text(t) if in_uuid => {
-                def.uuid = Some(t.xml_content(XmlVersion::Implicit1_0).trim().to_string());
-            }
-            Event::End(_) => {
-                in_uuid = false;
-                path.pop();
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    Ok(def)
 }
 
 /// Render the network XML from the template, with the existing UUID kept on redefinition
@@ -157,7 +96,7 @@ fn insert_uuid(xml: &str, uuid: &str) -> Result<String> {
     Ok(format!(
         "{}{eol}{indent}<uuid>{}</uuid>{}",
         &xml[..end],
-        template::escape(uuid),
+        crate::xml::escape(uuid),
         &xml[end..]
     ))
 }
@@ -214,30 +153,13 @@ fn quoted(v: Option<&str>) -> String {
     }
 }
 
-/// Host-side check of the bridge a network names: libvirt reports such a network active
-/// even when the bridge is missing and fails only when a VM starts.
-pub fn bridge_warnings(bridge: &str) -> Vec<String> {
-    use crate::host::sysfs;
-    if !sysfs::exists(bridge) {
-        vec![format!(
-            "bridge {bridge} does not exist on this host: VMs on this network will fail to start (\"Cannot get interface MTU on '{bridge}'\"); create it with `vbridge host-bridge NIC --bridge {bridge} ...`"
-        )]
-    } else if !sysfs::is_bridge(bridge) {
-        vec![format!(
-            "{bridge} exists but is not a bridge (a NIC?): VMs cannot be attached to it; name the bridge the NIC is a port of, or create one with `vbridge host-bridge {bridge} --bridge br0 ...`"
-        )]
-    } else {
-        Vec::new()
-    }
-}
-
-fn observe(net: &Net) -> Result<Existing> {
-    let (xml, persistent) = net.definition()?;
+fn observe(net: &Net, name: &str) -> Result<Existing> {
+    let (def, obs) = topology::read_network(net, name.to_string())?;
     Ok(Existing {
-        def: parse_network(&xml)?,
-        active: net.is_active()?,
-        autostart: net.autostart()?,
-        persistent,
+        def,
+        active: obs.active,
+        autostart: obs.autostart,
+        persistent: obs.persistent,
     })
 }
 
@@ -246,11 +168,11 @@ pub fn define(conn: &Conn, want: &NetDefine, dry_run: bool) -> Result<NetReport>
     validate::object_name("network", &want.name)?;
     validate::interface_name(&want.bridge)?;
     let net = conn.network(&want.name)?;
-    let existing = net.as_ref().map(observe).transpose()?;
+    let existing = net.as_ref().map(|n| observe(n, &want.name)).transpose()?;
     let actions = plan_define(want, existing.as_ref())?;
     let mut warnings = Vec::new();
     if conn.shares_host() {
-        warnings.extend(bridge_warnings(&want.bridge));
+        warnings.extend(topology::bridge_warnings(&want.bridge));
     }
     let redefining = actions.contains(&Action::Redefine);
     if redefining && existing.as_ref().is_some_and(|e| e.active) {
@@ -283,7 +205,7 @@ pub fn define(conn: &Conn, want: &NetDefine, dry_run: bool) -> Result<NetReport>
             }
         }
         let net = net.expect("network exists after define");
-        let now = observe(&net)?;
+        let now = observe(&net, &want.name)?;
         return Ok(NetReport {
             name: want.name.clone(),
             bridge: want.bridge.clone(),
@@ -336,7 +258,7 @@ pub fn undefine(conn: &Conn, name: &str, dry_run: bool) -> Result<NetReport> {
     let Some(net) = net else {
         return Ok(report);
     };
-    let ex = observe(&net)?;
+    let ex = observe(&net, name)?;
     report.bridge = ex.def.bridge.clone().unwrap_or_default();
     if ex.active {
         report.actions.push(Action::Stop);
@@ -394,7 +316,7 @@ mod tests {
             vec![Action::Start]
         );
         let err = plan_define(&want, Some(&existing("nat", "virbr1", true, true))).unwrap_err();
-        assert_eq!(err.kind, crate::ErrorKind::Conflict);
+        assert_eq!(err.kind, crate::error::ErrorKind::Conflict);
         assert!(
             err.message.contains("\"nat\"") && err.message.contains("virbr1"),
             "{}",
@@ -418,20 +340,21 @@ mod tests {
 
     #[test]
     fn parses_network_xml() {
-        let d = parse_network(
+        let d = topology::parse_network(
             "<network>\n<name>n</name><uuid> 0b1c </uuid><forward mode=\"bridge\"/><bridge name='br7'/></network>",
         )
         .unwrap();
         assert_eq!(d.forward_mode.as_deref(), Some("bridge"));
         assert_eq!(d.bridge.as_deref(), Some("br7"));
         assert_eq!(d.uuid.as_deref(), Some("0b1c"));
-        let nat =
-            parse_network("<network><name>d</name><forward/><bridge name='virbr0'/></network>")
-                .unwrap();
+        let nat = topology::parse_network(
+            "<network><name>d</name><forward/><bridge name='virbr0'/></network>",
+        )
+        .unwrap();
         assert_eq!(nat.forward_mode.as_deref(), Some("nat"));
-        let isolated = parse_network("<network><name>i</name></network>").unwrap();
+        let isolated = topology::parse_network("<network><name>i</name></network>").unwrap();
         assert_eq!(isolated.forward_mode, None);
-        assert!(parse_network("<network><name>x</nam></network>").is_err());
+        assert!(topology::parse_network("<network><name>x</nam></network>").is_err());
     }
 
     #[test]
@@ -442,13 +365,19 @@ mod tests {
             "<network>\r\n\t<name>n</name>\r\n\t<uuid>u</uuid>\r\n</network>"
         );
         let one = insert_uuid("<network><name>n</name></network>", "u").unwrap();
-        assert_eq!(parse_network(&one).unwrap().uuid.as_deref(), Some("u"));
+        assert_eq!(
+            topology::parse_network(&one).unwrap().uuid.as_deref(),
+            Some("u")
+        );
     }
 
     #[test]
     fn render_keeps_uuid() {
         let xml = render("n", "br0", Some("1234")).unwrap();
         assert!(xml.contains("<uuid>1234</uuid>"), "{xml}");
-        assert_eq!(parse_network(&xml).unwrap().uuid.as_deref(), Some("1234"));
+        assert_eq!(
+            topology::parse_network(&xml).unwrap().uuid.as_deref(),
+            Some("1234")
+        );
     }
 }

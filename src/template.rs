@@ -2,27 +2,12 @@
 //! with every value escaped.
 
 use crate::error::{Error, Result};
+use crate::xml::escape;
 
 /// `<network>` with `<forward mode='bridge'/>` on a host bridge.
 pub const NETWORK_BRIDGE: &str = include_str!("../xml-templates/network-bridge.xml");
 /// A virtio `<interface type='bridge'>` for hotplug.
 pub const INTERFACE_BRIDGE: &str = include_str!("../xml-templates/interface-bridge.xml");
-
-/// Escape a value for use in XML text or in an attribute quoted with either quote.
-pub fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Replace each `{{key}}` with its escaped value. Every placeholder must have a value and
 /// every value must be used, so a template and its caller cannot drift apart silently.

@@ -7,18 +7,18 @@
 //! agent and ARP sources, the host's neighbour table for the NIC's MAC, and an active ICMP
 //! sweep of the bridge's own subnet that makes the kernel resolve every neighbour on it.
 //!
-//! Which NICs count is doctor's rule ([`crate::doctor::nic_host_bridge`]): every NIC on a host
+//! Which NICs count is the shared rule ([`crate::topology::nic_host_bridge`]): every NIC on a host
 //! bridge, the bridge of a libvirt NAT network (virbr0) included, each reported with `lan`
 //! so a NAT address is not mistaken for a LAN one.
 //!
 //! The pure part ([`bridged_nics`], [`sweep_targets`], [`judge`]) turns observations into a
 //! verdict per NIC; [`verify`] observes, probes and waits.
 
-use crate::doctor::{nic_host_bridge, NetworkObs};
 use crate::domxml::{self, Nic};
 use crate::error::{Error, Result};
 use crate::host::{neigh, netlink::Netlink, probe, sysfs};
 use crate::libvirt::{AddressSource, Conn, Dom};
+use crate::topology::{network_by_name, nic_host_bridge, NetworkObs};
 use crate::validate;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -417,7 +417,7 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
         .filter_map(|n| n.source.get("network"))
     {
         if !networks.contains_key(name) {
-            networks.insert(name.clone(), network_obs(conn, name)?);
+            networks.insert(name.clone(), network_by_name(conn, name)?);
         }
     }
     let mut bridged = bridged_nics(&nics, |n| networks.get(n).cloned().flatten());
@@ -527,20 +527,6 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
         interfaces,
         elapsed: t0.elapsed().as_secs_f64(),
     })
-}
-
-/// The libvirt network `name` (its forward mode and bridge), None when it is not defined.
-fn network_obs(conn: &Conn, name: &str) -> Result<Option<NetworkObs>> {
-    let Some(net) = conn.network(name)? else {
-        return Ok(None);
-    };
-    let def = crate::network::parse_network(&net.xml()?)?;
-    Ok(Some(NetworkObs {
-        name: name.to_string(),
-        forward_mode: def.forward_mode,
-        bridge: def.bridge,
-        ..NetworkObs::default()
-    }))
 }
 
 /// Update `o` from sysfs (the TAP), libvirt's sightings and the neighbour table (credited

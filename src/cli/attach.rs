@@ -1,16 +1,17 @@
 //! `vbridge attach`, `vbridge detach`, `vbridge undo`.
 
 use super::{report, CmdResult, Globals};
-use crate::attach::{self, AttachOptions, AttachReport, DomainResult, NicResult};
-use crate::backup::StateDir;
-use crate::domxml::{Nic, Selection};
-use crate::error::Error;
-use crate::hotplug;
-use crate::libvirt::Conn;
 use clap::{ArgGroup, Args};
 use serde::Serialize;
 use std::io::Read;
 use std::path::PathBuf;
+use vbridge::attach::{self, AttachOptions};
+use vbridge::backup::StateDir;
+use vbridge::domxml::{Nic, Selection};
+use vbridge::error::Error;
+use vbridge::hotplug;
+use vbridge::libvirt::Conn;
+use vbridge::report::{AttachReport, DomainResult, NicResult};
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("select").args(["mac", "index", "all"])))]

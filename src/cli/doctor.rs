@@ -1,10 +1,10 @@
 //! `vbridge doctor`.
 
 use super::{report, CmdResult, Globals};
-use crate::doctor::{self, Report, Severity};
-use crate::libvirt::Conn;
 use clap::Args;
 use std::fmt::Write as _;
+use vbridge::doctor::{self, Report, Severity};
+use vbridge::libvirt::Conn;
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -133,7 +133,7 @@ mod tests {
     //! Golden text reports: tests/data/doctor/*.txt, rewritten with `VBRIDGE_BLESS=1`.
 
     use super::*;
-    use crate::doctor::{check, paths, plan, Observation};
+    use vbridge::doctor::{check, paths, plan, Observation};
 
     fn globals() -> Globals {
         Globals {

@@ -1,14 +1,14 @@
 //! `vbridge host-bridge` and `vbridge tap`.
 
 use super::{CmdResult, Globals};
-use crate::backup::StateDir;
-use crate::error::Error;
-use crate::host::host_bridge::{self, Mode};
-use crate::host::{bridge, pending, tap};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
+use vbridge::backup::StateDir;
+use vbridge::error::Error;
+use vbridge::host::host_bridge::{self, Mode};
+use vbridge::host::{bridge, pending, tap};
 
 #[derive(Debug, Args)]
 pub struct HostBridgeArgs {

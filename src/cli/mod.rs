@@ -7,11 +7,11 @@ mod host;
 mod network;
 mod verify;
 
-use crate::error::Error;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::io::Write;
 use std::process::ExitCode;
+use vbridge::error::Error;
 
 /// Exit codes, in one place.
 pub mod exit {
@@ -193,7 +193,7 @@ fn print_error(json: bool, err: &Error) {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    crate::libvirt::init();
+    vbridge::libvirt::init();
     // args_os: a path argument need not be UTF-8, and std::env::args would panic on it.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&args) {

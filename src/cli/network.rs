@@ -1,9 +1,9 @@
 //! `vbridge net-define` and `vbridge net-undefine`.
 
 use super::{report, CmdResult, Globals};
-use crate::libvirt::Conn;
-use crate::network::{self, Action, NetDefine, NetReport};
 use clap::Args;
+use vbridge::libvirt::Conn;
+use vbridge::network::{self, Action, NetDefine, NetReport};
 
 #[derive(Debug, Args)]
 pub struct NetDefineArgs {

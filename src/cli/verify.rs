@@ -1,10 +1,10 @@
 //! `vbridge verify`.
 
 use super::{report, CmdResult, Globals};
-use crate::libvirt::Conn;
-use crate::verify::{self, VerifyOptions, VerifyReport};
 use clap::Args;
 use std::time::Duration;
+use vbridge::libvirt::Conn;
+use vbridge::verify::{self, VerifyOptions, VerifyReport};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -77,7 +77,7 @@ fn render(r: &VerifyReport, g: &Globals) -> String {
 mod tests {
     use super::*;
     use crate::cli::Format;
-    use crate::verify::{InterfaceReport, Source};
+    use vbridge::verify::{InterfaceReport, Source};
 
     fn globals() -> Globals {
         Globals {

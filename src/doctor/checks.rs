@@ -11,11 +11,12 @@
 //! vbridge's default bridge, [`DEFAULT_BRIDGE`]). Then a VM is cut off from the LAN today.
 
 use super::{
-    nic_host_bridge, Action, Finding, Hop, HostState, NicPath, Observation, Severity,
-    MODULES_LOAD_DIR, SYSCTL_DIR, SYSCTL_DROPIN,
+    Action, Finding, Hop, HostState, NicPath, Observation, Severity, MODULES_LOAD_DIR, SYSCTL_DIR,
+    SYSCTL_DROPIN,
 };
 use crate::host::firewall::{self, Outcome};
 use crate::host::sysctl::MODULES_LOAD_FILE;
+use crate::topology::nic_host_bridge;
 use std::collections::BTreeMap;
 
 /// The bridge vbridge puts VMs on when none is named (`--bridge` default of attach,
@@ -160,7 +161,7 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
                 None,
             ));
         }
-        if let Some(e) = crate::hotplug::hotplug_blocker(&d.facts) {
+        if let Some(e) = d.facts.hotplug_blocker() {
             out.push(finding(
                 "hotplug-unavailable",
                 Severity::Info,

@@ -17,6 +17,7 @@ use crate::domxml::DomainFacts;
 use crate::error::Result;
 use crate::host::firewall::Firewall;
 use crate::libvirt::Conn;
+pub use crate::topology::NetworkObs;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -78,7 +79,7 @@ pub struct Fixed {
     pub action: Action,
     pub done: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<crate::Error>,
+    pub error: Option<crate::error::Error>,
     /// The files written so the change survives a reboot (`--persist`), each with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub persisted: Vec<PersistedFile>,
@@ -108,18 +109,6 @@ pub struct Observation {
     pub host_skipped: Option<String>,
 }
 
-/// A libvirt network.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkObs {
-    pub name: String,
-    /// `<forward mode>` (`bridge`, `nat`, ...); None for an isolated network.
-    pub forward_mode: Option<String>,
-    pub bridge: Option<String>,
-    pub active: bool,
-    pub autostart: bool,
-    pub persistent: bool,
-}
-
 /// A domain, read from one XML document (the live one when running).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainObs {
@@ -141,49 +130,6 @@ pub struct NicObs {
     /// `<target dev>`: the TAP of a running VM.
     pub tap: Option<String>,
     pub model: Option<String>,
-}
-
-/// The host bridge a NIC is a port of, and whether that bridge is the LAN.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostBridge {
-    pub bridge: String,
-    /// The bridge joins the LAN (a `type='bridge'` NIC, or a bridge-mode libvirt network).
-    /// False for the bridge of a libvirt NAT, routed, open or isolated network (virbr0):
-    /// the VM is behind the host there, not on the LAN.
-    pub lan: bool,
-}
-
-/// Which host bridge a NIC sits on: the one rule doctor and verify share. `kind` is the
-/// `<interface type>`, `source_bridge` its `<source bridge>` (libvirt writes it into the live
-/// XML of a running VM for every network NIC), `network` the libvirt network a
-/// `type='network'` NIC uses (None when undefined or not looked up). Pure.
-///
-/// - `type='bridge'`: its source bridge, LAN. (libvirt also shows a NIC of a bridge-mode
-///   network this way in the live XML.)
-/// - `type='network'` on a bridge-mode network: the live source bridge, else the network's
-///   `<bridge name>`, LAN.
-/// - `type='network'` on any other network with a bridge: that bridge, not LAN.
-/// - Anything else (user, direct/macvtap, an undefined network, no bridge name): None.
-pub fn nic_host_bridge(
-    kind: &str,
-    source_bridge: Option<&str>,
-    network: Option<&NetworkObs>,
-) -> Option<HostBridge> {
-    let named = |b: Option<&str>| b.filter(|b| !b.is_empty()).map(str::to_string);
-    match kind {
-        "bridge" => Some(HostBridge {
-            bridge: named(source_bridge)?,
-            lan: true,
-        }),
-        "network" => {
-            let net = network?;
-            Some(HostBridge {
-                bridge: named(source_bridge).or_else(|| named(net.bridge.as_deref()))?,
-                lan: net.forward_mode.as_deref() == Some("bridge"),
-            })
-        }
-        _ => None,
-    }
 }
 
 /// The host side, for the network namespace vbridge runs in.
@@ -358,52 +304,4 @@ pub fn run(conn: &Conn, opts: &Options) -> Result<Report> {
         dry_run: opts.dry_run,
         elapsed_ms: (t0.elapsed().as_micros() as f64 / 1000.0),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_rule_for_the_host_bridge_of_a_nic() {
-        let net = |mode: Option<&str>, br: Option<&str>| NetworkObs {
-            name: "n".into(),
-            forward_mode: mode.map(Into::into),
-            bridge: br.map(Into::into),
-            ..NetworkObs::default()
-        };
-        let hb = |b: &str, lan| {
-            Some(HostBridge {
-                bridge: b.into(),
-                lan,
-            })
-        };
-        assert_eq!(
-            nic_host_bridge("bridge", Some("br0"), None),
-            hb("br0", true)
-        );
-        assert_eq!(nic_host_bridge("bridge", Some(""), None), None);
-        let bridged = net(Some("bridge"), Some("br0"));
-        // Shut off: only the network names the bridge.
-        assert_eq!(
-            nic_host_bridge("network", None, Some(&bridged)),
-            hb("br0", true)
-        );
-        let nat = net(Some("nat"), Some("virbr0"));
-        assert_eq!(
-            nic_host_bridge("network", Some("virbr0"), Some(&nat)),
-            hb("virbr0", false)
-        );
-        let isolated = net(None, Some("virbr1"));
-        assert_eq!(
-            nic_host_bridge("network", None, Some(&isolated)),
-            hb("virbr1", false)
-        );
-        // macvtap bridge mode: no host bridge at all.
-        let macvtap = net(Some("bridge"), None);
-        assert_eq!(nic_host_bridge("network", None, Some(&macvtap)), None);
-        assert_eq!(nic_host_bridge("network", Some("br0"), None), None);
-        assert_eq!(nic_host_bridge("direct", None, None), None);
-        assert_eq!(nic_host_bridge("user", None, None), None);
-    }
 }

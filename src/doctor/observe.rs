@@ -3,7 +3,7 @@
 //! sysfs reads, one netlink address dump, and `iptables -S` only when bridged frames reach
 //! iptables at all.
 
-use super::{DomainObs, HostState, Iface, NetworkObs, NicObs, Observation};
+use super::{DomainObs, HostState, Iface, NicObs, Observation};
 use crate::domxml;
 use crate::error::Result;
 use crate::fanout::parallel;
@@ -58,16 +58,7 @@ fn observe_libvirt(conn: &Conn, names: &[String], host_applies: bool) -> Result<
         if !names.is_empty() && !used {
             continue;
         }
-        let (xml, persistent) = n.definition()?;
-        let def = crate::network::parse_network(&xml)?;
-        networks.push(NetworkObs {
-            name,
-            forward_mode: def.forward_mode,
-            bridge: def.bridge,
-            active: n.is_active()?,
-            autostart: n.autostart()?,
-            persistent,
-        });
+        networks.push(crate::topology::read_network(&n, name)?.1);
     }
     networks.sort_by(|a, b| a.name.cmp(&b.name));
 

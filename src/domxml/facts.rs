@@ -3,7 +3,7 @@
 
 use super::scan::Element;
 use super::DomainFacts;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::collections::BTreeSet;
 
 pub(super) fn facts(root: &Element, doc: &str) -> Result<DomainFacts> {
@@ -58,9 +58,44 @@ fn parse_number(s: &str) -> Option<u64> {
     }
 }
 
+impl DomainFacts {
+    /// Why a running VM cannot take a hot-plugged PCI NIC, if it cannot. Pure.
+    pub fn hotplug_blocker(&self) -> Option<Error> {
+        let f = self;
+        let is_x86_qemu = matches!(f.hypervisor.as_deref(), Some("kvm" | "qemu"))
+            && f.arch
+                .as_deref()
+                .is_none_or(|a| a == "x86_64" || a == "i686");
+        if !is_x86_qemu {
+            return None;
+        }
+        let name = f.name.as_deref().unwrap_or("the VM");
+        if f.is_q35() {
+            if f.free_pcie_root_ports == 0 {
+                return Some(
+                    Error::unsupported(format!(
+                        "{name} is a q35 machine with no free pcie-root-port ({} in use): a hot-plugged NIC has nowhere to go",
+                        f.pcie_root_ports
+                    ))
+                    .with_hint("add a spare <controller type='pci' model='pcie-root-port'/> and power-cycle the VM, or attach while it is shut off"),
+                );
+            }
+        } else if !f.acpi {
+            return Some(
+                Error::unsupported(format!(
+                    "{name} is an i440fx machine without <acpi/>: QEMU cannot hot-plug a NIC into it (\"Bus 'pci.0' does not support hotplugging\")"
+                ))
+                .with_hint("add <acpi/> under <features> and power-cycle the VM, or shut it off and run the same command (the NIC is then added to its config)"),
+            );
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::facts;
+    use super::super::DomainFacts;
     use super::parse_number;
 
     const Q35: &str = r#"<domain type='kvm'>
@@ -118,5 +153,49 @@ mod tests {
         assert_eq!(parse_number("0x0a"), Some(10));
         assert_eq!(parse_number("10"), Some(10));
         assert_eq!(parse_number("zz"), None);
+    }
+
+    #[test]
+    fn blockers() {
+        let base = DomainFacts {
+            name: Some("vm".into()),
+            hypervisor: Some("kvm".into()),
+            machine: Some("pc-i440fx-7.2".into()),
+            arch: Some("x86_64".into()),
+            acpi: true,
+            ..DomainFacts::default()
+        };
+        assert!(base.hotplug_blocker().is_none());
+        let no_acpi = DomainFacts {
+            acpi: false,
+            ..base.clone()
+        };
+        assert!(no_acpi
+            .hotplug_blocker()
+            .unwrap()
+            .message
+            .contains("without <acpi/>"));
+        let q35 = DomainFacts {
+            machine: Some("pc-q35-7.2".into()),
+            pcie_root_ports: 4,
+            free_pcie_root_ports: 0,
+            ..base.clone()
+        };
+        assert!(q35
+            .hotplug_blocker()
+            .unwrap()
+            .message
+            .contains("pcie-root-port"));
+        let q35_free = DomainFacts {
+            free_pcie_root_ports: 1,
+            ..q35
+        };
+        assert!(q35_free.hotplug_blocker().is_none());
+        let test = DomainFacts {
+            hypervisor: Some("test".into()),
+            acpi: false,
+            ..base
+        };
+        assert!(test.hotplug_blocker().is_none());
     }
 }

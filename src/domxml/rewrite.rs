@@ -4,8 +4,8 @@
 use super::scan::Element;
 use super::{eol_of, interfaces, nics_of, numbered, Nic, NicChange, Rewritten, Selection};
 use crate::error::{Error, Result};
-use crate::template::escape;
 use crate::validate;
+use crate::xml::escape;
 
 const BY_HAND: &str = "choose the NIC with --mac or --index";
 

@@ -1067,14 +1067,14 @@ mod tests {
         r.nic = "eth9".into();
         assert_eq!(
             plan_live(&s, &r).unwrap_err().kind,
-            crate::ErrorKind::NotFound
+            crate::error::ErrorKind::NotFound
         );
 
         let mut w = host();
         w.wireless.push("eth1".into());
         assert_eq!(
             plan_live(&w, &req()).unwrap_err().kind,
-            crate::ErrorKind::Unsupported
+            crate::error::ErrorKind::Unsupported
         );
 
         let mut p = host();
@@ -1087,14 +1087,14 @@ mod tests {
         r.bridge = "br/0".into();
         assert_eq!(
             plan_live(&s, &r).unwrap_err().kind,
-            crate::ErrorKind::InvalidInput
+            crate::error::ErrorKind::InvalidInput
         );
 
         let mut n = host();
         n.links.push(link(5, "br0", Some("veth"), None));
         assert_eq!(
             plan_live(&n, &req()).unwrap_err().kind,
-            crate::ErrorKind::Conflict
+            crate::error::ErrorKind::Conflict
         );
     }
 

@@ -581,16 +581,16 @@ pub fn accept_rule_args(op: &str, chain: &str, bridge: &str) -> Vec<String> {
 }
 
 /// Run iptables with an argument vector.
-pub fn run(args: &[String]) -> crate::Result<()> {
+pub fn run(args: &[String]) -> crate::error::Result<()> {
     let out = Command::new("iptables")
         .args(args)
         .output()
-        .map_err(|e| crate::Error::host(format!("cannot run iptables: {e}")))?;
+        .map_err(|e| crate::error::Error::host(format!("cannot run iptables: {e}")))?;
     if out.status.success() {
         Ok(())
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let e = crate::Error::host(format!(
+        let e = crate::error::Error::host(format!(
             "iptables {} failed: {}",
             args.join(" "),
             stderr.trim()

@@ -247,7 +247,7 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
 fn revert_at(window: Duration) -> Result<u64> {
     u64::try_from(window.as_millis())
         .ok()
-        .and_then(|w| pending::now_ms().checked_add(w))
+        .and_then(|w| super::now_ms().checked_add(w))
         .ok_or_else(|| Error::invalid("the confirm window is too long"))
 }
 

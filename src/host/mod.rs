@@ -87,6 +87,15 @@ impl Addr {
     }
 }
 
+/// Wall-clock milliseconds since the Unix epoch (for records people read; waits use a
+/// monotonic clock).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// CLOCK_BOOTTIME in milliseconds: monotonic, counts suspend, the clock the kernel's
 /// address lifetimes run on, and the same for every process of the boot.
 pub fn boottime_ms() -> u64 {

@@ -2,9 +2,8 @@
 //! validate it with the real `netplan generate --root-dir` on a staged copy of the
 //! configuration, then write it with mode 0600, backing up the file it replaces.
 
-use super::pending::NetplanUndo;
 use crate::error::{Error, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -271,6 +270,14 @@ fn write_0600(path: &Path, text: &str) -> Result<()> {
     )
 }
 
+/// A netplan file to put back on revert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetplanUndo {
+    pub path: PathBuf,
+    /// The backup to restore; None means the file did not exist before and is removed.
+    pub backup: Option<PathBuf>,
+}
+
 /// What writing the file did.
 #[derive(Debug, Clone, Serialize)]
 pub struct WriteOutcome {
@@ -318,7 +325,7 @@ pub fn write(root: &Path, cfg: &Config, dry_run: bool) -> Result<(WriteOutcome, 
     }
     let backup = match old {
         Some(_) => {
-            let b = path.with_extension(format!("yaml.vbridge-bak-{}", super::pending::now_ms()));
+            let b = path.with_extension(format!("yaml.vbridge-bak-{}", super::now_ms()));
             std::fs::copy(&path, &b)
                 .map_err(|e| Error::io(format!("cannot back up {}", path.display()), e))?;
             Some(b)

@@ -5,21 +5,15 @@
 //! and a revert can never both win.
 
 use super::bridge::{self, Net, Step};
+use super::netplan::{self, NetplanUndo};
+use super::now_ms;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Duration;
 
 pub const PENDING_FILE: &str = "pending-host-bridge.json";
 pub const LAST_REVERT_FILE: &str = "last-revert-host-bridge.json";
-
-/// A netplan file to put back on revert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetplanUndo {
-    pub path: PathBuf,
-    /// The backup to restore; None means the file did not exist before and is removed.
-    pub backup: Option<PathBuf>,
-}
 
 /// A change waiting for `vbridge host-bridge --confirm`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,13 +38,6 @@ pub struct Pending {
     /// The live state before the change, so the revert can be checked to restore it exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<bridge::State>,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A fresh id naming one change.
@@ -312,7 +299,7 @@ pub fn run_reverter(
     }
     let mut problems: Vec<String> = Vec::new();
     if let Some(np) = &p.netplan {
-        if let Err(e) = super::netplan::restore(np) {
+        if let Err(e) = netplan::restore(np) {
             problems.push(e.message);
         }
     }

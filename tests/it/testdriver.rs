@@ -44,7 +44,7 @@ fn net_define_is_idempotent_and_refuses_a_different_network() {
     );
     assert!(r.changed && r.active && r.autostart && r.persistent);
     let xml = c.network("br0-network").unwrap().unwrap().xml().unwrap();
-    let def = network::parse_network(&xml).unwrap();
+    let def = vbridge::topology::parse_network(&xml).unwrap();
     assert_eq!(def.forward_mode.as_deref(), Some("bridge"));
     assert_eq!(def.bridge.as_deref(), Some("br0"));
 
@@ -97,7 +97,7 @@ fn net_define_is_idempotent_and_refuses_a_different_network() {
     let now = c.network("default").unwrap().unwrap();
     assert_eq!(now.uuid().unwrap(), "dd8fe884-6c02-601e-7551-cca97df1c5df");
     assert_eq!(
-        network::parse_network(&now.xml().unwrap())
+        vbridge::topology::parse_network(&now.xml().unwrap())
             .unwrap()
             .forward_mode
             .as_deref(),

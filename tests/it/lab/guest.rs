@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use vbridge::template::escape;
+use vbridge::xml::escape;
 
 /// One NIC of a guest.
 #[derive(Clone, Debug)]

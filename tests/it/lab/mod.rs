@@ -249,7 +249,7 @@ impl Lab {
              <bridge stp='off' delay='0'/>\n  <ip address='{gw}' netmask='255.255.255.0'>\n    \
              <dhcp><range start='{lo}' end='{hi}'/></dhcp>\n  </ip>\n  \
              <dnsmasq:options><dnsmasq:option value='no-ping'/></dnsmasq:options>\n</network>\n",
-            name = vbridge::template::escape(&name),
+            name = vbridge::xml::escape(&name),
             gw = net(1),
             lo = net(100),
             hi = net(150),

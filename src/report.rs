@@ -1,0 +1,73 @@
+//! The report of a command that changes domains (attach, hotplug, detach, undo, and the
+//! plans of later commands): per domain, what changed on which NIC, its backup and notes.
+//! Shared by those commands so none of them imports another.
+
+use crate::domxml::{self, Nic};
+use crate::error::Error;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// One NIC in a report: how it was and how it is (or would be).
+#[derive(Debug, Clone, Serialize)]
+pub struct NicResult {
+    pub mac: Option<String>,
+    pub changed: bool,
+    pub before: Option<Nic>,
+    pub after: Option<Nic>,
+}
+
+impl From<domxml::NicChange> for NicResult {
+    fn from(c: domxml::NicChange) -> NicResult {
+        NicResult {
+            mac: c.mac,
+            changed: c.changed,
+            before: Some(c.before),
+            after: Some(c.after),
+        }
+    }
+}
+
+/// The outcome for one domain.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainResult {
+    pub domain: String,
+    pub changed: bool,
+    pub interfaces: Vec<NicResult>,
+    /// Set when this domain failed; other domains in the same call still ran.
+    pub error: Option<Error>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<PathBuf>,
+    /// Things the admin should know (a running VM needs a power-off, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// With --dry-run: the unified diff of the persistent XML.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+impl DomainResult {
+    pub fn failed(domain: &str, error: Error) -> DomainResult {
+        DomainResult {
+            domain: domain.to_string(),
+            changed: false,
+            interfaces: Vec::new(),
+            error: Some(error),
+            backup: None,
+            notes: Vec::new(),
+            diff: None,
+        }
+    }
+}
+
+/// The outcome of one `attach`, `detach` or `undo` call over one or more domains.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachReport {
+    pub dry_run: bool,
+    pub domains: Vec<DomainResult>,
+}
+
+impl AttachReport {
+    pub fn ok(&self) -> bool {
+        self.domains.iter().all(|d| d.error.is_none())
+    }
+}
