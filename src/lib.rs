@@ -13,6 +13,7 @@ pub mod host;
 pub mod hotplug;
 pub mod libvirt;
 pub mod network;
+pub mod plan;
 pub mod report;
 pub mod template;
 pub mod topology;
