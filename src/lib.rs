@@ -15,6 +15,7 @@ pub mod libvirt;
 pub mod network;
 pub mod plan;
 pub mod report;
+pub mod shell;
 pub mod template;
 pub mod topology;
 pub mod validate;
