@@ -8,10 +8,12 @@
 mod checks;
 mod fix;
 mod observe;
+mod paths;
 
-pub use checks::{check, paths};
+pub use checks::check;
 pub use fix::{apply, persist_bridge_nf_off, plan, FixOptions, SYSCTL_DROPIN};
 pub use observe::observe;
+pub use paths::paths;
 
 use crate::domxml::DomainFacts;
 use crate::error::Result;
