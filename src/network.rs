@@ -1,8 +1,10 @@
 //! `net-define` / `net-undefine`: a libvirt network with `<forward mode='bridge'/>` on a host
-//! bridge. Observe, plan (pure), apply.
+//! bridge. Observe, plan (pure: a [`Plan`] of [`Action`]s), apply through [`plan::apply`]
+//! with the libvirt network as applier, report.
 
 use crate::error::{Error, Result};
 use crate::libvirt::{Conn, Net};
+use crate::plan::{self, Applier, Plan, Step};
 use crate::topology::{self, NetworkDef};
 use crate::{template, validate};
 use serde::Serialize;
@@ -29,17 +31,78 @@ impl Default for NetDefine {
     }
 }
 
-/// One step of a plan, in the order it runs.
+/// One step of a `net-define` / `net-undefine` plan, on the network the command names. The
+/// report lists them as kebab-case words (`"define"`, `"start"`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// Stop the active network (before a forced redefinition, or before undefining).
     Stop,
+    /// Define the rendered XML (a new network, or a transient one made persistent).
     Define,
+    /// Define the rendered XML over a differing definition (`--force`).
     Redefine,
     Start,
     Autostart,
     Undefine,
+}
+
+impl Step for Action {
+    fn describe(&self) -> String {
+        match self {
+            Action::Stop => "stop the network",
+            Action::Define => "define the network",
+            Action::Redefine => "redefine the network",
+            Action::Start => "start the network",
+            Action::Autostart => "mark the network autostart",
+            Action::Undefine => "undefine the network",
+        }
+        .to_string()
+    }
+
+    /// Redefine and Undefine have none: the definition they replace is not kept. Nothing
+    /// clears autostart, as no command needs it.
+    fn inverse(&self) -> Option<Action> {
+        match self {
+            Action::Stop => Some(Action::Start),
+            Action::Start => Some(Action::Stop),
+            Action::Define => Some(Action::Undefine),
+            Action::Redefine | Action::Autostart | Action::Undefine => None,
+        }
+    }
+}
+
+/// Carries the steps out on libvirt. Holds the network once it exists (found, or defined by
+/// a step), so later steps act on that one.
+struct NetApplier<'a> {
+    conn: &'a Conn,
+    name: &'a str,
+    /// What Define and Redefine define.
+    xml: Option<&'a str>,
+    net: Option<Net>,
+}
+
+impl Applier<Action> for NetApplier<'_> {
+    fn apply_step(&mut self, step: &Action) -> Result<()> {
+        if let Action::Define | Action::Redefine = step {
+            let xml = self.xml.ok_or_else(|| {
+                Error::invalid(format!("no XML to define network {:?} with", self.name))
+            })?;
+            self.net = Some(self.conn.define_network(xml)?);
+            return Ok(());
+        }
+        let net = self
+            .net
+            .as_ref()
+            .ok_or_else(|| Error::not_found(format!("no network named {:?}", self.name)))?;
+        match step {
+            Action::Stop => net.stop(),
+            Action::Start => net.start(),
+            Action::Autostart => net.set_autostart(true),
+            Action::Undefine => net.undefine(),
+            Action::Define | Action::Redefine => Ok(()),
+        }
+    }
 }
 
 /// The outcome of `net-define` / `net-undefine`.
@@ -102,7 +165,7 @@ fn insert_uuid(xml: &str, uuid: &str) -> Result<String> {
 }
 
 /// Decide what `net-define` does, from what exists. Pure.
-pub fn plan_define(want: &NetDefine, existing: Option<&Existing>) -> Result<Vec<Action>> {
+pub fn plan_define(want: &NetDefine, existing: Option<&Existing>) -> Result<Plan<Action>> {
     let mut actions = Vec::new();
     let (active, autostart) = match existing {
         None => {
@@ -143,7 +206,19 @@ pub fn plan_define(want: &NetDefine, existing: Option<&Existing>) -> Result<Vec<
     if want.autostart && !autostart {
         actions.push(Action::Autostart);
     }
-    Ok(actions)
+    Ok(Plan::new(actions))
+}
+
+/// Decide what `net-undefine` does with the network it found. Pure.
+pub fn plan_undefine(existing: &Existing) -> Plan<Action> {
+    let mut actions = Vec::new();
+    if existing.active {
+        actions.push(Action::Stop);
+    }
+    if existing.persistent {
+        actions.push(Action::Undefine);
+    }
+    Plan::new(actions)
 }
 
 fn quoted(v: Option<&str>) -> String {
@@ -167,14 +242,16 @@ fn observe(net: &Net, name: &str) -> Result<Existing> {
 pub fn define(conn: &Conn, want: &NetDefine, dry_run: bool) -> Result<NetReport> {
     validate::object_name("network", &want.name)?;
     validate::interface_name(&want.bridge)?;
+    // Observe.
     let net = conn.network(&want.name)?;
     let existing = net.as_ref().map(|n| observe(n, &want.name)).transpose()?;
-    let actions = plan_define(want, existing.as_ref())?;
+    // Plan.
+    let plan = plan_define(want, existing.as_ref())?;
     let mut warnings = Vec::new();
     if conn.shares_host() {
         warnings.extend(topology::bridge_warnings(&want.bridge));
     }
-    let redefining = actions.contains(&Action::Redefine);
+    let redefining = plan.steps.contains(&Action::Redefine);
     if redefining && existing.as_ref().is_some_and(|e| e.active) {
         warnings.push(format!(
             "network {:?} was active: stopping it detaches the taps of its running guests; power-cycle or re-attach them",
@@ -184,64 +261,57 @@ pub fn define(conn: &Conn, want: &NetDefine, dry_run: bool) -> Result<NetReport>
     let uuid = existing.as_ref().and_then(|e| e.def.uuid.clone());
     let xml = render(&want.name, &want.bridge, uuid.as_deref())?;
 
-    if !dry_run {
-        let mut net = net;
-        for action in &actions {
-            match action {
-                Action::Stop => net
-                    .as_ref()
-                    .expect("stop planned for an existing network")
-                    .stop()?,
-                Action::Define | Action::Redefine => net = Some(conn.define_network(&xml)?),
-                Action::Start => net
-                    .as_ref()
-                    .expect("network defined before start")
-                    .start()?,
-                Action::Autostart => net
-                    .as_ref()
-                    .expect("network defined before autostart")
-                    .set_autostart(true)?,
-                Action::Undefine => unreachable!("net-define never undefines"),
-            }
-        }
-        let net = net.expect("network exists after define");
-        let now = observe(&net, &want.name)?;
+    if dry_run {
+        let before = existing.unwrap_or(Existing {
+            def: NetworkDef::default(),
+            active: false,
+            autostart: false,
+            persistent: false,
+        });
         return Ok(NetReport {
             name: want.name.clone(),
             bridge: want.bridge.clone(),
-            changed: !actions.is_empty(),
-            active: now.active,
-            autostart: now.autostart,
-            persistent: now.persistent,
-            actions,
+            changed: !plan.is_empty(),
+            active: before.active && !redefining || plan.steps.contains(&Action::Start),
+            autostart: before.autostart || plan.steps.contains(&Action::Autostart),
+            persistent: true,
+            actions: plan.steps,
             warnings,
             dry_run,
-            xml: None,
+            xml: Some(xml),
         });
     }
-    let before = existing.unwrap_or(Existing {
-        def: NetworkDef::default(),
-        active: false,
-        autostart: false,
-        persistent: false,
-    });
+    // Apply.
+    let mut by = NetApplier {
+        conn,
+        name: &want.name,
+        xml: Some(&xml),
+        net,
+    };
+    plan::apply(&plan.steps, &mut by).map_err(|stopped| stopped.error)?;
+    // Report what is there now.
+    let net = by
+        .net
+        .ok_or_else(|| Error::not_found(format!("no network named {:?}", want.name)))?;
+    let now = observe(&net, &want.name)?;
     Ok(NetReport {
         name: want.name.clone(),
         bridge: want.bridge.clone(),
-        changed: !actions.is_empty(),
-        active: before.active && !redefining || actions.contains(&Action::Start),
-        autostart: before.autostart || actions.contains(&Action::Autostart),
-        persistent: true,
-        actions,
+        changed: !plan.is_empty(),
+        active: now.active,
+        autostart: now.autostart,
+        persistent: now.persistent,
+        actions: plan.steps,
         warnings,
         dry_run,
-        xml: Some(xml),
+        xml: None,
     })
 }
 
 /// `vbridge net-undefine`: stop and undefine the network; nothing to do is success.
 pub fn undefine(conn: &Conn, name: &str, dry_run: bool) -> Result<NetReport> {
     validate::object_name("network", name)?;
+    // Observe.
     let net = conn.network(name)?;
     let mut report = NetReport {
         name: name.to_string(),
@@ -260,25 +330,24 @@ pub fn undefine(conn: &Conn, name: &str, dry_run: bool) -> Result<NetReport> {
     };
     let ex = observe(&net, name)?;
     report.bridge = ex.def.bridge.clone().unwrap_or_default();
-    if ex.active {
-        report.actions.push(Action::Stop);
-    }
-    if ex.persistent {
-        report.actions.push(Action::Undefine);
-    }
-    report.changed = !report.actions.is_empty();
-    if !dry_run {
-        if ex.active {
-            net.stop()?;
-        }
-        if ex.persistent {
-            net.undefine()?;
-        }
-    } else {
+    // Plan.
+    let plan = plan_undefine(&ex);
+    report.changed = !plan.is_empty();
+    if dry_run {
         report.active = ex.active;
         report.autostart = ex.autostart;
         report.persistent = ex.persistent;
+    } else {
+        // Apply.
+        let mut by = NetApplier {
+            conn,
+            name,
+            xml: None,
+            net: Some(net),
+        };
+        plan::apply(&plan.steps, &mut by).map_err(|stopped| stopped.error)?;
     }
+    report.actions = plan.steps;
     Ok(report)
 }
 
@@ -303,7 +372,7 @@ mod tests {
     fn plans() {
         let want = NetDefine::default();
         assert_eq!(
-            plan_define(&want, None).unwrap(),
+            plan_define(&want, None).unwrap().steps,
             vec![Action::Define, Action::Start, Action::Autostart]
         );
         assert!(
@@ -312,7 +381,9 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(
-            plan_define(&want, Some(&existing("bridge", "br0", false, true))).unwrap(),
+            plan_define(&want, Some(&existing("bridge", "br0", false, true)))
+                .unwrap()
+                .steps,
             vec![Action::Start]
         );
         let err = plan_define(&want, Some(&existing("nat", "virbr1", true, true))).unwrap_err();
@@ -327,7 +398,9 @@ mod tests {
             ..NetDefine::default()
         };
         assert_eq!(
-            plan_define(&force, Some(&existing("nat", "virbr1", true, true))).unwrap(),
+            plan_define(&force, Some(&existing("nat", "virbr1", true, true)))
+                .unwrap()
+                .steps,
             vec![Action::Stop, Action::Redefine, Action::Start]
         );
         let no = NetDefine {
@@ -335,7 +408,33 @@ mod tests {
             autostart: false,
             ..NetDefine::default()
         };
-        assert_eq!(plan_define(&no, None).unwrap(), vec![Action::Define]);
+        assert_eq!(plan_define(&no, None).unwrap().steps, vec![Action::Define]);
+    }
+
+    #[test]
+    fn undefine_plan_and_undo_of_a_define() {
+        let ex = existing("bridge", "br0", true, true);
+        assert_eq!(
+            plan_undefine(&ex).steps,
+            vec![Action::Stop, Action::Undefine]
+        );
+        let transient = Existing {
+            persistent: false,
+            ..existing("bridge", "br0", true, false)
+        };
+        assert_eq!(plan_undefine(&transient).steps, vec![Action::Stop]);
+        // A fresh network can be taken back; a redefinition cannot (the old XML is gone).
+        let fresh = plan_define(&NetDefine::default(), None).unwrap();
+        assert_eq!(fresh.undo(), vec![Action::Stop, Action::Undefine]);
+        assert_eq!(
+            fresh.describe(),
+            [
+                "define the network",
+                "start the network",
+                "mark the network autostart"
+            ]
+        );
+        assert_eq!(Action::Redefine.inverse(), None);
     }
 
     #[test]

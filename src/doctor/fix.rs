@@ -1,11 +1,12 @@
 //! `doctor --fix`: turn findings into a plan of safe, reversible [`Action`]s (pure), then
-//! apply them one by one. A failed change is reported and the others still run. Nothing
-//! here touches an address of a NIC.
+//! apply them through [`plan::apply`], one by one. A failed change is reported and the
+//! others still run. Nothing here touches an address of a NIC.
 
 use super::{Action, Finding, Fixed, PersistedFile};
 use crate::error::{Error, Result};
 use crate::host::{firewall, netlink::Netlink, sysctl};
-use crate::libvirt::Conn;
+use crate::libvirt::{Conn, Net};
+use crate::plan::{self, Applier, Step};
 use std::path::{Path, PathBuf};
 
 /// The file `--persist` writes in the sysctl.d directory.
@@ -22,9 +23,9 @@ pub struct FixOptions {
     pub modules_load_dir: PathBuf,
 }
 
-impl Action {
+impl Step for Action {
     /// The change as a command a person could type.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         match self {
             Action::BridgeUp { bridge } => format!("ip link set {bridge} up"),
             Action::StpOff { bridge } => {
@@ -37,17 +38,69 @@ impl Action {
             Action::StartNetwork { network } => format!("virsh net-start {network}"),
             Action::AutostartNetwork { network } => format!("virsh net-autostart {network}"),
             Action::AttachTap { tap, bridge } => format!("ip link set {tap} master {bridge} up"),
+            Action::BridgeDown { bridge } => format!("ip link set {bridge} down"),
+            Action::BridgeNfOn => format!("sysctl -w {}=1", sysctl::BRIDGE_NF_CALL_IPTABLES),
+            Action::RemoveAcceptBridged { chain, bridge } => {
+                format!("iptables -D {chain} -i {bridge} -o {bridge} -j ACCEPT")
+            }
+            Action::StopNetwork { network } => format!("virsh net-destroy {network}"),
+            Action::NoAutostartNetwork { network } => {
+                format!("virsh net-autostart --disable {network}")
+            }
         }
     }
 
+    /// StpOff and AttachTap have none: the STP settings and the tap's master before the fix
+    /// are not in the step.
+    fn inverse(&self) -> Option<Action> {
+        Some(match self {
+            Action::BridgeUp { bridge } => Action::BridgeDown {
+                bridge: bridge.clone(),
+            },
+            Action::BridgeDown { bridge } => Action::BridgeUp {
+                bridge: bridge.clone(),
+            },
+            Action::BridgeNfOff => Action::BridgeNfOn,
+            Action::BridgeNfOn => Action::BridgeNfOff,
+            Action::AcceptBridged { chain, bridge } => Action::RemoveAcceptBridged {
+                chain: chain.clone(),
+                bridge: bridge.clone(),
+            },
+            Action::RemoveAcceptBridged { chain, bridge } => Action::AcceptBridged {
+                chain: chain.clone(),
+                bridge: bridge.clone(),
+            },
+            Action::StartNetwork { network } => Action::StopNetwork {
+                network: network.clone(),
+            },
+            Action::StopNetwork { network } => Action::StartNetwork {
+                network: network.clone(),
+            },
+            Action::AutostartNetwork { network } => Action::NoAutostartNetwork {
+                network: network.clone(),
+            },
+            Action::NoAutostartNetwork { network } => Action::AutostartNetwork {
+                network: network.clone(),
+            },
+            Action::StpOff { .. } | Action::AttachTap { .. } => return None,
+        })
+    }
+}
+
+impl Action {
     fn subject(&self) -> String {
         match self {
-            Action::BridgeUp { bridge } | Action::StpOff { bridge } => bridge.clone(),
-            Action::BridgeNfOff => sysctl::BRIDGE_NF_CALL_IPTABLES.to_string(),
-            Action::AcceptBridged { chain, .. } => chain.clone(),
-            Action::StartNetwork { network } | Action::AutostartNetwork { network } => {
-                network.clone()
+            Action::BridgeUp { bridge }
+            | Action::BridgeDown { bridge }
+            | Action::StpOff { bridge } => bridge.clone(),
+            Action::BridgeNfOff | Action::BridgeNfOn => sysctl::BRIDGE_NF_CALL_IPTABLES.to_string(),
+            Action::AcceptBridged { chain, .. } | Action::RemoveAcceptBridged { chain, .. } => {
+                chain.clone()
             }
+            Action::StartNetwork { network }
+            | Action::AutostartNetwork { network }
+            | Action::StopNetwork { network }
+            | Action::NoAutostartNetwork { network } => network.clone(),
             Action::AttachTap { tap, .. } => tap.clone(),
         }
     }
@@ -81,24 +134,56 @@ pub fn plan(findings: &[Finding]) -> Vec<Fixed> {
 }
 
 /// Apply a plan. With `dry_run` nothing changes and every entry says what would be done.
-pub fn apply(conn: &Conn, plan: Vec<Fixed>, opts: &FixOptions) -> Vec<Fixed> {
-    let mut nl: Option<Netlink> = None;
-    plan.into_iter()
-        .map(|mut f| {
-            f.persist_hint = persist_hint(&f.action, opts);
-            if opts.dry_run {
-                return f;
+pub fn apply(conn: &Conn, changes: Vec<Fixed>, opts: &FixOptions) -> Vec<Fixed> {
+    let mut changes = changes;
+    for f in &mut changes {
+        f.persist_hint = persist_hint(&f.action, opts);
+    }
+    if opts.dry_run {
+        return changes;
+    }
+    let steps: Vec<Action> = changes.iter().map(|f| f.action.clone()).collect();
+    let mut by = Fixer {
+        conn,
+        opts,
+        nl: None,
+        results: Vec::new(),
+    };
+    let stopped = plan::apply(&steps, &mut by);
+    debug_assert!(
+        stopped.is_ok(),
+        "the fixer records failures, it never stops"
+    );
+    for (f, result) in changes.iter_mut().zip(by.results) {
+        match result {
+            Ok(persisted) => {
+                f.done = true;
+                f.persisted = persisted;
             }
-            match apply_one(conn, &mut nl, &f.action, opts) {
-                Ok(persisted) => {
-                    f.done = true;
-                    f.persisted = persisted;
-                }
-                Err(e) => f.error = Some(e),
-            }
-            f
-        })
-        .collect()
+            Err(e) => f.error = Some(e),
+        }
+    }
+    changes
+}
+
+/// Carries `--fix`'s steps out. A step that fails is recorded with its error and the plan
+/// goes on: the fixes answer separate findings, so one that cannot be made must not keep
+/// the others from being made.
+struct Fixer<'a> {
+    conn: &'a Conn,
+    opts: &'a FixOptions,
+    /// Opened at the first step that needs it.
+    nl: Option<Netlink>,
+    /// Per step, in order: the files `--persist` wrote, or why the step failed.
+    results: Vec<Result<Vec<PersistedFile>>>,
+}
+
+impl Applier<Action> for Fixer<'_> {
+    fn apply_step(&mut self, step: &Action) -> Result<()> {
+        let result = apply_one(self.conn, &mut self.nl, step, self.opts);
+        self.results.push(result);
+        Ok(())
+    }
 }
 
 fn persist_hint(a: &Action, opts: &FixOptions) -> Option<String> {
@@ -120,7 +205,13 @@ fn persist_hint(a: &Action, opts: &FixOptions) -> Option<String> {
         Action::AttachTap { .. } => {
             Some("libvirt attaches the tap itself at the next VM start".into())
         }
+        Action::BridgeDown { .. } => None,
         Action::StartNetwork { .. } | Action::AutostartNetwork { .. } => None,
+        // Undoing a fix leaves the host as it was before doctor: nothing to persist.
+        Action::BridgeNfOn
+        | Action::RemoveAcceptBridged { .. }
+        | Action::StopNetwork { .. }
+        | Action::NoAutostartNetwork { .. } => None,
     }
 }
 
@@ -166,6 +257,11 @@ pub fn persist_bridge_nf_off(
     Ok(out)
 }
 
+fn network(conn: &Conn, name: &str) -> Result<Net> {
+    conn.network(name)?
+        .ok_or_else(|| Error::not_found(format!("no network named {name:?}")))
+}
+
 fn apply_one(
     conn: &Conn,
     nl: &mut Option<Netlink>,
@@ -173,10 +269,10 @@ fn apply_one(
     opts: &FixOptions,
 ) -> Result<Vec<PersistedFile>> {
     match a {
-        Action::BridgeUp { bridge } => {
+        Action::BridgeUp { bridge } | Action::BridgeDown { bridge } => {
             let nl = netlink(nl)?;
             let i = nl.index_of(bridge)?;
-            nl.set_up(i, true, bridge)?;
+            nl.set_up(i, matches!(a, Action::BridgeUp { .. }), bridge)?;
         }
         Action::StpOff { bridge } => {
             sysctl::write_bridge_attr(bridge, "stp_state", "0")?;
@@ -191,20 +287,19 @@ fn apply_one(
                 return persist_bridge_nf_off(&opts.sysctl_dir, &opts.modules_load_dir, is_module);
             }
         }
+        Action::BridgeNfOn => sysctl::write(sysctl::BRIDGE_NF_CALL_IPTABLES, "1")?,
         Action::AcceptBridged { chain, bridge } => {
             crate::validate::interface_name(bridge)?;
             firewall::run(&firewall::accept_rule_args("-I", chain, bridge))?;
         }
-        Action::StartNetwork { network } => {
-            conn.network(network)?
-                .ok_or_else(|| Error::not_found(format!("no network named {network:?}")))?
-                .start()?;
+        Action::RemoveAcceptBridged { chain, bridge } => {
+            crate::validate::interface_name(bridge)?;
+            firewall::run(&firewall::accept_rule_args("-D", chain, bridge))?;
         }
-        Action::AutostartNetwork { network } => {
-            conn.network(network)?
-                .ok_or_else(|| Error::not_found(format!("no network named {network:?}")))?
-                .set_autostart(true)?;
-        }
+        Action::StartNetwork { network: n } => network(conn, n)?.start()?,
+        Action::StopNetwork { network: n } => network(conn, n)?.stop()?,
+        Action::AutostartNetwork { network: n } => network(conn, n)?.set_autostart(true)?,
+        Action::NoAutostartNetwork { network: n } => network(conn, n)?.set_autostart(false)?,
         Action::AttachTap { tap, bridge } => {
             let nl = netlink(nl)?;
             let t = nl.index_of(tap)?;
@@ -219,6 +314,7 @@ fn apply_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Plan;
 
     #[test]
     fn persist_writes_modules_load_only_for_a_module() {
@@ -253,6 +349,45 @@ mod tests {
         let files = persist_bridge_nf_off(sysctl_dir.path(), modules_dir.path(), false).unwrap();
         assert_eq!(files.len(), 1);
         assert!(modules_dir.path().read_dir().unwrap().next().is_none());
+    }
+
+    #[test]
+    fn fixes_undo_as_the_commands_a_person_would_type() {
+        let p = Plan::new(vec![
+            Action::BridgeUp {
+                bridge: "br0".into(),
+            },
+            Action::StpOff {
+                bridge: "br0".into(),
+            },
+            Action::BridgeNfOff,
+            Action::AcceptBridged {
+                chain: "DOCKER-USER".into(),
+                bridge: "br0".into(),
+            },
+            Action::StartNetwork {
+                network: "n".into(),
+            },
+            Action::AutostartNetwork {
+                network: "n".into(),
+            },
+        ]);
+        let undo: Vec<String> = p.undo().iter().map(Step::describe).collect();
+        assert_eq!(
+            undo,
+            [
+                "virsh net-autostart --disable n",
+                "virsh net-destroy n",
+                "iptables -D DOCKER-USER -i br0 -o br0 -j ACCEPT",
+                "sysctl -w net.bridge.bridge-nf-call-iptables=1",
+                "ip link set br0 down",
+            ]
+        );
+        for s in &p.steps {
+            if let Some(i) = s.inverse() {
+                assert_eq!(i.inverse().as_ref(), Some(s));
+            }
+        }
     }
 
     #[test]

@@ -3,15 +3,18 @@
 //!
 //! Observe once ([`observe`]: one libvirt connection, each domain's XML read once, sysfs,
 //! netlink, one `iptables -S`), check purely ([`check`]: an [`Observation`] in, findings
-//! out), then apply the planned [`Action`]s ([`fix`]), observe and check again.
+//! out), plan the fixes ([`plan`]: one [`Action`] per change, pure), apply them through
+//! [`crate::plan::apply`] ([`apply`]), observe and check again, report.
 
 mod checks;
 mod fix;
 mod observe;
+mod paths;
 
-pub use checks::{check, paths};
+pub use checks::check;
 pub use fix::{apply, persist_bridge_nf_off, plan, FixOptions, SYSCTL_DROPIN};
 pub use observe::observe;
+pub use paths::paths;
 
 use crate::domxml::DomainFacts;
 use crate::error::Result;
@@ -47,7 +50,8 @@ pub struct Finding {
     pub action: Option<Action>,
 }
 
-/// A safe, reversible change `--fix` can make. Never an address of a real NIC.
+/// A safe, reversible change `--fix` can make: a [`crate::plan::Step`] (see `fix.rs`). Never
+/// an address of a real NIC. The order of the variants is the order `--fix` applies them in.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
@@ -65,6 +69,17 @@ pub enum Action {
     AutostartNetwork { network: String },
     /// `ip link set TAP master BRIDGE up`
     AttachTap { tap: String, bridge: String },
+    // The inverses: never planned from a finding, only to undo a fix.
+    /// `ip link set BRIDGE down`
+    BridgeDown { bridge: String },
+    /// `net.bridge.bridge-nf-call-iptables=1`
+    BridgeNfOn,
+    /// `iptables -D CHAIN -i BRIDGE -o BRIDGE -j ACCEPT`
+    RemoveAcceptBridged { chain: String, bridge: String },
+    /// `virsh net-destroy NAME`
+    StopNetwork { network: String },
+    /// `virsh net-autostart --disable NAME`
+    NoAutostartNetwork { network: String },
 }
 
 /// One change `--fix` made (or, with `--dry-run`, would make).
@@ -271,13 +286,14 @@ pub fn default_modules_load_dir() -> PathBuf {
 /// Observe, check and (with `fix`) repair, then check again.
 pub fn run(conn: &Conn, opts: &Options) -> Result<Report> {
     let t0 = std::time::Instant::now();
-    let obs = observe(conn, &opts.domains)?;
+    // Observe, check.
+    let mut obs = observe(conn, &opts.domains)?;
     let mut findings = check(&obs);
     let mut fixed = Vec::new();
-    let mut obs = obs;
     if opts.fix {
-        let actions = plan(&findings);
-        if !actions.is_empty() {
+        // Plan.
+        let changes = plan(&findings);
+        if !changes.is_empty() {
             let fopts = FixOptions {
                 dry_run: opts.dry_run,
                 persist: opts.persist,
@@ -287,13 +303,15 @@ pub fn run(conn: &Conn, opts: &Options) -> Result<Report> {
                     .clone()
                     .unwrap_or_else(default_modules_load_dir),
             };
-            fixed = apply(conn, actions, &fopts);
+            // Apply, then look again.
+            fixed = apply(conn, changes, &fopts);
             if !opts.dry_run {
                 obs = observe(conn, &opts.domains)?;
                 findings = check(&obs);
             }
         }
     }
+    // Report.
     let paths = paths(&obs, &findings);
     Ok(Report {
         uri: obs.uri.clone(),

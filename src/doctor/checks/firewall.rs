@@ -1,0 +1,376 @@
+//! Whether the firewall drops bridged frames: with `bridge-nf-call-iptables=1`, iptables'
+//! FORWARD chain and nftables' forward hooks see every frame that crosses a bridge.
+
+use super::{finding, Need};
+use crate::doctor::{
+    Action, Finding, HostState, Severity, MODULES_LOAD_DIR, SYSCTL_DIR, SYSCTL_DROPIN,
+};
+use crate::host::firewall::{self, Outcome};
+use crate::host::sysctl::MODULES_LOAD_FILE;
+use std::collections::BTreeMap;
+
+pub(super) fn firewall_checks(
+    out: &mut Vec<Finding>,
+    host: &HostState,
+    needs: &BTreeMap<String, Need>,
+) {
+    if host.bridge_nf_call_iptables != Some(1) {
+        return; // bridged frames never meet iptables
+    }
+    let bridges: Vec<&str> = needs
+        .keys()
+        .map(String::as_str)
+        .filter(|b| host.interfaces.get(*b).is_some_and(|i| i.is_bridge))
+        .collect();
+    if bridges.is_empty() {
+        return;
+    }
+    let key = crate::host::sysctl::BRIDGE_NF_CALL_IPTABLES;
+    let fw = host.firewall.clone().unwrap_or_default();
+    let nft = fw.nft.clone().unwrap_or_default();
+    // iptables-nft keeps its filter table as nft's `ip filter` with base chain FORWARD: when
+    // `iptables -S` was read, that chain has been judged already, in its own words.
+    let nft_chains: Vec<_> = nft
+        .chains
+        .iter()
+        .filter(|c| {
+            !(fw.error.is_none()
+                && fw.forward_policy.is_some()
+                && c.family == "ip"
+                && c.table == "filter"
+                && c.name == "FORWARD")
+        })
+        .collect();
+    let mut dropping = false;
+    let mut notes: Vec<String> = Vec::new();
+    for b in &bridges {
+        let ipt = firewall::iptables_verdict(&fw, b);
+        let mut drops = Vec::new();
+        let mut doubts = Vec::new();
+        let mut nft_drops = Vec::new();
+        match ipt.outcome {
+            Outcome::Drop => {
+                drops.push(if ipt.by.starts_with("policy") {
+                    format!("iptables FORWARD {}", ipt.by)
+                } else {
+                    format!("iptables rule `{}`", ipt.by)
+                });
+                doubts.extend(ipt.doubts.iter().map(|d| format!("`{d}`")));
+            }
+            _ => notes.extend(
+                ipt.doubts
+                    .iter()
+                    .map(|d| format!("`{d}` may drop some of {b}'s frames")),
+            ),
+        }
+        for c in &nft_chains {
+            let v = firewall::nft_verdict(c, b);
+            if v.outcome == Outcome::Drop {
+                drops.push(format!("nftables chain {} ({})", c.label(), v.by));
+                doubts.extend(v.doubts.iter().map(|d| format!("`{d}` in {}", c.label())));
+                nft_drops.push(*c);
+            } else {
+                notes.extend(
+                    v.doubts
+                        .iter()
+                        .map(|d| format!("`{d}` in {} may drop some of {b}'s frames", c.label())),
+                );
+            }
+        }
+        if drops.is_empty() {
+            continue;
+        }
+        dropping = true;
+        let nft_cmds: Vec<String> = nft_drops
+            .iter()
+            .map(|c| {
+                format!(
+                    "`nft insert rule {} {} {} iifname {b} oifname {b} accept`",
+                    c.family, c.table, c.name
+                )
+            })
+            .collect();
+        // Under Docker, a rule in DOCKER-USER keeps the sysctl Docker relies on; it helps only
+        // when FORWARD reaches DOCKER-USER before what drops, which the walk itself tells.
+        let docker_rule_helps = fw.docker && nft_drops.is_empty() && {
+            let mut with = fw.clone();
+            let rule = format!("-A DOCKER-USER -i {b} -o {b} -j ACCEPT");
+            let at = with
+                .rules
+                .iter()
+                .position(|r| r.starts_with("-A DOCKER-USER "))
+                .unwrap_or(with.rules.len());
+            with.rules.insert(at, rule);
+            firewall::iptables_verdict(&with, b).outcome == Outcome::Accept
+        };
+        let (fix, action) = if docker_rule_helps {
+            (
+                format!("Docker manages FORWARD and needs {key}=1 for its own bridges, so --fix keeps the sysctl and adds `iptables -I DOCKER-USER -i {b} -o {b} -j ACCEPT` (Docker never flushes DOCKER-USER); to keep it across reboots, save it with your firewall (e.g. `iptables-save > /etc/iptables/rules.v4` with iptables-persistent)"),
+                Some(Action::AcceptBridged { chain: "DOCKER-USER".into(), bridge: b.to_string() }),
+            )
+        } else if fw.docker {
+            (
+                format!("Docker needs {key}=1 for its own bridges, so --fix changes nothing here; allow {b}'s frames before what drops them: {}", if nft_cmds.is_empty() { format!("`iptables -I FORWARD -i {b} -o {b} -j ACCEPT`") } else { nft_cmds.join(", ") }),
+                None,
+            )
+        } else {
+            let mut alt = Vec::new();
+            if drops.iter().any(|d| d.starts_with("iptables")) {
+                alt.push(format!("`iptables -I FORWARD -i {b} -o {b} -j ACCEPT`"));
+            }
+            alt.extend(nft_cmds);
+            // The default paths (the message is pure; VBRIDGE_SYSCTL_DIR is for tests).
+            let dropin = format!("{SYSCTL_DIR}/{SYSCTL_DROPIN}");
+            let modules = format!("{MODULES_LOAD_DIR}/{MODULES_LOAD_FILE}");
+            (
+                format!("--fix sets {key}=0: bridged frames then skip iptables and nftables' ip/inet forward chains, as on a switch (routed and host traffic are still filtered); --persist also writes {dropin} (and {modules} when br_netfilter is a module, so the key exists when systemd-sysctl applies it). Or keep filtering bridged frames and allow the VMs: {}", alt.join(", ")),
+                Some(Action::BridgeNfOff),
+            )
+        };
+        let doubt = if doubts.is_empty() {
+            String::new()
+        } else {
+            format!(" (uncertain: earlier rules this check cannot evaluate may accept part of the traffic: {})", doubts.join("; "))
+        };
+        out.push(finding(
+            "forward-drop",
+            Severity::Error,
+            b,
+            format!("frames crossing {b} pass through the firewall ({key}=1) and it drops them: {}, with no earlier rule accepting all of {b}'s traffic (installing Docker does this){doubt}: DHCP and all VM traffic die while the bridge looks healthy", drops.join(" and ")),
+            fix,
+            action,
+        ));
+    }
+    if !dropping {
+        let now = match (&fw.forward_policy, &fw.error) {
+            (Some(_), _) => "the firewall lets them through now".to_string(),
+            (None, Some(e)) => format!("the FORWARD chain could not be read ({e})"),
+            (None, None) => "the FORWARD chain could not be read".to_string(),
+        };
+        let mut extra = String::new();
+        if !notes.is_empty() {
+            notes.dedup();
+            extra.push_str(&format!(
+                " (some rules match only part of the traffic: {})",
+                notes.join("; ")
+            ));
+        }
+        if let Some(n) = &nft.note {
+            extra.push_str(&format!(" (note: {n})"));
+        }
+        out.push(finding(
+            "bridge-nf-call-iptables",
+            Severity::Info,
+            key,
+            format!("frames crossing {} pass through iptables ({key}=1); {now}{extra}, but a DROP policy later (Docker sets one) cuts the VMs off", bridges.join(", ")),
+            format!("`sysctl -w {key}=0` and a file in /etc/sysctl.d, unless you filter bridged traffic on purpose; `vbridge doctor --fix` does it once FORWARD drops"),
+            None,
+        ));
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::*;
+    use super::*;
+    use crate::doctor::{check, paths, Observation};
+    use crate::host::firewall::Firewall;
+
+    #[test]
+    fn forward_drop_with_the_sysctl_on() {
+        let mut o = healthy();
+        host(&mut o).firewall = Some(Firewall {
+            forward_policy: Some("DROP".into()),
+            ..Firewall::default()
+        });
+        let f = check(&o);
+        assert_eq!(
+            only_error(&f, "forward-drop", "br0").action,
+            Some(Action::BridgeNfOff)
+        );
+        assert!(!f.iter().any(|f| f.id == "bridge-nf-call-iptables"));
+        assert_eq!(paths(&o, &f)[1].hops[4].mark, "fail");
+
+        // An ACCEPT rule for bridged frames makes DROP harmless.
+        host(&mut o).firewall.as_mut().unwrap().rules =
+            vec!["-A FORWARD -m physdev --physdev-is-bridged -j ACCEPT".into()];
+        assert!(errors(&check(&o)).is_empty());
+
+        // With the sysctl at 0 (or br_netfilter absent) iptables never sees bridged frames.
+        host(&mut o).firewall.as_mut().unwrap().rules.clear();
+        host(&mut o).bridge_nf_call_iptables = Some(0);
+        let f = check(&o);
+        assert!(errors(&f).is_empty());
+        assert!(!f.iter().any(|f| f.id == "bridge-nf-call-iptables"));
+        host(&mut o).bridge_nf_call_iptables = None;
+        assert!(errors(&check(&o)).is_empty());
+    }
+
+    #[test]
+    fn forward_drop_under_docker_adds_a_rule_instead() {
+        let mut o = healthy();
+        host(&mut o).firewall = Some(crate::host::firewall::parse(
+            "-P FORWARD DROP\n-N DOCKER-USER\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -j RETURN\n",
+        ));
+        let f = check(&o);
+        assert_eq!(
+            find(&f, "forward-drop").action,
+            Some(Action::AcceptBridged {
+                chain: "DOCKER-USER".into(),
+                bridge: "br0".into()
+            })
+        );
+    }
+
+    fn with_iptables(o: &mut Observation, text: &str) {
+        host(o).firewall = Some(crate::host::firewall::parse(text));
+    }
+
+    /// No error, and the bridge-nf-call-iptables info names `what`.
+    fn no_error_but_info_names(o: &Observation, what: &str) {
+        let f = check(o);
+        assert!(errors(&f).is_empty());
+        assert!(find(&f, "bridge-nf-call-iptables").message.contains(what));
+    }
+
+    #[test]
+    fn forward_drop_from_a_terminal_rule_under_policy_accept() {
+        let mut o = healthy();
+        with_iptables(&mut o, "-P FORWARD ACCEPT\n-A FORWARD -j DROP\n");
+        let f = check(&o);
+        let d = only_error(&f, "forward-drop", "br0");
+        assert!(
+            d.message.contains("iptables rule `-A FORWARD -j DROP`"),
+            "{}",
+            d.message
+        );
+        assert!(!d.message.contains("uncertain"), "{}", d.message);
+        assert_eq!(d.action, Some(Action::BridgeNfOff));
+        // An accept for br0 placed after that drop does not help.
+        with_iptables(
+            &mut o,
+            "-P FORWARD ACCEPT\n-A FORWARD -j DROP\n-A FORWARD -i br0 -o br0 -j ACCEPT\n",
+        );
+        assert_eq!(errors(&check(&o)), [("forward-drop", "br0")]);
+        // Before it, it does.
+        with_iptables(
+            &mut o,
+            "-P FORWARD ACCEPT\n-A FORWARD -i br0 -o br0 -j ACCEPT\n-A FORWARD -j DROP\n",
+        );
+        assert!(errors(&check(&o)).is_empty());
+    }
+
+    #[test]
+    fn forward_drop_behind_conditional_rules_says_it_is_uncertain() {
+        let mut o = healthy();
+        with_iptables(
+            &mut o,
+            include_str!("../../../tests/data/doctor/iptables-ufw.txt"),
+        );
+        let f = check(&o);
+        let d = find(&f, "forward-drop");
+        assert_eq!(d.severity, Severity::Error);
+        assert!(
+            d.message.contains("uncertain") && d.message.contains("--ctstate"),
+            "{}",
+            d.message
+        );
+        // A conditional drop before an accept is not an error, but the info names it.
+        with_iptables(
+            &mut o,
+            "-P FORWARD ACCEPT\n-A FORWARD -s 10.9.0.0/16 -j DROP\n",
+        );
+        no_error_but_info_names(&o, "-s 10.9.0.0/16");
+    }
+
+    #[test]
+    fn docker28_forward_drop_gets_a_docker_user_rule_unless_a_drop_comes_first() {
+        let mut o = healthy();
+        let d28 = include_str!("../../../tests/data/doctor/iptables-docker28.txt");
+        with_iptables(&mut o, d28);
+        let f = check(&o);
+        assert_eq!(
+            find(&f, "forward-drop").action,
+            Some(Action::AcceptBridged {
+                chain: "DOCKER-USER".into(),
+                bridge: "br0".into()
+            })
+        );
+        // A DROP ahead of the jump to DOCKER-USER: a rule there would not be reached.
+        let first = d28.replace(
+            "-A FORWARD -j DOCKER-USER",
+            "-A FORWARD -j DROP\n-A FORWARD -j DOCKER-USER",
+        );
+        with_iptables(&mut o, &first);
+        let d = find(&check(&o), "forward-drop").clone();
+        assert_eq!(d.action, None);
+        assert!(
+            d.fix
+                .contains("iptables -I FORWARD -i br0 -o br0 -j ACCEPT"),
+            "{}",
+            d.fix
+        );
+    }
+
+    fn nft(json: &str) -> crate::host::firewall::Nft {
+        crate::host::firewall::parse_nft(json).unwrap()
+    }
+
+    #[test]
+    fn forward_drop_from_nftables() {
+        let mut o = healthy();
+        let fw = host(&mut o).firewall.as_mut().unwrap();
+        fw.nft = Some(nft(include_str!(
+            "../../../tests/data/doctor/nft-inet-forward-drop.json"
+        )));
+        let f = check(&o);
+        let d = only_error(&f, "forward-drop", "br0");
+        assert!(
+            d.message
+                .contains("nftables chain inet filter forward (policy drop)")
+                && d.message.contains("uncertain")
+                && d.message.contains("ct state accept"),
+            "{}",
+            d.message
+        );
+        assert_eq!(d.action, Some(Action::BridgeNfOff));
+        assert!(
+            d.fix
+                .contains("nft insert rule inet filter forward iifname br0 oifname br0 accept"),
+            "{}",
+            d.fix
+        );
+
+        // iptables-nft's own `ip filter FORWARD` is judged through `iptables -S`, not twice.
+        let mut o = healthy();
+        let fw = host(&mut o).firewall.as_mut().unwrap();
+        fw.nft = Some(nft(
+            r#"{"nftables":[{"chain":{"family":"ip","table":"filter","name":"FORWARD","type":"filter","hook":"forward","prio":0,"policy":"drop"}}]}"#,
+        ));
+        assert!(errors(&check(&o)).is_empty());
+        // ...unless iptables could not be read.
+        let fw = host(&mut o).firewall.as_mut().unwrap();
+        fw.forward_policy = None;
+        fw.error = Some("cannot run iptables".into());
+        assert_eq!(errors(&check(&o)), [("forward-drop", "br0")]);
+    }
+
+    #[test]
+    fn nft_not_installed_is_a_note() {
+        let mut o = healthy();
+        host(&mut o).firewall.as_mut().unwrap().nft = Some(crate::host::firewall::Nft {
+            chains: Vec::new(),
+            note: Some("nft is not installed: nftables rules were not read".into()),
+        });
+        no_error_but_info_names(&o, "nft is not installed");
+    }
+
+    #[test]
+    fn unreadable_firewall_is_info() {
+        let mut o = healthy();
+        host(&mut o).firewall = Some(Firewall {
+            error: Some("cannot run iptables: No such file or directory".into()),
+            ..Firewall::default()
+        });
+        no_error_but_info_names(&o, "could not be read");
+    }
+}
