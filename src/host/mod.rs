@@ -19,7 +19,7 @@ pub mod sysctl;
 pub mod sysfs;
 pub mod tun;
 
-pub use program::{failed as program_failed, program_output, run_program};
+pub use program::{program_output, run_program};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

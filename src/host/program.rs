@@ -31,7 +31,7 @@ pub fn program_output<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<Outp
 
 /// The error for a program that ran and failed: `PROGRAM ARGS failed: FIRST STDERR LINE`,
 /// of kind Permission (with the root hint) when it says it lacks the rights.
-pub fn failed<S: AsRef<OsStr>>(program: &str, args: &[S], out: &Output) -> Error {
+fn failed<S: AsRef<OsStr>>(program: &str, args: &[S], out: &Output) -> Error {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stderr
         .lines()
