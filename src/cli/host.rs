@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use vbridge::backup::StateDir;
 use vbridge::error::Error;
-use vbridge::host::host_bridge::{self, Mode};
-use vbridge::host::{bridge, pending, tap};
+use vbridge::host::cidr;
+use vbridge::host_bridge::{self, pending, Mode};
+use vbridge::tap;
 
 #[derive(Debug, Args)]
 pub struct HostBridgeArgs {
@@ -102,21 +103,21 @@ fn host_bridge_options(
             ))
         }
     };
-    let address = a.address.as_deref().map(bridge::parse_cidr).transpose()?;
+    let address = a.address.as_deref().map(cidr::parse_cidr).transpose()?;
     let gateway = a
         .gateway
         .as_deref()
-        .map(|s| bridge::parse_ip("gateway", s))
+        .map(|s| cidr::parse_ip("gateway", s))
         .transpose()?;
     let dns = a
         .dns
         .iter()
-        .map(|s| bridge::parse_ip("DNS server", s))
+        .map(|s| cidr::parse_ip("DNS server", s))
         .collect::<Result<Vec<_>, _>>()?;
     let probe = a
         .probe
         .as_deref()
-        .map(|s| bridge::parse_ip("probe", s))
+        .map(|s| cidr::parse_ip("probe", s))
         .transpose()?;
     let reverter = std::env::current_exe()
         .map_err(|e| Error::io("cannot find the vbridge binary to re-execute", e))?;

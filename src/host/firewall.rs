@@ -12,8 +12,8 @@
 //! for some frames and not others. Conservatively, such a rule neither saves nor condemns
 //! the frames: the walk goes on, and the verdict lists it as a doubt.
 
+use crate::error::{ErrorKind, Result};
 use serde::{Deserialize, Serialize};
-use std::process::Command;
 
 /// What was read of the firewall.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -496,18 +496,12 @@ pub fn observe_nft() -> Nft {
         chains: Vec::new(),
         note: Some(n),
     };
-    match Command::new("nft").args(["-j", "list", "ruleset"]).output() {
-        Ok(out) if out.status.success() => {
-            parse_nft(&String::from_utf8_lossy(&out.stdout)).unwrap_or_else(note)
-        }
-        Ok(out) => note(format!(
-            "`nft -j list ruleset` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match super::run_program("nft", &["-j", "list", "ruleset"]) {
+        Ok(out) => parse_nft(&out).unwrap_or_else(note),
+        Err(e) if e.kind == ErrorKind::NotFound => {
             note("nft is not installed: nftables rules were not read".into())
         }
-        Err(e) => note(format!("cannot run nft: {e}")),
+        Err(e) => note(e.message),
     }
 }
 
@@ -542,17 +536,10 @@ pub fn observe() -> Firewall {
 }
 
 fn observe_iptables() -> Firewall {
-    match Command::new("iptables").args(["-w", "2", "-S"]).output() {
-        Ok(out) if out.status.success() => parse(&String::from_utf8_lossy(&out.stdout)),
-        Ok(out) => Firewall {
-            error: Some(format!(
-                "`iptables -S` failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            ..Firewall::default()
-        },
+    match super::run_program("iptables", &["-w", "2", "-S"]) {
+        Ok(out) => parse(&out),
         Err(e) => Firewall {
-            error: Some(format!("cannot run iptables: {e}")),
+            error: Some(e.message),
             ..Firewall::default()
         },
     }
@@ -581,26 +568,8 @@ pub fn accept_rule_args(op: &str, chain: &str, bridge: &str) -> Vec<String> {
 }
 
 /// Run iptables with an argument vector.
-pub fn run(args: &[String]) -> crate::error::Result<()> {
-    let out = Command::new("iptables")
-        .args(args)
-        .output()
-        .map_err(|e| crate::error::Error::host(format!("cannot run iptables: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let e = crate::error::Error::host(format!(
-            "iptables {} failed: {}",
-            args.join(" "),
-            stderr.trim()
-        ));
-        Err(if stderr.contains("Permission denied") {
-            e.with_hint(crate::error::NEED_ROOT_HINT)
-        } else {
-            e
-        })
-    }
+pub fn run(args: &[String]) -> Result<()> {
+    super::run_program("iptables", args).map(drop)
 }
 
 #[cfg(test)]

@@ -1,26 +1,25 @@
-//! Host networking: sysfs reads, netlink writes, netplan rendering, TAP devices, and the
-//! live host bridge with probe, rollback and commit-confirm.
+//! Host adapters: sysfs reads, netlink writes, sysctl, the firewall, probes, neighbours,
+//! netplan rendering, TAP ioctls, running host programs, and the host bridge's model
+//! (observe, plan, apply with exact restore). The commands (`host-bridge`, `tap`, `doctor`,
+//! `verify`) sit one floor up and use these.
 //!
-//! The live bridge follows plan-then-apply: [`bridge::observe`] reads the state,
+//! The bridge follows plan-then-apply: [`bridge::observe`] reads the state,
 //! [`bridge::plan_live`] computes the [`bridge::Step`]s (pure), and [`bridge::apply`] runs
 //! them through the [`bridge::Net`] trait, whose real implementation speaks rtnetlink.
-//!
-//! Entry points: [`host_bridge::run`] (the whole `host-bridge` command),
-//! [`host_bridge::confirm`], [`tap::add`] / [`tap::del`], [`netplan::render`] /
-//! [`netplan::write`], and the read-only [`sysfs`] facts (bridge exists, ports, master,
-//! STP state, forward delay, MAC) and [`bridge::observe`] (links, addresses, routes).
 
 pub mod bridge;
+pub mod cidr;
 pub mod firewall;
-pub mod host_bridge;
 pub mod neigh;
 pub mod netlink;
 pub mod netplan;
-pub mod pending;
 pub mod probe;
+mod program;
 pub mod sysctl;
 pub mod sysfs;
-pub mod tap;
+pub mod tun;
+
+pub use program::{program_output, run_program};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

@@ -2,11 +2,10 @@
 //! validate it with the real `netplan generate --root-dir` on a staged copy of the
 //! configuration, then write it with mode 0600, backing up the file it replaces.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// What the bridge should look like in netplan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,15 +138,13 @@ pub fn validate(root: &Path, cfg: &Config, yaml: &str) -> Result<Generated> {
     }
     let staged = file_path(stage.path(), &cfg.bridge);
     write_0600(&staged, yaml)?;
-    let out = Command::new("netplan")
-        .arg("generate")
-        .arg("--root-dir")
-        .arg(stage.path())
-        .output()
-        .map_err(|e| {
-            Error::io("cannot run netplan", e)
-                .with_hint("install netplan.io, or use --live instead of --netplan")
-        })?;
+    let args = [
+        std::ffi::OsStr::new("generate"),
+        "--root-dir".as_ref(),
+        stage.path().as_os_str(),
+    ];
+    let out = super::program_output("netplan", &args)
+        .map_err(|e| e.with_hint("install netplan.io, or use --live instead of --netplan"))?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr)
             .trim()
@@ -345,17 +342,12 @@ pub fn write(root: &Path, cfg: &Config, dry_run: bool) -> Result<(WriteOutcome, 
 
 /// `netplan apply`.
 pub fn apply() -> Result<()> {
-    let out = Command::new("netplan")
-        .arg("apply")
-        .output()
-        .map_err(|e| Error::io("cannot run netplan apply", e))?;
-    if !out.status.success() {
-        return Err(Error::host(format!(
-            "netplan apply failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-        .with_hint("netplan apply needs systemd-networkd or NetworkManager running"));
-    }
+    super::run_program("netplan", &["apply"]).map_err(|e| match e.kind {
+        ErrorKind::Host => {
+            e.with_hint("netplan apply needs systemd-networkd or NetworkManager running")
+        }
+        _ => e,
+    })?;
     Ok(())
 }
 
@@ -442,10 +434,7 @@ mod tests {
     }
 
     fn have_netplan() -> bool {
-        Command::new("netplan")
-            .arg("--help")
-            .output()
-            .is_ok_and(|o| o.status.success())
+        crate::host::run_program("netplan", &["--help"]).is_ok()
     }
 
     /// Whether netplan is installed; without it a test skips, except in CI, where it fails.

@@ -1,15 +1,22 @@
-//! `host-bridge` as one library call: validate, then the live way (netlink, probe,
-//! rollback) or the netplan way (file, optional `netplan apply` under the same guard),
-//! either one optionally left pending under a confirm window.
+//! The `host-bridge` command as one library call: validate, then the live way ([`live`]:
+//! netlink, probe, rollback) or the netplan way ([`netplan`]: file, optional `netplan
+//! apply` under the same guard), either one optionally left pending under a confirm window
+//! ([`pending`]).
 
-use super::bridge::{self, LiveRequest, Net, NetlinkNet, ProbeResult, Step};
-use super::pending::{self, Pending};
-use super::{netplan, probe};
+pub mod live;
+pub mod netplan;
+pub mod pending;
+
+pub use live::{run_live, ProbeResult};
+pub use netplan::run_netplan;
+
 use crate::error::{Error, Result};
+use crate::host::bridge::{self, LiveRequest, NetlinkNet};
+use pending::Pending;
 use serde::Serialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -43,7 +50,7 @@ pub struct Options {
 
 impl Options {
     /// The part of the options both ways check against the live host.
-    fn request(&self) -> LiveRequest {
+    pub(crate) fn request(&self) -> LiveRequest {
         LiveRequest {
             nic: self.nic.clone(),
             bridge: self.bridge.clone(),
@@ -90,7 +97,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn new(o: &Options, mode: &str) -> Report {
+    pub(crate) fn new(o: &Options, mode: &str) -> Report {
         Report {
             bridge: o.bridge.clone(),
             nic: o.nic.clone(),
@@ -177,82 +184,17 @@ pub fn run(o: &Options) -> Result<Report> {
     }
 }
 
-/// The live way, through any [`Net`] (the tests' fakes, or netlink).
-pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
-    let mut rep = Report::new(o, "live");
-    let req = o.request();
-    // Refused before anything changes: a window that cannot be recorded, or another one open.
-    let revert_at_ms = o.confirm_within.map(revert_at).transpose()?;
-    if o.confirm_within.is_some() && !o.dry_run {
-        pending::refuse_if_pending(&o.state_dir)?;
-    }
-    let outcome = if o.dry_run {
-        let state = net.observe()?;
-        let plan = bridge::plan_live(&state, &req)?;
-        // Nothing is applied; `changed` reports whether it would be.
-        bridge::LiveOutcome {
-            changed: !plan.steps.is_empty(),
-            ..bridge::LiveOutcome::unchanged(plan, state)
-        }
-    } else {
-        let mut probe = |t: IpAddr, within: Duration| probe::icmp_echo(t, Some(&o.bridge), within);
-        bridge::live(net, &req, o.probe, o.rollback_after, &mut probe)?
-    };
-    rep.steps = outcome.plan.steps.iter().map(Step::describe).collect();
-    let now = super::boottime_ms();
-    for s in &outcome.plan.steps {
-        if let Step::AddAddr { addr } = s {
-            if addr.is_dynamic() {
-                let left = super::secs_left(addr.valid_until_ms, now);
-                rep.notes.push(format!(
-                    "{} is a leased address (valid {left} s more): it moved to {} with its remaining lifetime, but no DHCP client runs on {}, so nothing renews it and it expires then unless the host's network configuration takes over; make it persistent with `--netplan --dhcp --apply`",
-                    addr.cidr(), o.bridge, o.bridge
-                ));
-            }
-        }
-    }
-    if !o.dns.is_empty() {
-        rep.notes.push(
-            "--dns is written by --netplan only; the live way leaves resolv.conf alone".into(),
-        );
-    }
-    rep.addresses = outcome.plan.addresses.iter().map(|a| a.cidr()).collect();
-    rep.routes = outcome.plan.routes.iter().map(|r| r.describe()).collect();
-    rep.changed = outcome.changed;
-    rep.rolled_back = outcome.rolled_back;
-    rep.probe = outcome.probe;
-    rep.apply_ms = outcome.apply_ms;
-    rep.rollback_ms = outcome.rollback_ms;
-    if let (Some(window), true, false) = (o.confirm_within, rep.changed, o.dry_run) {
-        let undo = bridge::undo_steps(&outcome.plan.steps);
-        let p = Pending {
-            id: pending::new_id(),
-            mode: "live".into(),
-            bridge: o.bridge.clone(),
-            nic: o.nic.clone(),
-            undo: undo.clone(),
-            netplan: None,
-            revert_at_ms: revert_at_ms.unwrap_or_default(),
-            reverter_pid: None,
-            reverter_unit: None,
-            before: Some(outcome.before.clone()),
-        };
-        leave_pending(o, &p, &mut rep, window, |_| bridge::revert(net, &undo))?;
-    }
-    Ok(rep)
-}
-
 /// The wall-clock time a window ends, for the pending file (the reverter itself sleeps on a
 /// monotonic clock).
-fn revert_at(window: Duration) -> Result<u64> {
+pub(crate) fn revert_at(window: Duration) -> Result<u64> {
     u64::try_from(window.as_millis())
         .ok()
-        .and_then(|w| super::now_ms().checked_add(w))
+        .and_then(|w| crate::host::now_ms().checked_add(w))
         .ok_or_else(|| Error::invalid("the confirm window is too long"))
 }
 
 /// Write the pending file and start the reverter; undo at once if either fails.
-fn leave_pending(
+pub(crate) fn leave_pending(
     o: &Options,
     p: &Pending,
     rep: &mut Report,
@@ -286,121 +228,6 @@ fn leave_pending(
                 }))
         }
     }
-}
-
-/// The netplan way.
-pub fn run_netplan(o: &Options) -> Result<Report> {
-    let Mode::Netplan { root, apply } = &o.mode else {
-        unreachable!("run_netplan is called for netplan mode")
-    };
-    let mut rep = Report::new(o, "netplan");
-    let revert_at_ms = o.confirm_within.map(revert_at).transpose()?;
-    if o.confirm_within.is_some() && !o.dry_run {
-        pending::refuse_if_pending(&o.state_dir)?;
-    }
-    // The same refusals as the live way, on the same netlink view of the host.
-    let state = bridge::observe()?;
-    bridge::check_request(&state, &o.request())?;
-    // The NIC's own MAC (check_request refused a missing or all-zero one); once it is a
-    // port of our bridge the bridge carries the same one.
-    let mac = state
-        .link(&o.nic)
-        .and_then(|l| l.mac.clone())
-        .expect("check_request refuses a NIC without a MAC");
-    let cfg = netplan::Config {
-        nic: o.nic.clone(),
-        bridge: o.bridge.clone(),
-        mac,
-        dhcp: o.dhcp,
-        address: o.address,
-        gateway: o.gateway,
-        dns: o.dns.clone(),
-    };
-    let (w, _yaml) = netplan::write(root, &cfg, o.dry_run)?;
-    rep.changed = w.changed;
-    rep.netplan_file = Some(w.path.clone());
-    rep.backup = w.backup.clone();
-    rep.addresses = o.address.iter().map(|(a, l)| format!("{a}/{l}")).collect();
-    rep.routes = o
-        .gateway
-        .iter()
-        .map(|g| format!("default via {g} dev {}", o.bridge))
-        .collect();
-    if w.changed {
-        rep.steps.push(format!("write {}", w.path.display()));
-    }
-    if !*apply || o.dry_run {
-        return Ok(rep);
-    }
-    // The probe target: asked for, the new gateway, or the default gateway before the change.
-    let target = o.probe.or(o.gateway).or_else(|| {
-        state
-            .routes
-            .iter()
-            .find(|r| r.is_default() && r.gateway.is_some_and(|g| g.is_ipv4()))
-            .and_then(|r| r.gateway)
-    });
-    let t0 = Instant::now();
-    rep.steps.push("netplan apply".into());
-    let undo = w.undo();
-    if let Err(e) = netplan::apply() {
-        let _ = netplan::restore(&undo);
-        return Err(e);
-    }
-    if let Some(t) = target {
-        let p0 = Instant::now();
-        let answered = match probe::icmp_echo(t, Some(&o.bridge), o.rollback_after) {
-            Ok(a) => a,
-            Err(e) => {
-                // Like the live way: a probe that cannot run is no proof; put it back.
-                let restored = netplan::restore(&undo);
-                return Err(e.context("probe failed").with_hint(match restored {
-                    Ok(()) => "the previous netplan configuration was restored and applied".to_string(),
-                    Err(r) => format!(
-                        "restoring the previous netplan configuration also failed ({}): check {} and run `netplan apply`",
-                        r.message,
-                        undo.path.display()
-                    ),
-                }));
-            }
-        };
-        rep.probe = Some(ProbeResult {
-            target: t,
-            answered,
-            ms: p0.elapsed().as_millis() as u64,
-        });
-        if !answered {
-            let r0 = Instant::now();
-            netplan::restore(&undo)?;
-            rep.rolled_back = true;
-            rep.changed = false;
-            rep.rollback_ms = Some(r0.elapsed().as_millis() as u64);
-            return Ok(rep);
-        }
-    }
-    rep.apply_ms = t0.elapsed().as_millis() as u64;
-    if let Some(window) = o.confirm_within {
-        let p = Pending {
-            id: pending::new_id(),
-            mode: "netplan".into(),
-            bridge: o.bridge.clone(),
-            nic: o.nic.clone(),
-            undo: vec![],
-            netplan: Some(undo.clone()),
-            revert_at_ms: revert_at_ms.unwrap_or_default(),
-            reverter_pid: None,
-            reverter_unit: None,
-            before: None,
-        };
-        leave_pending(o, &p, &mut rep, window, |p| {
-            p.netplan
-                .as_ref()
-                .and_then(|n| netplan::restore(n).err())
-                .into_iter()
-                .collect()
-        })?;
-    }
-    Ok(rep)
 }
 
 /// `host-bridge --confirm`: keep the pending change.

@@ -4,10 +4,10 @@
 //! removed the file first. The reverter claims the file with an atomic rename, so a confirm
 //! and a revert can never both win.
 
-use super::bridge::{self, Net, Step};
-use super::netplan::{self, NetplanUndo};
-use super::now_ms;
 use crate::error::{Error, Result};
+use crate::host::bridge::{self, Net, Step};
+use crate::host::netplan::{self, NetplanUndo};
+use crate::host::{now_ms, run_program};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
@@ -113,7 +113,7 @@ pub fn rewrite(dir: &Path, pending: &Pending) -> Result<()> {
 
 fn write_file(path: &Path, value: &impl Serialize) -> Result<()> {
     let body = serde_json::to_vec_pretty(value).map_err(|e| Error::host(e.to_string()))?;
-    super::write_0600(path, &path.with_extension("tmp"), &body)
+    crate::host::write_0600(path, &path.with_extension("tmp"), &body)
 }
 
 /// Keep the pending change: remove the file so the reverter finds nothing.
@@ -184,29 +184,17 @@ fn systemd_run_args(
 }
 
 fn spawn_systemd(program: &Path, dir: &Path, id: &str, args: &[&str]) -> Result<Started> {
-    use std::process::Command;
     let unit = format!("vbridge-revert-{id}");
-    let out = Command::new("systemd-run")
-        .args(systemd_run_args(program, dir, &unit, args))
-        .output()
-        .map_err(|e| Error::io("cannot run systemd-run to start the reverter", e))?;
-    if !out.status.success() {
-        return Err(Error::host(format!(
-            "systemd-run could not start the reverter: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let pid = Command::new("systemctl")
-        .args(["show", "--property=MainPID", "--value", &unit])
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<u32>()
-                .ok()
-        })
-        .filter(|p| *p != 0);
+    run_program("systemd-run", &systemd_run_args(program, dir, &unit, args))
+        .map_err(|e| e.context("systemd-run could not start the reverter"))?;
+    // Best effort: the unit is running either way; the pid only helps spot a stale file.
+    let pid = run_program(
+        "systemctl",
+        &["show", "--property=MainPID", "--value", &unit],
+    )
+    .ok()
+    .and_then(|o| o.trim().parse::<u32>().ok())
+    .filter(|p| *p != 0);
     Ok(Started {
         pid,
         unit: Some(unit),
@@ -347,7 +335,7 @@ mod tests {
         fn apply_step(
             &mut self,
             _: &Step,
-        ) -> std::result::Result<(), super::super::netlink::NlError> {
+        ) -> std::result::Result<(), crate::host::netlink::NlError> {
             self.0 += 1;
             Ok(())
         }
