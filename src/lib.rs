@@ -7,6 +7,7 @@ pub mod attach;
 pub mod backup;
 pub mod doctor;
 pub mod domxml;
+pub mod edit;
 pub mod error;
 mod fanout;
 pub mod host;

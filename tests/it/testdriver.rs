@@ -8,6 +8,7 @@ use vbridge::backup::StateDir;
 use vbridge::domxml::{self, Selection};
 use vbridge::libvirt::Conn;
 use vbridge::network::{self, Action, NetDefine};
+use vbridge::validate::{BridgeName, Mac};
 use vbridge::{hotplug, ErrorKind};
 
 fn homelab_uri() -> String {
@@ -19,9 +20,17 @@ fn conn() -> Conn {
     Conn::open(Some(&homelab_uri())).expect("test driver opens")
 }
 
+fn br(name: &str) -> BridgeName {
+    BridgeName::parse(name).unwrap()
+}
+
+fn mac(m: &str) -> Mac {
+    Mac::parse(m).unwrap()
+}
+
 fn opts(sel: Selection) -> AttachOptions {
     AttachOptions {
-        bridge: "br0".into(),
+        bridge: br("br0"),
         selection: sel,
         dry_run: false,
     }
@@ -232,7 +241,7 @@ fn selection_rules_on_a_vm_with_two_nics() {
     let r = attach::attach(
         &c,
         &["media".into()],
-        &opts(Selection::Mac("52:54:00:3A:10:04".into())),
+        &opts(Selection::Mac(mac("52:54:00:3A:10:04"))),
         &tmp.state,
     )
     .unwrap();
@@ -275,17 +284,19 @@ fn a_concurrent_edit_is_detected_not_overwritten() {
     let c = conn();
     let tmp = StateTmp::new();
     let dom = c.domain("db").unwrap();
-    let plan = attach::plan(&dom, "br0", &Selection::Auto).unwrap();
-    assert!(plan.changed());
+    let original = dom.persistent_xml().unwrap();
+    let plan = attach::plan(&c, &["db".into()], &opts(Selection::Auto)).unwrap();
+    assert!(plan.domains[0].result.changed);
     // Someone else edits the VM between our read and our write.
-    let edited = plan.original.replacen(
+    let edited = original.replacen(
         "<memory unit='KiB'>2097152</memory>",
         "<memory unit='KiB'>4194304</memory>",
         1,
     );
-    assert_ne!(edited, plan.original, "the edit must apply");
+    assert_ne!(edited, original, "the edit must apply");
     c.define_domain(&edited).unwrap();
-    let err = attach::apply(&c, &dom, &plan, &tmp.state).unwrap_err();
+    let r = attach::apply(&c, plan, &tmp.state);
+    let err = r.domains[0].error.clone().expect("refused");
     assert_eq!(err.kind, ErrorKind::Conflict, "{err}");
     assert!(err.message.contains("changed"), "{}", err.message);
     assert_eq!(dom.persistent_xml().unwrap(), edited);
@@ -303,21 +314,23 @@ fn hotplug_refusals_before_libvirt() {
     let c = conn();
     let before = c.domain("media").unwrap().persistent_xml().unwrap();
     // A MAC that belongs to a NIC not on the bridge is refused, nothing changes.
-    let err = hotplug::hotplug(&c, "media", "br0", Some("52:54:00:3a:10:03"), false).unwrap_err();
+    let br0 = br("br0");
+    let err =
+        hotplug::hotplug(&c, "media", &br0, Some(&mac("52:54:00:3a:10:03")), false).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Conflict);
     assert!(err.message.contains("52:54:00:3a:10:03"), "{}", err.message);
     // The NIC already there with that MAC on br0: nothing to do, no libvirt call.
-    let same = hotplug::hotplug(&c, "nas", "br0", Some("52:54:00:3a:10:05"), false).unwrap();
+    let same = hotplug::hotplug(&c, "nas", &br0, Some(&mac("52:54:00:3a:10:05")), false).unwrap();
     assert!(!same.changed);
     // Dry run shows the device XML, derived MAC and all.
-    let dry = hotplug::hotplug(&c, "nas", "br0", None, true).unwrap();
+    let dry = hotplug::hotplug(&c, "nas", &br0, None, true).unwrap();
     let uuid = c.domain("nas").unwrap().uuid().unwrap();
-    let mac = hotplug::derive_mac(&uuid, "br0");
-    assert!(dry.changed && dry.diff.as_deref().unwrap().contains(&mac));
+    let derived = hotplug::derive_mac(&uuid, &br0);
+    assert!(dry.changed && dry.diff.as_deref().unwrap().contains(derived.as_str()));
     assert_eq!(c.domain("media").unwrap().persistent_xml().unwrap(), before);
     // detach of an absent MAC is success with no change.
     assert!(
-        !hotplug::detach(&c, "nas", "52:54:00:00:00:09", false)
+        !hotplug::detach(&c, "nas", &mac("52:54:00:00:00:09"), false)
             .unwrap()
             .changed
     );
@@ -348,41 +361,45 @@ fn bad_input_changes_nothing() {
         (
             "bad bridge name",
             ErrorKind::InvalidInput,
-            attach::attach(
-                &c,
-                &["db".into()],
-                &AttachOptions {
-                    bridge: "br 0".into(),
-                    ..opts(Selection::Auto)
-                },
-                &tmp.state,
-            )
-            .unwrap_err(),
+            BridgeName::parse("br 0")
+                .and_then(|bridge| {
+                    attach::attach(
+                        &c,
+                        &["db".into()],
+                        &AttachOptions {
+                            bridge,
+                            ..opts(Selection::Auto)
+                        },
+                        &tmp.state,
+                    )
+                })
+                .unwrap_err(),
         ),
         (
             "bridge name too long",
             ErrorKind::InvalidInput,
-            attach::attach(
-                &c,
-                &["db".into()],
-                &AttachOptions {
-                    bridge: "a-very-long-bridge".into(),
-                    ..opts(Selection::Auto)
-                },
-                &tmp.state,
-            )
-            .unwrap_err(),
+            BridgeName::parse("a-very-long-bridge")
+                .and_then(|bridge| {
+                    attach::attach(
+                        &c,
+                        &["db".into()],
+                        &AttachOptions {
+                            bridge,
+                            ..opts(Selection::Auto)
+                        },
+                        &tmp.state,
+                    )
+                })
+                .unwrap_err(),
         ),
         (
             "bad MAC",
             ErrorKind::InvalidInput,
-            attach::attach(
-                &c,
-                &["db".into()],
-                &opts(Selection::Mac("52:54:00:zz:00:01".into())),
-                &tmp.state,
-            )
-            .unwrap_err(),
+            Mac::parse("52:54:00:zz:00:01")
+                .and_then(|m| {
+                    attach::attach(&c, &["db".into()], &opts(Selection::Mac(m)), &tmp.state)
+                })
+                .unwrap_err(),
         ),
         (
             "absent MAC",
@@ -390,7 +407,7 @@ fn bad_input_changes_nothing() {
             attach::attach(
                 &c,
                 &["db".into()],
-                &opts(Selection::Mac("52:54:00:00:00:01".into())),
+                &opts(Selection::Mac(mac("52:54:00:00:00:01"))),
                 &tmp.state,
             )
             .unwrap()
@@ -414,7 +431,7 @@ fn bad_input_changes_nothing() {
             ErrorKind::InvalidInput,
             attach::rewrite_document(
                 "<domain><devices><interface type='user'></devices></domain>",
-                "br0",
+                &br("br0"),
                 &Selection::Auto,
             )
             .unwrap_err(),
@@ -422,7 +439,9 @@ fn bad_input_changes_nothing() {
         (
             "hotplug bad MAC",
             ErrorKind::InvalidInput,
-            hotplug::hotplug(&c, "db", "br0", Some("01:00:5e:00:00:01"), false).unwrap_err(),
+            Mac::parse("01:00:5e:00:00:01")
+                .and_then(|m| hotplug::hotplug(&c, "db", &br("br0"), Some(&m), false))
+                .unwrap_err(),
         ),
         (
             "net-define bad bridge",
