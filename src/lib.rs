@@ -22,4 +22,9 @@ pub mod validate;
 pub mod verify;
 pub mod xml;
 
+/// The golden-file check the unit tests share with the integration tests.
+#[cfg(test)]
+#[path = "../tests/support/golden.rs"]
+pub(crate) mod golden;
+
 pub use error::{Error, ErrorKind, Result};

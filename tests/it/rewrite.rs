@@ -19,10 +19,6 @@ fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rewrite")
 }
 
-fn bless() -> bool {
-    std::env::var_os("VBRIDGE_BLESS").is_some_and(|v| v == "1")
-}
-
 /// `args`: lines `select auto|all|index N|mac M` and `bridge NAME` (default: auto, br0).
 fn args(dir: &Path) -> (Selection, String) {
     let mut selection = Selection::Auto;
@@ -118,23 +114,8 @@ fn summary(r: &Rewritten) -> String {
 }
 
 fn golden(path: &Path, actual: &str, failures: &mut Vec<String>) {
-    if bless() {
-        fs::write(path, actual).unwrap();
-        return;
-    }
-    match fs::read_to_string(path) {
-        Ok(expected) if expected == actual => {}
-        Ok(expected) => failures.push(format!(
-            "{} differs:\n{}",
-            path.display(),
-            similar::TextDiff::from_lines(expected.as_str(), actual)
-                .unified_diff()
-                .header("expected", "actual")
-        )),
-        Err(_) => failures.push(format!(
-            "{} is missing (run with VBRIDGE_BLESS=1)",
-            path.display()
-        )),
+    if let Err(e) = common::golden::check(path, actual) {
+        failures.push(e);
     }
 }
 
@@ -160,7 +141,7 @@ fn golden_cases() {
                 golden(&dir.join("result.txt"), &summary(&r), &mut failures);
             }
             Err(e) => {
-                if bless() {
+                if common::golden::bless() {
                     let _ = fs::remove_file(&out_path);
                 }
                 assert!(
