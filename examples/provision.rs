@@ -10,6 +10,7 @@ use vbridge::backup::StateDir;
 use vbridge::domxml::Selection;
 use vbridge::libvirt::Conn;
 use vbridge::network::{self, NetDefine};
+use vbridge::validate::BridgeName;
 
 fn main() -> anyhow::Result<()> {
     vbridge::libvirt::init();
@@ -26,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     // Where `vbridge undo` looks too: $VBRIDGE_STATE_DIR, or /var/lib/vbridge.
     let state = StateDir::from_env();
     let opts = AttachOptions {
-        bridge: net.bridge.clone(),
+        bridge: BridgeName::parse(&net.bridge)?,
         selection: Selection::All,
         dry_run: false,
     };

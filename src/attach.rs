@@ -1,250 +1,241 @@
 //! `vbridge attach` (persistent rewrite), `vbridge undo`: the `virsh edit` change done right.
-//! Read the persistent XML, plan the rewrite (pure, in `domxml`), back up, check nobody
-//! changed the definition meanwhile, define.
+//! Observe the persistent XML, plan the rewrite (pure, in `domxml`) as a [`Define`] step,
+//! back up every domain's definition with one flush, then define each after checking nobody
+//! changed it meanwhile.
+//!
+//! [`Define`]: crate::edit::DomainStep::Define
 
 use crate::backup::StateDir;
 use crate::domxml::{self, Selection};
+use crate::edit::{self, DomainApplier, DomainStep, Keep};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fanout::parallel;
 use crate::libvirt::{Conn, Dom};
+use crate::plan::{self, Plan};
 use crate::report::{AttachReport, DomainResult, NicResult};
-use crate::validate;
-use std::path::PathBuf;
+use crate::validate::BridgeName;
 
-/// What the persistent rewrite of one domain would do, computed from what was read.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub domain: String,
-    pub original: String,
-    pub rewritten: domxml::Rewritten,
-    pub running: bool,
-}
-
-impl Plan {
-    pub fn changed(&self) -> bool {
-        self.rewritten.changed()
-    }
-
-    /// Unified diff of the persistent XML, as `diff -u` prints it.
-    pub fn diff(&self) -> String {
-        unified_diff(&self.domain, &self.original, &self.rewritten.xml)
-    }
-}
-
-pub fn unified_diff(name: &str, before: &str, after: &str) -> String {
-    similar::TextDiff::from_lines(before, after)
-        .unified_diff()
-        .context_radius(3)
-        .header(&format!("a/{name}.xml"), &format!("b/{name}.xml"))
-        .to_string()
-}
-
-/// Read the domain's persistent definition and plan the rewrite. Changes nothing.
-pub fn plan(dom: &Dom, bridge: &str, selection: &Selection) -> Result<Plan> {
-    let original = dom.persistent_xml()?;
-    let rewritten = domxml::rewrite_to_bridge(&original, bridge, selection)?;
-    Ok(Plan {
-        domain: dom.name().to_string(),
-        original,
-        rewritten,
-        // The id libvirt returned with the lookup: no extra round trip per VM.
-        running: dom.is_running_at_lookup(),
-    })
-}
-
-/// Apply one plan: back up (durably), make sure the definition is still what was read,
-/// define. Returns the backup's path.
-pub fn apply(conn: &Conn, dom: &Dom, plan: &Plan, state: &StateDir) -> Result<PathBuf> {
-    let backup = state.save_backup(&plan.domain, &plan.original)?;
-    if let Err(e) = state.sync() {
-        let _ = std::fs::remove_file(&backup);
-        return Err(e);
-    }
-    commit(conn, dom, plan, &backup)?;
-    Ok(backup)
-}
-
-/// The last step of applying a plan whose backup is written: re-read the definition and
-/// define the new one only if nobody changed it meanwhile. On failure the backup is removed:
-/// a backup of a state vbridge did not replace would mislead `undo`.
-fn commit(conn: &Conn, dom: &Dom, plan: &Plan, backup: &std::path::Path) -> Result<()> {
-    let now = dom.persistent_xml();
-    if now.as_deref().ok() != Some(plan.original.as_str()) {
-        let _ = std::fs::remove_file(backup);
-        return Err(now.err().unwrap_or_else(|| {
-            Error::conflict(format!(
-                "the definition of {} changed while vbridge was working on it (someone else edited it); nothing was written",
-                plan.domain
-            ))
-            .with_hint("run the command again to work from the new definition")
-        }));
-    }
-    if let Err(e) = conn.define_domain(&plan.rewritten.xml) {
-        let _ = std::fs::remove_file(backup);
-        return Err(e.context(format!(
-            "libvirt refused the new definition of {}",
-            plan.domain
-        )));
-    }
-    Ok(())
-}
-
-/// Options for `attach` without `--hotplug`.
+/// Options for `attach` without `--hotplug`, checked where they entered (the types).
 #[derive(Debug, Clone)]
 pub struct AttachOptions {
-    pub bridge: String,
+    pub bridge: BridgeName,
     pub selection: Selection,
     pub dry_run: bool,
 }
 
-/// Validate options once, before any libvirt call.
-pub fn check_options(bridge: &str, selection: &Selection) -> Result<Selection> {
-    validate::interface_name(bridge)?;
-    Ok(match selection {
-        Selection::Mac(m) => Selection::Mac(validate::mac(m)?),
-        Selection::Index(0) => return Err(Error::invalid("--index counts from 1")),
-        s => s.clone(),
+/// The one check the types cannot make: `--index` counts from 1.
+fn check_selection(selection: &Selection) -> Result<()> {
+    match selection {
+        Selection::Index(0) => Err(Error::invalid("--index counts from 1")),
+        _ => Ok(()),
+    }
+}
+
+/// One domain's part of an attach: its report so far and, when it is to change, the domain
+/// and the plan to apply.
+pub struct DomainPlan {
+    pub result: DomainResult,
+    pub todo: Option<(Dom, Plan<DomainStep>)>,
+}
+
+/// What `attach` would do to each domain, computed from what was read. Changes nothing.
+pub struct AttachPlan {
+    pub dry_run: bool,
+    pub domains: Vec<DomainPlan>,
+}
+
+/// The plan of rewriting one domain's persistent definition `original`. Pure.
+pub fn plan_domain(
+    domain: &str,
+    original: &str,
+    running: bool,
+    bridge: &BridgeName,
+    selection: &Selection,
+) -> Result<(DomainResult, Plan<DomainStep>)> {
+    let rewritten = domxml::rewrite_to_bridge(original, bridge, selection)?;
+    let changed = rewritten.changed();
+    let interfaces = rewritten.changes.into_iter().map(NicResult::from).collect();
+    let mut result = DomainResult::new(domain, changed, interfaces);
+    if changed && running {
+        result.notes.push(format!(
+            "{domain} is running: the new NIC setup takes effect after a full power-off (virsh shutdown, then start; a reboot inside the guest is not enough), or use --hotplug to add a NIC now"
+        ));
+    }
+    let steps = if changed {
+        vec![DomainStep::Define {
+            domain: domain.to_string(),
+            before: Some(original.to_string()),
+            after: rewritten.xml,
+            keep: Keep::Backup,
+        }]
+    } else {
+        Vec::new()
+    };
+    Ok((result, Plan::new(steps)))
+}
+
+/// Observe each domain and plan its rewrite. One connection; a domain that cannot be read
+/// or rewritten gets its error and the others go on. The same VM named twice (or by name and
+/// by UUID) is planned once, at its first mention, or it would be defined twice.
+pub fn plan(conn: &Conn, domains: &[String], opts: &AttachOptions) -> Result<AttachPlan> {
+    check_selection(&opts.selection)?;
+    let host_warning = host_bridge_warning(conn, &opts.bridge);
+    let planned: Vec<(Option<String>, DomainPlan)> = parallel(domains.iter().collect(), |name| {
+        let observed = conn.domain(name).and_then(|dom| {
+            let original = dom.persistent_xml()?;
+            Ok((dom, original))
+        });
+        let planned = observed.and_then(|(dom, original)| {
+            // The id libvirt returned with the lookup: no extra round trip per VM.
+            let running = dom.is_running_at_lookup();
+            let (r, p) = plan_domain(
+                dom.name(),
+                &original,
+                running,
+                &opts.bridge,
+                &opts.selection,
+            )?;
+            Ok((dom, r, p))
+        });
+        match planned {
+            Ok((dom, mut r, p)) => {
+                if r.changed {
+                    r.notes.extend(host_warning.iter().cloned());
+                }
+                if opts.dry_run {
+                    r.diff = p.steps.first().and_then(DomainStep::diff);
+                }
+                let uuid = dom.uuid().ok();
+                let todo = (!p.is_empty() && !opts.dry_run).then_some((dom, p));
+                (uuid, DomainPlan { result: r, todo })
+            }
+            Err(e) => (
+                None,
+                DomainPlan {
+                    result: DomainResult::failed(name, e),
+                    todo: None,
+                },
+            ),
+        }
+    });
+    let mut seen = std::collections::HashSet::new();
+    let domains = planned
+        .into_iter()
+        .filter(|(uuid, _)| uuid.as_ref().is_none_or(|u| seen.insert(u.clone())))
+        .map(|(_, p)| p)
+        .collect();
+    Ok(AttachPlan {
+        dry_run: opts.dry_run,
+        domains,
     })
 }
 
-/// `vbridge attach VM...`: rewrite each domain's NIC onto the bridge. One connection; each
-/// domain gets its own result, and a failure in one does not stop the others. Plan all, back
-/// up all (one flush), then define each after checking nobody edited it meanwhile.
-pub fn attach(
-    conn: &Conn,
-    domains: &[String],
-    opts: &AttachOptions,
-    state: &StateDir,
-) -> Result<AttachReport> {
-    let selection = check_options(&opts.bridge, &opts.selection)?;
-    let host_warning = host_bridge_warning(conn, &opts.bridge);
-    let planned: Vec<(Option<String>, DomainResult, Todo)> =
-        parallel(domains.iter().collect(), |name| {
-            match plan_one(conn, name, &opts.bridge, &selection) {
-                Ok((dom, plan)) => {
-                    let mut r = result_of(&plan);
-                    if plan.changed() {
-                        r.notes.extend(host_warning.iter().cloned());
-                    }
-                    if opts.dry_run && plan.changed() {
-                        r.diff = Some(plan.diff());
-                    }
-                    let uuid = dom.uuid().ok();
-                    let todo = (plan.changed() && !opts.dry_run).then_some((dom, plan));
-                    (uuid, r, todo)
-                }
-                Err(e) => (None, DomainResult::failed(name, e), None),
-            }
-        });
-    // The same VM named twice (or by name and by UUID) was planned twice from one definition:
-    // keep its first mention only, or it would be defined twice.
-    let mut seen = std::collections::HashSet::new();
-    let mut slots: Vec<(DomainResult, Todo)> = planned
+/// Apply an attach plan: back up every definition to replace and flush them once, then
+/// define each domain (in parallel) after checking nobody edited it since it was read.
+/// Each domain gets its own result; a failure in one does not stop the others.
+pub fn apply(conn: &Conn, plan: AttachPlan, state: &StateDir) -> AttachReport {
+    struct Slot {
+        result: DomainResult,
+        todo: Option<(Dom, Plan<DomainStep>)>,
+        backup: Option<std::path::PathBuf>,
+    }
+    let mut slots: Vec<Slot> = plan
+        .domains
         .into_iter()
-        .filter(|(uuid, _, _)| uuid.as_ref().is_none_or(|u| seen.insert(u.clone())))
-        .map(|(_, r, todo)| (r, todo))
+        .map(|d| Slot {
+            result: d.result,
+            todo: d.todo,
+            backup: None,
+        })
         .collect();
-
     let mut backed_up = false;
-    for (r, todo) in slots.iter_mut() {
-        if let Some((_, plan)) = todo {
-            match state.save_backup(&plan.domain, &plan.original) {
+    for s in slots.iter_mut() {
+        if let Some((_, p)) = &s.todo {
+            match edit::write_backup(state, &p.steps) {
                 Ok(path) => {
-                    r.backup = Some(path);
-                    backed_up = true;
+                    backed_up |= path.is_some();
+                    s.backup = path;
                 }
                 Err(e) => {
-                    *r = DomainResult::failed(&r.domain, e);
-                    *todo = None;
+                    s.result = DomainResult::failed(&s.result.domain, e);
+                    s.todo = None;
                 }
             }
         }
     }
     if backed_up {
         if let Err(e) = state.sync() {
-            for (r, todo) in slots.iter_mut() {
-                if todo.take().is_some() {
-                    if let Some(b) = &r.backup {
+            for s in slots.iter_mut() {
+                if s.todo.take().is_some() {
+                    if let Some(b) = s.backup.take() {
                         let _ = std::fs::remove_file(b);
                     }
-                    *r = DomainResult::failed(&r.domain, e.clone());
+                    s.result = DomainResult::failed(&s.result.domain, e.clone());
                 }
             }
         }
     }
-    let domains = parallel(slots, |(r, todo)| match todo {
-        Some((dom, plan)) => {
-            let backup = r.backup.clone().expect("backed up before commit");
-            match commit(conn, &dom, &plan, &backup) {
-                Ok(()) => r,
-                Err(e) => DomainResult::failed(&r.domain, e),
+    let domains = parallel(slots, |s| {
+        let Some((dom, p)) = s.todo else {
+            return s.result;
+        };
+        let mut by = DomainApplier::with_backup(conn, Some(&dom), Some(state), s.backup);
+        match plan::apply(&p.steps, &mut by) {
+            Ok(()) => {
+                let mut r = s.result;
+                r.backup = by.backup().cloned();
+                r
             }
+            Err(stopped) => DomainResult::failed(&s.result.domain, stopped.error),
         }
-        None => r,
     });
-    Ok(AttachReport {
-        dry_run: opts.dry_run,
+    AttachReport {
+        dry_run: plan.dry_run,
         domains,
-    })
+    }
 }
 
-fn host_bridge_warning(conn: &Conn, bridge: &str) -> Vec<String> {
+/// `vbridge attach VM...`: rewrite each domain's NIC onto the bridge ([`plan`], then
+/// [`apply`] unless it is a dry run).
+pub fn attach(
+    conn: &Conn,
+    domains: &[String],
+    opts: &AttachOptions,
+    state: &StateDir,
+) -> Result<AttachReport> {
+    let planned = plan(conn, domains, opts)?;
+    Ok(apply(conn, planned, state))
+}
+
+fn host_bridge_warning(conn: &Conn, bridge: &BridgeName) -> Vec<String> {
     if conn.shares_host() {
-        crate::topology::bridge_warnings(bridge)
+        crate::topology::bridge_warnings(bridge.as_str())
     } else {
         Vec::new()
-    }
-}
-
-/// A domain's plan still to apply (None: nothing to do, or it failed).
-type Todo = Option<(Dom, Plan)>;
-
-fn plan_one(conn: &Conn, name: &str, bridge: &str, selection: &Selection) -> Result<(Dom, Plan)> {
-    let dom = conn.domain(name)?;
-    let plan = plan(&dom, bridge, selection)?;
-    Ok((dom, plan))
-}
-
-/// The report of one domain's plan, before anything is applied.
-fn result_of(plan: &Plan) -> DomainResult {
-    let mut notes = Vec::new();
-    if plan.changed() && plan.running {
-        notes.push(format!(
-            "{} is running: the new NIC setup takes effect after a full power-off (virsh shutdown, then start; a reboot inside the guest is not enough), or use --hotplug to add a NIC now",
-            plan.domain
-        ));
-    }
-    DomainResult {
-        domain: plan.domain.clone(),
-        changed: plan.changed(),
-        interfaces: plan
-            .rewritten
-            .changes
-            .iter()
-            .cloned()
-            .map(NicResult::from)
-            .collect(),
-        error: None,
-        backup: None,
-        notes,
-        diff: None,
     }
 }
 
 /// Rewrite a document given as text (`attach --xml`): no libvirt involved.
 pub fn rewrite_document(
     xml: &str,
-    bridge: &str,
+    bridge: &BridgeName,
     selection: &Selection,
 ) -> Result<domxml::Rewritten> {
-    let selection = check_options(bridge, selection)?;
-    domxml::rewrite_to_bridge(xml, bridge, &selection)
+    check_selection(selection)?;
+    domxml::rewrite_to_bridge(xml, bridge, selection)
 }
 
-/// `vbridge undo VM`: define the latest backup again. The definition it replaces is saved
-/// beside it (`*.xml.pre-undo`), and the backup is marked used so a second undo goes one
-/// step further back.
-pub fn undo(conn: &Conn, name: &str, state: &StateDir, dry_run: bool) -> Result<DomainResult> {
+/// What undo found: the domain (None when it no longer exists), its definition now, and
+/// the latest backup.
+struct UndoView {
+    name: String,
+    dom: Option<Dom>,
+    current: Option<String>,
+    backup_path: std::path::PathBuf,
+    backup: String,
+}
+
+fn observe_undo(conn: &Conn, name: &str, state: &StateDir) -> Result<UndoView> {
     // Backups are filed under the domain's name: resolve a UUID to it first. A domain that
     // no longer exists can still be restored by its name.
     let (current, dom) = match conn.domain(name) {
@@ -252,11 +243,11 @@ pub fn undo(conn: &Conn, name: &str, state: &StateDir, dry_run: bool) -> Result<
         Err(e) if e.kind == ErrorKind::NotFound => (None, None),
         Err(e) => return Err(e),
     };
-    let name = dom.as_ref().map(|d| d.name()).unwrap_or(name);
-    let backup_path = state.latest_backup(name)?.ok_or_else(|| {
+    let name = dom.as_ref().map(|d| d.name()).unwrap_or(name).to_string();
+    let backup_path = state.latest_backup(&name)?.ok_or_else(|| {
         Error::not_found(format!(
             "no backup of {name} in {}",
-            state.backup_dir(name).display()
+            state.backup_dir(&name).display()
         ))
         .with_hint("vbridge keeps a backup for each change it makes; set VBRIDGE_STATE_DIR if you used another one")
     })?;
@@ -272,39 +263,74 @@ pub fn undo(conn: &Conn, name: &str, state: &StateDir, dry_run: bool) -> Result<
             )));
         }
     }
-    let mut result = DomainResult {
-        domain: name.to_string(),
-        changed: current.as_deref() != Some(backup.as_str()),
-        interfaces: Vec::new(),
-        error: None,
-        backup: Some(backup_path.clone()),
-        notes: Vec::new(),
-        diff: None,
-    };
+    Ok(UndoView {
+        name,
+        dom,
+        current,
+        backup_path,
+        backup,
+    })
+}
+
+/// The plan of an undo: define the backup again (keeping what it replaces as
+/// `*.xml.pre-undo`), then mark the backup used. Pure.
+fn plan_undo(v: &UndoView) -> Plan<DomainStep> {
+    let changed = v.current.as_deref() != Some(v.backup.as_str());
+    let mut steps = Vec::new();
+    if changed {
+        steps.push(DomainStep::Define {
+            domain: v.name.clone(),
+            before: v.current.clone(),
+            after: v.backup.clone(),
+            keep: Keep::PreUndo,
+        });
+    } else if let Some(cur) = &v.current {
+        steps.push(DomainStep::SavePreUndo {
+            domain: v.name.clone(),
+            xml: cur.clone(),
+        });
+    }
+    steps.push(DomainStep::MarkUndone {
+        backup: v.backup_path.clone(),
+    });
+    Plan::new(steps)
+}
+
+/// `vbridge undo VM`: define the latest backup again. The definition it replaces is saved
+/// beside it (`*.xml.pre-undo`), and the backup is marked used so a second undo goes one
+/// step further back.
+pub fn undo(conn: &Conn, name: &str, state: &StateDir, dry_run: bool) -> Result<DomainResult> {
+    let v = observe_undo(conn, name, state)?;
+    let p = plan_undo(&v);
+    let changed = p
+        .steps
+        .iter()
+        .any(|s| matches!(s, DomainStep::Define { .. }));
+    let mut result = DomainResult::new(&v.name, changed, Vec::new());
+    result.backup = Some(v.backup_path.clone());
     if dry_run {
-        result.diff = Some(unified_diff(
-            name,
-            current.as_deref().unwrap_or(""),
-            &backup,
-        ));
+        // An unchanged domain shows an empty diff, as `diff -u` would.
+        result.diff = Some(
+            p.steps
+                .iter()
+                .find_map(DomainStep::diff)
+                .unwrap_or_default(),
+        );
         return Ok(result);
     }
-    if let Some(cur) = &current {
-        state.save_pre_undo(name, cur)?;
-    }
-    if result.changed {
-        conn.define_domain(&backup)?;
-        if dom
+    let mut by = DomainApplier::new(conn, v.dom.as_ref(), Some(state));
+    plan::apply(&p.steps, &mut by).map_err(|stopped| stopped.error)?;
+    if changed
+        && v.dom
             .as_ref()
             .map(|d| d.is_active())
             .transpose()?
             .unwrap_or(false)
-        {
-            result.notes.push(format!(
-                "{name} is running: the restored definition takes effect after a full power-off"
-            ));
-        }
+    {
+        result.notes.push(format!(
+            "{} is running: the restored definition takes effect after a full power-off",
+            v.name
+        ));
     }
-    state.mark_undone(&backup_path)?;
     Ok(result)
 }

@@ -1,32 +1,37 @@
 //! `vbridge attach --hotplug` and `vbridge detach`: add or remove a virtio NIC on the bridge,
 //! in the running VM and its persistent config (`virsh attach-interface --config --live`).
+//! Each observes the domain, plans [`DomainStep`]s (pure), applies them, reports.
 
 use crate::domxml::{self, DomainFacts, Nic};
+use crate::edit::{DomainApplier, DomainStep};
 use crate::error::{Error, Result};
-use crate::libvirt::Conn;
+use crate::libvirt::{Conn, Dom};
+use crate::plan::{self, Plan};
 use crate::report::{AttachReport, DomainResult, NicResult};
-use crate::{template, validate};
+use crate::template;
+use crate::validate::{BridgeName, Mac};
 use std::collections::BTreeMap;
 
 /// The MAC vbridge gives a hot-plugged NIC when none is given: stable for a (domain UUID,
 /// bridge) pair, so the live and persistent NIC agree and a second run finds it. FNV-1a is
 /// written out here because std's hasher is not guaranteed stable across releases.
-pub fn derive_mac(uuid: &str, bridge: &str) -> String {
+pub fn derive_mac(uuid: &str, bridge: &BridgeName) -> Mac {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in uuid
         .to_ascii_lowercase()
         .bytes()
         .chain(std::iter::once(0))
-        .chain(bridge.bytes())
+        .chain(bridge.as_str().bytes())
     {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     let b = h.to_be_bytes();
-    validate::format_mac(&[0x52, 0x54, 0x00, b[5], b[6], b[7]])
+    // 52:54:00 is QEMU's locally administered unicast prefix.
+    Mac::from_bytes(&[0x52, 0x54, 0x00, b[5], b[6], b[7]])
 }
 
-fn new_nic(mac: &str, bridge: &str) -> Nic {
+fn new_nic(mac: &Mac, bridge: &BridgeName) -> Nic {
     Nic {
         index: 0,
         kind: "bridge".into(),
@@ -41,7 +46,9 @@ fn new_nic(mac: &str, bridge: &str) -> Nic {
 /// A NIC with one MAC as it stands in a domain's definitions, and what hotplug and detach
 /// need to know about the domain. Each definition is read and parsed once.
 struct MacView {
-    dom: crate::libvirt::Dom,
+    /// The domain's own name (it may have been named by UUID).
+    name: String,
+    mac: Mac,
     running: bool,
     /// Transient domains have no config of their own: their "persistent" XML is the live one.
     persistent: bool,
@@ -50,13 +57,21 @@ struct MacView {
     live: Option<(Nic, String)>,
     /// Facts of the definition a live change goes to (live when running).
     facts: DomainFacts,
+    /// Why the bridge cannot take a NIC now, when the host was looked at (hotplug only).
+    bridge_warning: Option<String>,
 }
 
-fn observe_mac(
-    conn: &Conn,
-    name: &str,
-    mac: impl FnOnce(&str) -> String,
-) -> Result<(MacView, String)> {
+impl MacView {
+    /// The NIC as it stands, config first.
+    fn before(&self) -> Option<Nic> {
+        self.config
+            .as_ref()
+            .or(self.live.as_ref())
+            .map(|(n, _)| n.clone())
+    }
+}
+
+fn observe_mac(conn: &Conn, name: &str, mac: impl FnOnce(&str) -> Mac) -> Result<(Dom, MacView)> {
     let dom = conn.domain(name)?;
     let running = dom.is_active()?;
     let persistent = dom.is_persistent()?;
@@ -79,36 +94,30 @@ fn observe_mac(
         (None, config_facts)
     };
     let config = if persistent { config } else { None };
-    Ok((
-        MacView {
-            dom,
-            running,
-            persistent,
-            config,
-            live,
-            facts,
-        },
+    let view = MacView {
+        name: dom.name().to_string(),
         mac,
-    ))
+        running,
+        persistent,
+        config,
+        live,
+        facts,
+        bridge_warning: None,
+    };
+    Ok((dom, view))
 }
 
-/// `vbridge attach VM --hotplug`: add a virtio NIC on `bridge` to the running VM and its
-/// config (config only when shut off). Idempotent: a NIC with that MAC already on the
-/// bridge is left alone.
-pub fn hotplug(
-    conn: &Conn,
-    name: &str,
-    bridge: &str,
-    mac: Option<&str>,
-    dry_run: bool,
-) -> Result<DomainResult> {
-    validate::interface_name(bridge)?;
-    let given = mac.map(validate::mac).transpose()?;
-    let (v, mac) = observe_mac(conn, name, |uuid| {
-        given.unwrap_or_else(|| derive_mac(uuid, bridge))
-    })?;
+/// The plan of a hotplug from what was observed. Pure. Refuses a MAC already used by a NIC
+/// that is not on the bridge, and a live plug the domain or the bridge cannot take.
+/// `asked` is the domain as the caller named it, for messages.
+fn plan_hotplug(
+    v: &MacView,
+    asked: &str,
+    bridge: &BridgeName,
+) -> Result<(DomainResult, Plan<DomainStep>)> {
+    let (name, mac) = (asked, &v.mac);
     for (nic, _) in v.config.iter().chain(v.live.iter()) {
-        if !nic.is_on_bridge(bridge) {
+        if !nic.is_on_bridge(bridge.as_str()) {
             return Err(Error::conflict(format!(
                 "{name} already has a NIC with MAC {mac} (type '{}') that is not a virtio NIC on {bridge}",
                 nic.kind
@@ -118,41 +127,31 @@ pub fn hotplug(
     }
     let add_config = v.persistent && v.config.is_none();
     let add_live = v.running && v.live.is_none();
-
-    let mut result = DomainResult {
-        domain: v.dom.name().to_string(),
-        changed: add_config || add_live,
-        interfaces: vec![NicResult {
-            mac: Some(mac.clone()),
-            changed: add_config || add_live,
-            before: v
-                .config
-                .as_ref()
-                .or(v.live.as_ref())
-                .map(|(n, _)| n.clone()),
-            after: Some(new_nic(&mac, bridge)),
+    let changed = add_config || add_live;
+    let mut result = DomainResult::new(
+        &v.name,
+        changed,
+        vec![NicResult {
+            mac: Some(mac.to_string()),
+            changed,
+            before: v.before(),
+            after: Some(new_nic(mac, bridge)),
         }],
-        error: None,
-        backup: None,
-        notes: Vec::new(),
-        diff: None,
-    };
-    if !result.changed {
-        return Ok(result);
+    );
+    if !changed {
+        return Ok((result, Plan::default()));
     }
     if add_live {
         if let Some(err) = v.facts.hotplug_blocker() {
             return Err(err);
         }
-        if conn.shares_host() {
-            if let Some(w) = crate::topology::bridge_warnings(bridge).into_iter().next() {
-                return Err(Error::not_found(w));
-            }
+        if let Some(w) = &v.bridge_warning {
+            return Err(Error::not_found(w.clone()));
         }
     }
     let device = template::render(
         template::INTERFACE_BRIDGE,
-        &[("mac", &mac), ("bridge", bridge)],
+        &[("mac", mac.as_str()), ("bridge", bridge.as_str())],
     )?;
     if !v.persistent {
         result.notes.push(format!(
@@ -164,11 +163,76 @@ pub fn hotplug(
             "{name} is shut off: the NIC was added to its config and appears at the next start"
         ));
     }
+    let step = DomainStep::AttachDevice {
+        domain: v.name.clone(),
+        xml: device,
+        config: add_config,
+        live: add_live,
+    };
+    Ok((result, Plan::new(vec![step])))
+}
+
+/// The plan of a detach from what was observed. Pure. libvirt matches the device by MAC;
+/// the element is passed as it stands in each definition.
+fn plan_detach(v: &MacView) -> (DomainResult, Plan<DomainStep>) {
+    let changed = v.config.is_some() || v.live.is_some();
+    let result = DomainResult::new(
+        &v.name,
+        changed,
+        vec![NicResult {
+            mac: Some(v.mac.to_string()),
+            changed,
+            before: v.before(),
+            after: None,
+        }],
+    );
+    let step = |xml: &str, config, live| DomainStep::DetachDevice {
+        domain: v.name.clone(),
+        xml: xml.to_string(),
+        config,
+        live,
+    };
+    let steps = match (&v.config, &v.live) {
+        (Some((_, c)), Some((_, l))) if c == l => vec![step(c, true, true)],
+        (config, live) => live
+            .iter()
+            .map(|(_, l)| step(l, false, true))
+            .chain(config.iter().map(|(_, c)| step(c, true, false)))
+            .collect(),
+    };
+    (result, Plan::new(steps))
+}
+
+/// Run a domain's plan, stopping at the first failing step.
+fn apply(conn: &Conn, dom: &Dom, p: &Plan<DomainStep>) -> Result<()> {
+    let mut by = DomainApplier::new(conn, Some(dom), None);
+    plan::apply(&p.steps, &mut by).map_err(|stopped| stopped.error)
+}
+
+/// `vbridge attach VM --hotplug`: add a virtio NIC on `bridge` to the running VM and its
+/// config (config only when shut off). Idempotent: a NIC with that MAC already on the
+/// bridge is left alone. Without `mac`, the NIC gets [`derive_mac`]'s.
+pub fn hotplug(
+    conn: &Conn,
+    name: &str,
+    bridge: &BridgeName,
+    mac: Option<&Mac>,
+    dry_run: bool,
+) -> Result<DomainResult> {
+    let (dom, mut v) = observe_mac(conn, name, |uuid| {
+        mac.cloned().unwrap_or_else(|| derive_mac(uuid, bridge))
+    })?;
+    if v.running && v.live.is_none() && conn.shares_host() {
+        v.bridge_warning = crate::topology::bridge_warnings(bridge.as_str())
+            .into_iter()
+            .next();
+    }
+    let (mut result, p) = plan_hotplug(&v, name, bridge)?;
     if dry_run {
-        result.diff = Some(device);
+        result.diff = p.steps.first().and_then(DomainStep::diff);
         return Ok(result);
     }
-    v.dom.attach_device(&device, add_config, add_live)?;
+    apply(conn, &dom, &p)?;
     Ok(result)
 }
 
@@ -177,8 +241,8 @@ pub fn hotplug(
 pub fn hotplug_many(
     conn: &Conn,
     domains: &[String],
-    bridge: &str,
-    mac: Option<&str>,
+    bridge: &BridgeName,
+    mac: Option<&Mac>,
     dry_run: bool,
 ) -> AttachReport {
     let domains = domains
@@ -192,42 +256,11 @@ pub fn hotplug_many(
 
 /// `vbridge detach VM --mac MAC`: remove the NIC from the running VM and its config.
 /// Idempotent: no NIC with that MAC is success with no change.
-pub fn detach(conn: &Conn, name: &str, mac: &str, dry_run: bool) -> Result<DomainResult> {
-    let mac = validate::mac(mac)?;
-    let (v, mac) = observe_mac(conn, name, |_| mac)?;
-    let changed = v.config.is_some() || v.live.is_some();
-    let result = DomainResult {
-        domain: v.dom.name().to_string(),
-        changed,
-        interfaces: vec![NicResult {
-            mac: Some(mac.clone()),
-            changed,
-            before: v
-                .config
-                .as_ref()
-                .or(v.live.as_ref())
-                .map(|(n, _)| n.clone()),
-            after: None,
-        }],
-        error: None,
-        backup: None,
-        notes: Vec::new(),
-        diff: None,
-    };
-    if dry_run || !changed {
-        return Ok(result);
-    }
-    // libvirt matches the device by MAC; pass the element as it stands in each definition.
-    match (&v.config, &v.live) {
-        (Some((_, c)), Some((_, l))) if c == l => v.dom.detach_device(c, true, true)?,
-        _ => {
-            if let Some((_, l)) = &v.live {
-                v.dom.detach_device(l, false, true)?;
-            }
-            if let Some((_, c)) = &v.config {
-                v.dom.detach_device(c, true, false)?;
-            }
-        }
+pub fn detach(conn: &Conn, name: &str, mac: &Mac, dry_run: bool) -> Result<DomainResult> {
+    let (dom, v) = observe_mac(conn, name, |_| mac.clone())?;
+    let (result, p) = plan_detach(&v);
+    if !dry_run {
+        apply(conn, &dom, &p)?;
     }
     Ok(result)
 }
@@ -238,10 +271,17 @@ mod tests {
 
     #[test]
     fn derived_macs_are_stable_and_local() {
-        let a = derive_mac("6f1b2c3d-0000-4000-8000-000000000001", "br0");
-        assert_eq!(a, derive_mac("6F1B2C3D-0000-4000-8000-000000000001", "br0"));
-        assert_ne!(a, derive_mac("6f1b2c3d-0000-4000-8000-000000000001", "br1"));
-        assert!(a.starts_with("52:54:00:"));
-        validate::mac(&a).unwrap();
+        let br = |b: &str| BridgeName::parse(b).unwrap();
+        let a = derive_mac("6f1b2c3d-0000-4000-8000-000000000001", &br("br0"));
+        assert_eq!(
+            a,
+            derive_mac("6F1B2C3D-0000-4000-8000-000000000001", &br("br0"))
+        );
+        assert_ne!(
+            a,
+            derive_mac("6f1b2c3d-0000-4000-8000-000000000001", &br("br1"))
+        );
+        assert!(a.as_str().starts_with("52:54:00:"));
+        crate::validate::mac(a.as_str()).unwrap();
     }
 }

@@ -7,6 +7,7 @@ pub mod attach;
 pub mod backup;
 pub mod doctor;
 pub mod domxml;
+pub mod edit;
 pub mod error;
 mod fanout;
 pub mod host;
@@ -23,5 +24,10 @@ pub mod topology;
 pub mod validate;
 pub mod verify;
 pub mod xml;
+
+/// The golden-file check the unit tests share with the integration tests.
+#[cfg(test)]
+#[path = "../tests/support/golden.rs"]
+pub(crate) mod golden;
 
 pub use error::{Error, ErrorKind, Result};

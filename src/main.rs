@@ -4,6 +4,11 @@
 
 mod cli;
 
+/// The golden-file check the unit tests share with the integration tests.
+#[cfg(test)]
+#[path = "../tests/support/golden.rs"]
+mod golden;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }

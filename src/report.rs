@@ -46,15 +46,24 @@ pub struct DomainResult {
 }
 
 impl DomainResult {
-    pub fn failed(domain: &str, error: Error) -> DomainResult {
+    /// A domain that did (or would) change as `interfaces` say; no backup, notes or diff yet.
+    pub fn new(domain: &str, changed: bool, interfaces: Vec<NicResult>) -> DomainResult {
         DomainResult {
             domain: domain.to_string(),
-            changed: false,
-            interfaces: Vec::new(),
-            error: Some(error),
+            changed,
+            interfaces,
+            error: None,
             backup: None,
             notes: Vec::new(),
             diff: None,
+        }
+    }
+
+    /// A domain that failed; other domains in the same call still ran.
+    pub fn failed(domain: &str, error: Error) -> DomainResult {
+        DomainResult {
+            error: Some(error),
+            ..DomainResult::new(domain, false, Vec::new())
         }
     }
 }

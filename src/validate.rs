@@ -1,34 +1,108 @@
 //! Checks on names and addresses a user types, done before anything touches libvirt or the host.
 
 use crate::error::{Error, Result};
+use serde::Serialize;
 use std::net::IpAddr;
 
 /// A Linux interface name as the kernel accepts it (`dev_valid_name`): 1-15 bytes, not `.`
 /// or `..`, no `/`, `:` or whitespace.
 pub fn interface_name(name: &str) -> Result<()> {
-    let why = if name.is_empty() {
-        Some("it is empty")
-    } else if name.len() > 15 {
-        Some("it is longer than 15 bytes, the kernel's limit (IFNAMSIZ)")
-    } else if name == "." || name == ".." {
-        Some("`.` and `..` are not allowed")
-    } else if name.contains('/') {
-        Some("it contains '/'")
-    } else if name.contains(':') {
-        Some("it contains ':'")
-    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Some("it contains whitespace or a control character")
-    } else {
-        None
-    };
-    match why {
-        Some(why) => Err(
-            Error::invalid(format!("{name:?} is not a valid interface name: {why}"))
-                .with_hint("use 1-15 characters such as br0, without '/', ':' or spaces"),
-        ),
-        None => Ok(()),
+    BridgeName::parse(name).map(drop)
+}
+
+/// A host bridge's name, checked once where it enters (the command line, a library call):
+/// a Linux interface name as the kernel accepts it. Code that holds one needs no re-check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BridgeName(String);
+
+impl BridgeName {
+    pub fn parse(name: &str) -> Result<BridgeName> {
+        let why = if name.is_empty() {
+            Some("it is empty")
+        } else if name.len() > 15 {
+            Some("it is longer than 15 bytes, the kernel's limit (IFNAMSIZ)")
+        } else if name == "." || name == ".." {
+            Some("`.` and `..` are not allowed")
+        } else if name.contains('/') {
+            Some("it contains '/'")
+        } else if name.contains(':') {
+            Some("it contains ':'")
+        } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Some("it contains whitespace or a control character")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(Error::invalid(format!(
+                "{name:?} is not a valid interface name: {why}"
+            ))
+            .with_hint("use 1-15 characters such as br0, without '/', ':' or spaces")),
+            None => Ok(BridgeName(name.to_string())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
+
+/// A unicast MAC address, checked once where it enters, kept in the lower-case form libvirt
+/// prints (so comparing two is comparing strings).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac(String);
+
+impl Mac {
+    /// Six colon-separated hex pairs, unicast.
+    pub fn parse(mac: &str) -> Result<Mac> {
+        mac_bytes(mac).map(|b| Mac::from_bytes(&b))
+    }
+
+    /// The bytes are taken as they are (the caller made them unicast).
+    pub fn from_bytes(b: &[u8; 6]) -> Mac {
+        Mac(format_mac(b))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// The string types share their text conversions: parse with `FromStr`, show and
+/// serialise as the plain string.
+macro_rules! text_type {
+    ($t:ident) => {
+        impl std::str::FromStr for $t {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<$t> {
+                $t::parse(s)
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+    };
+}
+text_type!(BridgeName);
+text_type!(Mac);
 
 /// A libvirt object name (network, domain) that vbridge places into XML. libvirt refuses
 /// '/' in names; control characters and empty names make no sense either. Everything else
@@ -48,7 +122,7 @@ pub fn object_name(what: &str, name: &str) -> Result<()> {
 /// Parse a unicast MAC address written as six colon-separated hex pairs; returns it in the
 /// lower-case form libvirt prints.
 pub fn mac(mac: &str) -> Result<String> {
-    mac_bytes(mac).map(|b| format_mac(&b))
+    Mac::parse(mac).map(Mac::into_string)
 }
 
 /// [`mac`] as the six bytes, for netlink.
@@ -142,6 +216,18 @@ mod tests {
         assert!(is_zero_mac("00:00:00:00:00:00"));
         assert!(!is_zero_mac("00:00:00:00:00:01"));
         assert!(!is_zero_mac(""));
+    }
+
+    #[test]
+    fn typed_names_parse_once_and_read_as_strings() {
+        let b: BridgeName = "br0".parse().unwrap();
+        assert_eq!((b.as_str(), b.to_string()), ("br0", "br0".to_string()));
+        assert_eq!(serde_json::to_value(&b).unwrap(), "br0");
+        assert!("br 0".parse::<BridgeName>().is_err());
+        let m = Mac::parse("52:54:00:AB:cd:01").unwrap();
+        assert_eq!(m.as_str(), "52:54:00:ab:cd:01");
+        assert_eq!(serde_json::to_value(&m).unwrap(), "52:54:00:ab:cd:01");
+        assert!("01:00:5e:00:00:01".parse::<Mac>().is_err());
     }
 
     #[test]

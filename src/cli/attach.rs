@@ -12,6 +12,7 @@ use vbridge::error::Error;
 use vbridge::hotplug;
 use vbridge::libvirt::Conn;
 use vbridge::report::{AttachReport, DomainResult, NicResult};
+use vbridge::validate::{BridgeName, Mac};
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("select").args(["mac", "index", "all"])))]
@@ -55,16 +56,19 @@ pub struct UndoArgs {
 }
 
 impl AttachArgs {
-    fn selection(&self) -> Selection {
-        if let Some(m) = &self.mac {
-            Selection::Mac(m.clone())
+    /// The bridge and the NIC selection, checked here, where they enter: bridge first.
+    fn checked(&self) -> Result<(BridgeName, Selection), Error> {
+        let bridge = BridgeName::parse(&self.bridge)?;
+        let selection = if let Some(m) = &self.mac {
+            Selection::Mac(Mac::parse(m)?)
         } else if let Some(i) = self.index {
             Selection::Index(i as usize)
         } else if self.all {
             Selection::All
         } else {
             Selection::Auto
-        }
+        };
+        Ok((bridge, selection))
     }
 }
 
@@ -82,16 +86,38 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
     }
     let conn = Conn::open(g.connect.as_deref())?;
     let r = if a.hotplug {
-        hotplug::hotplug_many(&conn, &a.domains, &a.bridge, a.mac.as_deref(), g.dry_run)
+        hotplug_many(&conn, a, g.dry_run)
     } else {
+        let (bridge, selection) = a.checked()?;
         let opts = AttachOptions {
-            bridge: a.bridge.clone(),
-            selection: a.selection(),
+            bridge,
+            selection,
             dry_run: g.dry_run,
         };
         attach::attach(&conn, &a.domains, &opts, &StateDir::from_env())?
     };
     Ok(report(r, render, AttachReport::ok))
+}
+
+/// A bad bridge or MAC fails each named VM, as it always has with `--hotplug`.
+fn hotplug_many(conn: &Conn, a: &AttachArgs, dry_run: bool) -> AttachReport {
+    let checked = BridgeName::parse(&a.bridge).and_then(|b| {
+        let mac = a.mac.as_deref().map(Mac::parse).transpose()?;
+        Ok((b, mac))
+    });
+    match checked {
+        Ok((bridge, mac)) => {
+            hotplug::hotplug_many(conn, &a.domains, &bridge, mac.as_ref(), dry_run)
+        }
+        Err(e) => AttachReport {
+            dry_run,
+            domains: a
+                .domains
+                .iter()
+                .map(|d| DomainResult::failed(d, e.clone()))
+                .collect(),
+        },
+    }
 }
 
 fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
@@ -102,7 +128,8 @@ fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
         std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut xml))
     };
     read.map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-    let rw = attach::rewrite_document(&xml, &a.bridge, &a.selection())?;
+    let (bridge, selection) = a.checked()?;
+    let rw = attach::rewrite_document(&xml, &bridge, &selection)?;
     let r = XmlReport {
         changed: rw.changed(),
         interfaces: rw.changes.into_iter().map(NicResult::from).collect(),
@@ -118,7 +145,7 @@ fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
 
 pub fn detach(a: &DetachArgs, g: &Globals) -> CmdResult {
     let conn = Conn::open(g.connect.as_deref())?;
-    let d = hotplug::detach(&conn, &a.domain, &a.mac, g.dry_run);
+    let d = Mac::parse(&a.mac).and_then(|mac| hotplug::detach(&conn, &a.domain, &mac, g.dry_run));
     Ok(single(&a.domain, d, g))
 }
 

@@ -250,6 +250,8 @@ mod tests {
         Cli::try_parse_from(line.split_whitespace())
     }
 
+    /// The one table of which command lines parse. How the binary reports a refusal (exit
+    /// code, text or JSON) is the table in tests/it/testdriver.rs `cli_bad_input_table`.
     #[test]
     fn command_lines() {
         let valid = [

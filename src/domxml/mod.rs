@@ -9,6 +9,7 @@ mod rewrite;
 mod scan;
 
 use crate::error::{Error, Result};
+use crate::validate::{BridgeName, Mac};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -48,7 +49,7 @@ impl Nic {
 pub enum Selection {
     /// The single interface not yet on the bridge; refuse when there are several.
     Auto,
-    Mac(String),
+    Mac(Mac),
     /// 1-based.
     Index(usize),
     All,
@@ -131,8 +132,13 @@ fn eol_of(text: &str) -> Option<&'static str> {
     })
 }
 
-/// Rewrite the selected interfaces to virtio NICs on `bridge`, changing nothing else.
-pub fn rewrite_to_bridge(xml: &str, bridge: &str, selection: &Selection) -> Result<Rewritten> {
+/// Rewrite the selected interfaces to virtio NICs on `bridge`, changing nothing else. The
+/// bridge name and a selecting MAC come checked (their types), so nothing here re-checks them.
+pub fn rewrite_to_bridge(
+    xml: &str,
+    bridge: &BridgeName,
+    selection: &Selection,
+) -> Result<Rewritten> {
     rewrite::rewrite_to_bridge(xml, bridge, selection)
 }
 

@@ -4,17 +4,17 @@
 use super::scan::Element;
 use super::{eol_of, interfaces, nics_of, numbered, Nic, NicChange, Rewritten, Selection};
 use crate::error::{Error, Result};
-use crate::validate;
+use crate::validate::BridgeName;
 use crate::xml::escape;
 
 const BY_HAND: &str = "choose the NIC with --mac or --index";
 
 pub(super) fn rewrite_to_bridge(
     xml: &str,
-    bridge: &str,
+    bridge: &BridgeName,
     selection: &Selection,
 ) -> Result<Rewritten> {
-    validate::interface_name(bridge)?;
+    let bridge = bridge.as_str();
     let root = super::domain_root(xml)?;
     let elements = interfaces(&root);
     let nics = numbered(&elements);
@@ -84,10 +84,9 @@ fn select(nics: &[Nic], bridge: &str, selection: &Selection) -> Result<Vec<usize
     };
     match selection {
         Selection::Mac(mac) => {
-            let want = mac.trim().to_ascii_lowercase();
             match nics
                 .iter()
-                .position(|n| n.mac.as_deref() == Some(want.as_str()))
+                .position(|n| n.mac.as_deref() == Some(mac.as_str()))
             {
                 Some(i) => Ok(vec![i]),
                 None if nics.is_empty() => Err(no_nics()),

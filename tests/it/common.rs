@@ -2,6 +2,10 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+
+/// Golden files: `golden::check`, `golden::assert_golden`, one bless switch.
+#[path = "../support/golden.rs"]
+pub mod golden;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -5,6 +5,7 @@
 use crate::common;
 use std::path::{Path, PathBuf};
 use vbridge::domxml::{self, Nic, Rewritten, Selection};
+use vbridge::validate::BridgeName;
 use vbridge::ErrorKind;
 
 const BRIDGE: &str = "br0";
@@ -90,6 +91,7 @@ fn corpus_rewrites_are_lossless_and_accepted_by_libvirt() {
     files.sort();
     assert!(!files.is_empty(), "no .xml files in {}", dir.display());
     let lv = Libvirt::open();
+    let bridge = BridgeName::parse(BRIDGE).unwrap();
     let (mut rewritten_files, mut nics_rewritten, mut refused, mut no_nics) = (0, 0, 0, 0);
     let mut rejected = Vec::new();
     let mut originals_rejected = 0;
@@ -98,7 +100,7 @@ fn corpus_rewrites_are_lossless_and_accepted_by_libvirt() {
         let input = std::fs::read_to_string(path).unwrap();
         let nics = domxml::nics(&input).unwrap_or_else(|e| panic!("{file}: {e}"));
         let mut outputs = Vec::new();
-        match domxml::rewrite_to_bridge(&input, BRIDGE, &Selection::All) {
+        match domxml::rewrite_to_bridge(&input, &bridge, &Selection::All) {
             Ok(r) => {
                 assert!(
                     nics.iter().all(convertible),
@@ -114,7 +116,7 @@ fn corpus_rewrites_are_lossless_and_accepted_by_libvirt() {
                 assert!(nics.iter().any(|n| !convertible(n)), "{file}: refused: {e}");
                 refused += 1;
                 for n in nics.iter().filter(|n| convertible(n)) {
-                    let r = domxml::rewrite_to_bridge(&input, BRIDGE, &Selection::Index(n.index))
+                    let r = domxml::rewrite_to_bridge(&input, &bridge, &Selection::Index(n.index))
                         .unwrap_or_else(|e| panic!("{file}: interface {}: {e}", n.index));
                     check(&file, &input, &r);
                     nics_rewritten += r.changes.iter().filter(|c| c.changed).count();

@@ -7,13 +7,16 @@ use crate::common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use vbridge::domxml::{self, Rewritten, Selection};
+use vbridge::validate::{BridgeName, Mac};
+use vbridge::Result;
+
+/// The rewrite with the bridge name checked first, as every caller checks it on entry.
+fn rewrite(xml: &str, bridge: &str, selection: &Selection) -> Result<Rewritten> {
+    domxml::rewrite_to_bridge(xml, &BridgeName::parse(bridge)?, selection)
+}
 
 fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rewrite")
-}
-
-fn bless() -> bool {
-    std::env::var_os("VBRIDGE_BLESS").is_some_and(|v| v == "1")
 }
 
 /// `args`: lines `select auto|all|index N|mac M` and `bridge NAME` (default: auto, br0).
@@ -27,7 +30,7 @@ fn args(dir: &Path) -> (Selection, String) {
             ["select", "auto"] => selection = Selection::Auto,
             ["select", "all"] => selection = Selection::All,
             ["select", "index", n] => selection = Selection::Index(n.parse().unwrap()),
-            ["select", "mac", m] => selection = Selection::Mac(m.to_string()),
+            ["select", "mac", m] => selection = Selection::Mac(Mac::parse(m).unwrap()),
             ["bridge", b] => bridge = b.to_string(),
             _ => panic!("{}: bad args line {line:?}", dir.display()),
         }
@@ -111,23 +114,8 @@ fn summary(r: &Rewritten) -> String {
 }
 
 fn golden(path: &Path, actual: &str, failures: &mut Vec<String>) {
-    if bless() {
-        fs::write(path, actual).unwrap();
-        return;
-    }
-    match fs::read_to_string(path) {
-        Ok(expected) if expected == actual => {}
-        Ok(expected) => failures.push(format!(
-            "{} differs:\n{}",
-            path.display(),
-            similar::TextDiff::from_lines(expected.as_str(), actual)
-                .unified_diff()
-                .header("expected", "actual")
-        )),
-        Err(_) => failures.push(format!(
-            "{} is missing (run with VBRIDGE_BLESS=1)",
-            path.display()
-        )),
+    if let Err(e) = common::golden::check(path, actual) {
+        failures.push(e);
     }
 }
 
@@ -146,14 +134,14 @@ fn golden_cases() {
         let input = fs::read_to_string(dir.join("in.xml")).unwrap();
         let (selection, bridge) = args(dir);
         let out_path = dir.join("out.xml");
-        match domxml::rewrite_to_bridge(&input, &bridge, &selection) {
+        match rewrite(&input, &bridge, &selection) {
             Ok(r) => {
                 check_invariants(&case, &input, &bridge, &r);
                 golden(&out_path, &r.xml, &mut failures);
                 golden(&dir.join("result.txt"), &summary(&r), &mut failures);
             }
             Err(e) => {
-                if bless() {
+                if common::golden::bless() {
                     let _ = fs::remove_file(&out_path);
                 }
                 assert!(
@@ -171,11 +159,11 @@ fn golden_cases() {
 #[test]
 fn refusals_are_all_or_nothing() {
     let xml = fs::read_to_string(cases_dir().join("all-with-hostdev/in.xml")).unwrap();
-    let err = domxml::rewrite_to_bridge(&xml, "br0", &Selection::All).unwrap_err();
+    let err = rewrite(&xml, "br0", &Selection::All).unwrap_err();
     assert_eq!(err.kind, vbridge::ErrorKind::Unsupported);
     assert!(err.message.contains("interface 2"), "{err}");
     // The other NIC alone is fine.
-    let r = domxml::rewrite_to_bridge(&xml, "br0", &Selection::Index(1)).unwrap();
+    let r = rewrite(&xml, "br0", &Selection::Index(1)).unwrap();
     assert!(r.changed());
 }
 
@@ -183,7 +171,7 @@ fn refusals_are_all_or_nothing() {
 fn bad_bridge_names_are_refused_before_anything_else() {
     let xml = fs::read_to_string(cases_dir().join("network-portgroup/in.xml")).unwrap();
     for bad in ["", "br 0", "a-very-long-bridge-name"] {
-        let err = domxml::rewrite_to_bridge(&xml, bad, &Selection::All).unwrap_err();
+        let err = rewrite(&xml, bad, &Selection::All).unwrap_err();
         assert_eq!(err.kind, vbridge::ErrorKind::InvalidInput, "{bad:?}");
     }
 }
@@ -192,8 +180,8 @@ fn bad_bridge_names_are_refused_before_anything_else() {
 fn rewriting_twice_changes_nothing_more() {
     for case in ["user-full", "crlf", "tabs", "self-closing-user"] {
         let xml = fs::read_to_string(cases_dir().join(case).join("in.xml")).unwrap();
-        let once = domxml::rewrite_to_bridge(&xml, "br0", &Selection::All).unwrap();
-        let twice = domxml::rewrite_to_bridge(&once.xml, "br0", &Selection::All).unwrap();
+        let once = rewrite(&xml, "br0", &Selection::All).unwrap();
+        let twice = rewrite(&once.xml, "br0", &Selection::All).unwrap();
         assert!(!twice.changed(), "{case}");
         assert_eq!(once.xml, twice.xml, "{case}");
     }

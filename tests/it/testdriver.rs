@@ -8,6 +8,7 @@ use vbridge::backup::StateDir;
 use vbridge::domxml::{self, Selection};
 use vbridge::libvirt::Conn;
 use vbridge::network::{self, Action, NetDefine};
+use vbridge::validate::{BridgeName, Mac};
 use vbridge::{hotplug, ErrorKind};
 
 fn homelab_uri() -> String {
@@ -19,9 +20,17 @@ fn conn() -> Conn {
     Conn::open(Some(&homelab_uri())).expect("test driver opens")
 }
 
+fn br(name: &str) -> BridgeName {
+    BridgeName::parse(name).unwrap()
+}
+
+fn mac(m: &str) -> Mac {
+    Mac::parse(m).unwrap()
+}
+
 fn opts(sel: Selection) -> AttachOptions {
     AttachOptions {
-        bridge: "br0".into(),
+        bridge: br("br0"),
         selection: sel,
         dry_run: false,
     }
@@ -232,7 +241,7 @@ fn selection_rules_on_a_vm_with_two_nics() {
     let r = attach::attach(
         &c,
         &["media".into()],
-        &opts(Selection::Mac("52:54:00:3A:10:04".into())),
+        &opts(Selection::Mac(mac("52:54:00:3A:10:04"))),
         &tmp.state,
     )
     .unwrap();
@@ -275,17 +284,19 @@ fn a_concurrent_edit_is_detected_not_overwritten() {
     let c = conn();
     let tmp = StateTmp::new();
     let dom = c.domain("db").unwrap();
-    let plan = attach::plan(&dom, "br0", &Selection::Auto).unwrap();
-    assert!(plan.changed());
+    let original = dom.persistent_xml().unwrap();
+    let plan = attach::plan(&c, &["db".into()], &opts(Selection::Auto)).unwrap();
+    assert!(plan.domains[0].result.changed);
     // Someone else edits the VM between our read and our write.
-    let edited = plan.original.replacen(
+    let edited = original.replacen(
         "<memory unit='KiB'>2097152</memory>",
         "<memory unit='KiB'>4194304</memory>",
         1,
     );
-    assert_ne!(edited, plan.original, "the edit must apply");
+    assert_ne!(edited, original, "the edit must apply");
     c.define_domain(&edited).unwrap();
-    let err = attach::apply(&c, &dom, &plan, &tmp.state).unwrap_err();
+    let r = attach::apply(&c, plan, &tmp.state);
+    let err = r.domains[0].error.clone().expect("refused");
     assert_eq!(err.kind, ErrorKind::Conflict, "{err}");
     assert!(err.message.contains("changed"), "{}", err.message);
     assert_eq!(dom.persistent_xml().unwrap(), edited);
@@ -303,21 +314,23 @@ fn hotplug_refusals_before_libvirt() {
     let c = conn();
     let before = c.domain("media").unwrap().persistent_xml().unwrap();
     // A MAC that belongs to a NIC not on the bridge is refused, nothing changes.
-    let err = hotplug::hotplug(&c, "media", "br0", Some("52:54:00:3a:10:03"), false).unwrap_err();
+    let br0 = br("br0");
+    let err =
+        hotplug::hotplug(&c, "media", &br0, Some(&mac("52:54:00:3a:10:03")), false).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Conflict);
     assert!(err.message.contains("52:54:00:3a:10:03"), "{}", err.message);
     // The NIC already there with that MAC on br0: nothing to do, no libvirt call.
-    let same = hotplug::hotplug(&c, "nas", "br0", Some("52:54:00:3a:10:05"), false).unwrap();
+    let same = hotplug::hotplug(&c, "nas", &br0, Some(&mac("52:54:00:3a:10:05")), false).unwrap();
     assert!(!same.changed);
     // Dry run shows the device XML, derived MAC and all.
-    let dry = hotplug::hotplug(&c, "nas", "br0", None, true).unwrap();
+    let dry = hotplug::hotplug(&c, "nas", &br0, None, true).unwrap();
     let uuid = c.domain("nas").unwrap().uuid().unwrap();
-    let mac = hotplug::derive_mac(&uuid, "br0");
-    assert!(dry.changed && dry.diff.as_deref().unwrap().contains(&mac));
+    let derived = hotplug::derive_mac(&uuid, &br0);
+    assert!(dry.changed && dry.diff.as_deref().unwrap().contains(derived.as_str()));
     assert_eq!(c.domain("media").unwrap().persistent_xml().unwrap(), before);
     // detach of an absent MAC is success with no change.
     assert!(
-        !hotplug::detach(&c, "nas", "52:54:00:00:00:09", false)
+        !hotplug::detach(&c, "nas", &mac("52:54:00:00:00:09"), false)
             .unwrap()
             .changed
     );
@@ -348,41 +361,45 @@ fn bad_input_changes_nothing() {
         (
             "bad bridge name",
             ErrorKind::InvalidInput,
-            attach::attach(
-                &c,
-                &["db".into()],
-                &AttachOptions {
-                    bridge: "br 0".into(),
-                    ..opts(Selection::Auto)
-                },
-                &tmp.state,
-            )
-            .unwrap_err(),
+            BridgeName::parse("br 0")
+                .and_then(|bridge| {
+                    attach::attach(
+                        &c,
+                        &["db".into()],
+                        &AttachOptions {
+                            bridge,
+                            ..opts(Selection::Auto)
+                        },
+                        &tmp.state,
+                    )
+                })
+                .unwrap_err(),
         ),
         (
             "bridge name too long",
             ErrorKind::InvalidInput,
-            attach::attach(
-                &c,
-                &["db".into()],
-                &AttachOptions {
-                    bridge: "a-very-long-bridge".into(),
-                    ..opts(Selection::Auto)
-                },
-                &tmp.state,
-            )
-            .unwrap_err(),
+            BridgeName::parse("a-very-long-bridge")
+                .and_then(|bridge| {
+                    attach::attach(
+                        &c,
+                        &["db".into()],
+                        &AttachOptions {
+                            bridge,
+                            ..opts(Selection::Auto)
+                        },
+                        &tmp.state,
+                    )
+                })
+                .unwrap_err(),
         ),
         (
             "bad MAC",
             ErrorKind::InvalidInput,
-            attach::attach(
-                &c,
-                &["db".into()],
-                &opts(Selection::Mac("52:54:00:zz:00:01".into())),
-                &tmp.state,
-            )
-            .unwrap_err(),
+            Mac::parse("52:54:00:zz:00:01")
+                .and_then(|m| {
+                    attach::attach(&c, &["db".into()], &opts(Selection::Mac(m)), &tmp.state)
+                })
+                .unwrap_err(),
         ),
         (
             "absent MAC",
@@ -390,7 +407,7 @@ fn bad_input_changes_nothing() {
             attach::attach(
                 &c,
                 &["db".into()],
-                &opts(Selection::Mac("52:54:00:00:00:01".into())),
+                &opts(Selection::Mac(mac("52:54:00:00:00:01"))),
                 &tmp.state,
             )
             .unwrap()
@@ -414,7 +431,7 @@ fn bad_input_changes_nothing() {
             ErrorKind::InvalidInput,
             attach::rewrite_document(
                 "<domain><devices><interface type='user'></devices></domain>",
-                "br0",
+                &br("br0"),
                 &Selection::Auto,
             )
             .unwrap_err(),
@@ -422,7 +439,9 @@ fn bad_input_changes_nothing() {
         (
             "hotplug bad MAC",
             ErrorKind::InvalidInput,
-            hotplug::hotplug(&c, "db", "br0", Some("01:00:5e:00:00:01"), false).unwrap_err(),
+            Mac::parse("01:00:5e:00:00:01")
+                .and_then(|m| hotplug::hotplug(&c, "db", &br("br0"), Some(&m), false))
+                .unwrap_err(),
         ),
         (
             "net-define bad bridge",
@@ -468,7 +487,17 @@ fn bad_input_changes_nothing() {
     );
 }
 
-/// The same refusals through the binary: exit 1, one line that says why, no panic.
+/// How a refusal comes out of the binary.
+enum Says {
+    /// Exit 1, and the output says this.
+    Text(&'static str),
+    /// Exit 1 (2 for a usage error), and stdout is a JSON error of this kind.
+    Json(i32, &'static str),
+}
+
+/// The binary's one table of refusals: the same refusals as above (and a libvirtd that is
+/// not there, a malformed command line), each with its exit code and one line that says why
+/// (or a JSON error), never a panic. Which command lines parse at all is `cli::command_lines`.
 #[test]
 fn cli_bad_input_table() {
     let tmp = StateTmp::new();
@@ -481,39 +510,84 @@ fn cli_bad_input_table() {
     .unwrap();
     let not_dir = tmp.dir.path().join("file");
     std::fs::write(&not_dir, "").unwrap();
-    let cases: Vec<(Vec<&str>, &str, Option<&std::path::Path>)> = vec![
-        (vec!["attach", "ghost"], "no domain named", None),
+    // libvirtd down: a socket nobody listens on.
+    let sock = format!(
+        "qemu:///system?socket={}/none.sock",
+        tmp.dir.path().display()
+    );
+    let on = |args: &[&str]| -> Vec<String> {
+        ["-c", uri.as_str()]
+            .iter()
+            .chain(args)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let raw = |args: &[&str]| -> Vec<String> { args.iter().map(|a| a.to_string()).collect() };
+    let cases: Vec<(Vec<String>, Says, Option<&std::path::Path>)> = vec![
         (
-            vec!["attach", "db", "--bridge", "br 0"],
-            "not a valid interface name",
+            on(&["attach", "ghost"]),
+            Says::Text("no domain named"),
             None,
         ),
         (
-            vec!["attach", "db", "--mac", "52:54:00:zz:00:01"],
-            "not a valid MAC",
+            on(&["attach", "db", "--bridge", "br 0"]),
+            Says::Text("not a valid interface name"),
             None,
         ),
         (
-            vec!["attach", "--xml", bad_xml.to_str().unwrap()],
-            "not well-formed",
-            None,
-        ),
-        (vec!["attach", "media"], "--mac", None),
-        (vec!["attach", "db"], "backup", Some(&not_dir)),
-        (
-            vec!["net-define", "--bridge", "br:0"],
-            "not a valid interface name",
+            on(&["attach", "db", "--mac", "52:54:00:zz:00:01"]),
+            Says::Text("not a valid MAC"),
             None,
         ),
         (
-            vec!["detach", "db", "--mac", "nope"],
-            "not a valid MAC",
+            on(&["attach", "--xml", bad_xml.to_str().unwrap()]),
+            Says::Text("not well-formed"),
+            None,
+        ),
+        (on(&["attach", "media"]), Says::Text("--mac"), None),
+        (on(&["attach", "db"]), Says::Text("backup"), Some(&not_dir)),
+        (
+            on(&["net-define", "--bridge", "br:0"]),
+            Says::Text("not a valid interface name"),
+            None,
+        ),
+        (
+            on(&["detach", "db", "--mac", "nope"]),
+            Says::Text("not a valid MAC"),
+            None,
+        ),
+        (
+            raw(&["-c", &sock, "-o", "json", "attach", "web"]),
+            Says::Json(1, "connection"),
+            None,
+        ),
+        // A test-driver file that cannot be read is a connection failure, said as one.
+        (
+            raw(&[
+                "-c",
+                "test:///nonexistent/node.xml",
+                "-o=json",
+                "attach",
+                "web",
+            ]),
+            Says::Json(1, "connection"),
+            None,
+        ),
+        // Usage errors exit 2, as JSON when JSON was asked for (-o=json too).
+        (
+            raw(&["-o", "json", "attach", "web", "--index", "0"]),
+            Says::Json(2, "usage"),
+            None,
+        ),
+        (
+            raw(&["-o=json", "verify", "web", "--timeout", "-1"]),
+            Says::Json(2, "usage"),
             None,
         ),
     ];
     for (args, says, state) in cases {
         let mut cmd = Command::new(vbridge_bin());
-        cmd.arg("-c").arg(&uri).args(&args);
+        cmd.args(&args);
         cmd.env("VBRIDGE_STATE_DIR", state.unwrap_or(tmp.dir.path()));
         let out = cmd.output().unwrap();
         let text = format!(
@@ -521,30 +595,20 @@ fn cli_bad_input_table() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
-        assert!(text.contains(says), "{args:?} should say {says:?}: {text}");
         assert!(!text.contains("panicked"), "{args:?}: {text}");
+        match says {
+            Says::Text(says) => {
+                assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+                assert!(text.contains(says), "{args:?} should say {says:?}: {text}");
+            }
+            Says::Json(code, kind) => {
+                assert_eq!(out.status.code(), Some(code), "{args:?}: {text}");
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                    .unwrap_or_else(|e| panic!("{args:?}: JSON error: {e}: {text}"));
+                assert_eq!(v["error"]["kind"], kind, "{args:?}: {v}");
+            }
+        }
     }
-    // libvirtd down: a socket nobody listens on.
-    let sock = format!(
-        "qemu:///system?socket={}/none.sock",
-        tmp.dir.path().display()
-    );
-    let out = Command::new(vbridge_bin())
-        .args(["-c", &sock, "-o", "json", "attach", "web"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON error");
-    assert_eq!(v["error"]["kind"], "connection", "{v}");
-    // Usage errors exit 2, as JSON when JSON was asked for.
-    let out = Command::new(vbridge_bin())
-        .args(["-o", "json", "attach", "web", "--index", "0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON usage error");
-    assert_eq!(v["error"]["kind"], "usage");
 }
 
 #[test]
@@ -660,26 +724,4 @@ fn cli_output_details() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("<source bridge=\"br0\"/>"));
-    // A test-driver file that cannot be read is a connection failure, said as one.
-    let out = Command::new(vbridge_bin())
-        .args([
-            "-c",
-            "test:///nonexistent/node.xml",
-            "-o=json",
-            "attach",
-            "web",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(v["error"]["kind"], "connection", "{v}");
-    // -o=json also turns usage errors into JSON.
-    let out = Command::new(vbridge_bin())
-        .args(["-o=json", "verify", "web", "--timeout", "-1"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON usage error");
-    assert_eq!(v["error"]["kind"], "usage");
 }

@@ -1,0 +1,344 @@
+//! The steps that change a libvirt domain (define a new definition, attach or detach a
+//! device, the bookkeeping of undo) and the applier that carries them out. Shared by attach,
+//! hotplug, detach and undo, which plan in these steps and never import each other.
+
+use crate::backup::StateDir;
+use crate::error::{Error, Result};
+use crate::libvirt::{Conn, Dom};
+use crate::plan::{Applier, Step};
+use std::path::PathBuf;
+
+/// How the definition a [`DomainStep::Define`] replaces is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// As a backup (`undo` restores it), made durable before anything changes.
+    Backup,
+    /// Beside the backups as `*.xml.pre-undo`: what an undo replaced, to restore by hand.
+    PreUndo,
+}
+
+/// One change to a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainStep {
+    /// Make `after` the persistent definition of `domain`, which was read as `before` (None:
+    /// the domain no longer exists). Applying it keeps `before` as `keep` says, checks the
+    /// definition is still `before` (nobody edited it meanwhile), then defines `after`.
+    Define {
+        domain: String,
+        before: Option<String>,
+        after: String,
+        keep: Keep,
+    },
+    /// Keep a definition as `*.xml.pre-undo` without changing the domain.
+    SavePreUndo { domain: String, xml: String },
+    /// Mark a backup as used, so the next undo goes one step further back.
+    MarkUndone { backup: PathBuf },
+    /// `virsh attach-device` with `--config` and/or `--live`.
+    AttachDevice {
+        domain: String,
+        xml: String,
+        config: bool,
+        live: bool,
+    },
+    /// `virsh detach-device` with `--config` and/or `--live`.
+    DetachDevice {
+        domain: String,
+        xml: String,
+        config: bool,
+        live: bool,
+    },
+}
+
+fn where_(config: bool, live: bool) -> &'static str {
+    match (config, live) {
+        (true, true) => "config and live",
+        (true, false) => "config",
+        _ => "live",
+    }
+}
+
+impl Step for DomainStep {
+    fn describe(&self) -> String {
+        match self {
+            DomainStep::Define { domain, keep, .. } => match keep {
+                Keep::Backup => format!("back up and redefine {domain}"),
+                Keep::PreUndo => format!("define {domain} from its backup"),
+            },
+            DomainStep::SavePreUndo { domain, .. } => {
+                format!("keep the definition of {domain} as it is now")
+            }
+            DomainStep::MarkUndone { backup } => format!("mark {} as undone", backup.display()),
+            DomainStep::AttachDevice {
+                domain,
+                config,
+                live,
+                ..
+            } => format!("attach a NIC to {domain} ({})", where_(*config, *live)),
+            DomainStep::DetachDevice {
+                domain,
+                config,
+                live,
+                ..
+            } => format!("detach a NIC from {domain} ({})", where_(*config, *live)),
+        }
+    }
+
+    fn inverse(&self) -> Option<DomainStep> {
+        match self.clone() {
+            // Putting the old definition back is what `undo` does.
+            DomainStep::Define {
+                domain,
+                before: Some(before),
+                after,
+                ..
+            } => Some(DomainStep::Define {
+                domain,
+                before: Some(after),
+                after: before,
+                keep: Keep::PreUndo,
+            }),
+            DomainStep::Define { before: None, .. }
+            | DomainStep::SavePreUndo { .. }
+            | DomainStep::MarkUndone { .. } => None,
+            DomainStep::AttachDevice {
+                domain,
+                xml,
+                config,
+                live,
+            } => Some(DomainStep::DetachDevice {
+                domain,
+                xml,
+                config,
+                live,
+            }),
+            DomainStep::DetachDevice {
+                domain,
+                xml,
+                config,
+                live,
+            } => Some(DomainStep::AttachDevice {
+                domain,
+                xml,
+                config,
+                live,
+            }),
+        }
+    }
+}
+
+impl DomainStep {
+    /// What `--dry-run` shows of the step: the diff of a definition, the XML of a device.
+    pub fn diff(&self) -> Option<String> {
+        match self {
+            DomainStep::Define {
+                domain,
+                before,
+                after,
+                ..
+            } => Some(unified_diff(domain, before.as_deref().unwrap_or(""), after)),
+            DomainStep::AttachDevice { xml, .. } => Some(xml.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Unified diff of two definitions, as `diff -u` prints it.
+pub fn unified_diff(name: &str, before: &str, after: &str) -> String {
+    similar::TextDiff::from_lines(before, after)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{name}.xml"), &format!("b/{name}.xml"))
+        .to_string()
+}
+
+/// Write the backup the Define step of `steps` will need, without flushing it: a caller
+/// with many domains writes them all, flushes once ([`StateDir::sync`]), and hands each to
+/// [`DomainApplier::with_backup`]. Returns the backup's path, if one was needed.
+pub fn write_backup(state: &StateDir, steps: &[DomainStep]) -> Result<Option<PathBuf>> {
+    for s in steps {
+        if let DomainStep::Define {
+            domain,
+            before: Some(before),
+            keep: Keep::Backup,
+            ..
+        } = s
+        {
+            return state.save_backup(domain, before).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Carries [`DomainStep`]s out on one domain through libvirt, keeping backups in `state`.
+pub struct DomainApplier<'a> {
+    conn: &'a Conn,
+    /// None: the domain does not exist (undo of a domain removed since).
+    dom: Option<&'a Dom>,
+    state: Option<&'a StateDir>,
+    /// The backup a Define step made (or was given, already durable).
+    backup: Option<PathBuf>,
+    durable: bool,
+}
+
+impl<'a> DomainApplier<'a> {
+    /// `state` is needed only by plans that define or keep definitions.
+    pub fn new(conn: &'a Conn, dom: Option<&'a Dom>, state: Option<&'a StateDir>) -> Self {
+        DomainApplier {
+            conn,
+            dom,
+            state,
+            backup: None,
+            durable: false,
+        }
+    }
+
+    /// An applier for a plan whose backup is already written and flushed
+    /// ([`write_backup`], then one [`StateDir::sync`] for many domains).
+    pub fn with_backup(
+        conn: &'a Conn,
+        dom: Option<&'a Dom>,
+        state: Option<&'a StateDir>,
+        backup: Option<PathBuf>,
+    ) -> Self {
+        DomainApplier {
+            durable: backup.is_some(),
+            backup,
+            ..DomainApplier::new(conn, dom, state)
+        }
+    }
+
+    /// Remove the backup written for a change that will not be made: a backup of a state
+    /// vbridge did not replace would mislead `undo`.
+    pub fn discard_backup(&mut self) {
+        if let Some(b) = self.backup.take() {
+            let _ = std::fs::remove_file(b);
+        }
+    }
+
+    /// The backup of the definition replaced, once a Define step kept one.
+    pub fn backup(&self) -> Option<&PathBuf> {
+        self.backup.as_ref()
+    }
+
+    fn state(&self) -> Result<&'a StateDir> {
+        self.state.ok_or_else(|| {
+            Error::invalid("internal error: a definition change without a state dir")
+        })
+    }
+
+    fn dom(&self) -> Result<&'a Dom> {
+        self.dom
+            .ok_or_else(|| Error::invalid("internal error: a device change without a domain"))
+    }
+
+    fn define(
+        &mut self,
+        domain: &str,
+        before: Option<&str>,
+        after: &str,
+        keep: Keep,
+    ) -> Result<()> {
+        match (keep, before) {
+            (Keep::Backup, Some(before)) if self.backup.is_none() || !self.durable => {
+                if self.backup.is_none() {
+                    self.backup = Some(self.state()?.save_backup(domain, before)?);
+                }
+                if let Err(e) = self.state()?.sync() {
+                    self.discard_backup();
+                    return Err(e);
+                }
+                self.durable = true;
+            }
+            (Keep::PreUndo, Some(before)) => {
+                self.state()?.save_pre_undo(domain, before)?;
+            }
+            _ => {}
+        }
+        if let (Some(dom), Some(before)) = (self.dom, before) {
+            let now = dom.persistent_xml();
+            if now.as_deref().ok() != Some(before) {
+                if keep == Keep::Backup {
+                    self.discard_backup();
+                }
+                return Err(now.err().unwrap_or_else(|| {
+                    Error::conflict(format!(
+                        "the definition of {domain} changed while vbridge was working on it (someone else edited it); nothing was written"
+                    ))
+                    .with_hint("run the command again to work from the new definition")
+                }));
+            }
+        }
+        if let Err(e) = self.conn.define_domain(after) {
+            if keep == Keep::Backup {
+                self.discard_backup();
+            }
+            return Err(e.context(format!("libvirt refused the new definition of {domain}")));
+        }
+        Ok(())
+    }
+}
+
+impl Applier<DomainStep> for DomainApplier<'_> {
+    fn apply_step(&mut self, step: &DomainStep) -> Result<()> {
+        match step {
+            DomainStep::Define {
+                domain,
+                before,
+                after,
+                keep,
+            } => self.define(domain, before.as_deref(), after, *keep),
+            DomainStep::SavePreUndo { domain, xml } => {
+                self.state()?.save_pre_undo(domain, xml).map(drop)
+            }
+            DomainStep::MarkUndone { backup } => self.state()?.mark_undone(backup),
+            DomainStep::AttachDevice {
+                xml, config, live, ..
+            } => self.dom()?.attach_device(xml, *config, *live),
+            DomainStep::DetachDevice {
+                xml, config, live, ..
+            } => self.dom()?.detach_device(xml, *config, *live),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plan;
+
+    #[test]
+    fn inverses_put_back_what_a_step_changed() {
+        let define = DomainStep::Define {
+            domain: "web".into(),
+            before: Some("<a/>".into()),
+            after: "<b/>".into(),
+            keep: Keep::Backup,
+        };
+        let attach = DomainStep::AttachDevice {
+            domain: "web".into(),
+            xml: "<interface/>".into(),
+            config: true,
+            live: false,
+        };
+        let plan = Plan::new(vec![define, attach]);
+        let undo = plan.undo();
+        assert!(matches!(
+            &undo[0],
+            DomainStep::DetachDevice {
+                config: true,
+                live: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &undo[1],
+            DomainStep::Define { before: Some(b), after, keep: Keep::PreUndo, .. } if b == "<b/>" && after == "<a/>"
+        ));
+        assert_eq!(
+            plan.describe(),
+            vec!["back up and redefine web", "attach a NIC to web (config)"]
+        );
+        assert_eq!(plan.steps[1].diff().as_deref(), Some("<interface/>"));
+        assert!(plan.steps[0].diff().unwrap().contains("-<a/>"));
+    }
+}
