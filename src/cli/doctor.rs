@@ -161,17 +161,7 @@ mod tests {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/data/doctor")
             .join(format!("{name}.txt"));
-        if std::env::var_os("VBRIDGE_BLESS").is_some() {
-            std::fs::write(&p, &text).unwrap();
-        }
-        let want = std::fs::read_to_string(&p)
-            .unwrap_or_else(|_| panic!("{} missing: run with VBRIDGE_BLESS=1", p.display()));
-        assert_eq!(
-            text,
-            want,
-            "{} differs (VBRIDGE_BLESS=1 rewrites it)",
-            p.display()
-        );
+        crate::golden::assert_golden(&p, &text);
     }
 
     fn healthy() -> Observation {

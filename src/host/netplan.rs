@@ -394,16 +394,7 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/data/netplan")
             .join(name);
-        if std::env::var_os("VBRIDGE_BLESS").is_some() {
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, text).unwrap();
-        }
-        let want = std::fs::read_to_string(&p)
-            .unwrap_or_else(|_| panic!("{} missing: run with VBRIDGE_BLESS=1", p.display()));
-        assert_eq!(
-            text, want,
-            "{name} differs from the golden file (VBRIDGE_BLESS=1 regenerates)"
-        );
+        crate::golden::assert_golden(&p, text);
     }
 
     #[test]
