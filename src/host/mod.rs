@@ -10,6 +10,7 @@
 //! [`netplan::write`], and the read-only [`sysfs`] facts (bridge exists, ports, master,
 //! STP state, forward delay, MAC) and [`bridge::observe`] (links, addresses, routes).
 
+pub mod backends;
 pub mod bridge;
 pub mod firewall;
 pub mod host_bridge;
