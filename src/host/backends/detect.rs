@@ -186,8 +186,12 @@ pub fn detect(root: &Path, nic: &str, nm_running: bool) -> Result<Backend> {
     match stacks.as_slice() {
         [one] => Ok(*one),
         [] => Err(Error::not_found(format!(
-            "no network stack manages {nic}: no netplan file, networkd .network file, ifupdown stanza{} names it",
-            if nm_running { " or NetworkManager profile" } else { " (NetworkManager is not running)" }
+            "no network stack manages {nic}: {}",
+            if nm_running {
+                "no netplan file, networkd .network file, ifupdown stanza or NetworkManager profile names it"
+            } else {
+                "no netplan file, networkd .network file or ifupdown stanza names it (NetworkManager profiles count only while NetworkManager runs)"
+            }
         ))
         .with_hint("choose the stack with --backend netplan|networkd|ifupdown|nm")),
         _ => Err(Error::conflict(format!(

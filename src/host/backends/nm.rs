@@ -114,9 +114,10 @@ fn ip_section(cfg: &Config, v6: bool) -> String {
         (false, None, true) => "ignore",
     };
     if let Some((ip, len)) = mine {
-        s.push_str(&format!("address1={ip}/{len}\n"));
-        if let Some(g) = cfg.gateway {
-            s.push_str(&format!("gateway={g}\n"));
+        // NM's own form: the gateway rides on the first address.
+        match cfg.gateway {
+            Some(g) => s.push_str(&format!("address1={ip}/{len},{g}\n")),
+            None => s.push_str(&format!("address1={ip}/{len}\n")),
         }
         let dns: Vec<String> = cfg
             .dns
