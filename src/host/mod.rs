@@ -7,6 +7,7 @@
 //! [`bridge::plan_live`] computes the [`bridge::Step`]s (pure), and [`bridge::apply`] runs
 //! them through the [`bridge::Net`] trait, whose real implementation speaks rtnetlink.
 
+pub mod backends;
 pub mod bridge;
 pub mod cidr;
 pub mod firewall;

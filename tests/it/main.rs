@@ -1,5 +1,6 @@
 //! vbridge's integration tests, compiled into one binary.
 
+mod backends;
 mod bench;
 mod common;
 mod corpus;
