@@ -3,6 +3,7 @@
 //! changed the definition meanwhile, define.
 
 use crate::backup::StateDir;
+use crate::domain;
 use crate::domxml::{self, Selection};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fanout::parallel;
@@ -95,6 +96,8 @@ pub struct AttachOptions {
     pub bridge: String,
     pub selection: Selection,
     pub dry_run: bool,
+    /// Make a transient VM persistent (its rewrite is refused otherwise).
+    pub persist: bool,
 }
 
 /// Validate options once, before any libvirt call.
@@ -124,6 +127,13 @@ pub fn attach(
                 Ok((dom, plan)) => {
                     let mut r = result_of(&plan);
                     if plan.changed() {
+                        match dom
+                            .is_persistent()
+                            .and_then(|p| domain::persistent_rewrite(&plan.domain, p, opts.persist))
+                        {
+                            Ok(note) => r.notes.extend(note),
+                            Err(e) => return (None, DomainResult::failed(name, e), None),
+                        }
                         r.notes.extend(host_warning.iter().cloned());
                     }
                     if opts.dry_run && plan.changed() {
@@ -194,6 +204,9 @@ fn host_bridge_warning(conn: &Conn, bridge: &str) -> Vec<String> {
     } else {
         Vec::new()
     }
+    .into_iter()
+    .chain(crate::topology::bridge_owner_notes(conn, bridge))
+    .collect()
 }
 
 /// A domain's plan still to apply (None: nothing to do, or it failed).

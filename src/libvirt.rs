@@ -17,6 +17,11 @@ pub fn init() {
 fn map(err: virt::error::Error) -> Error {
     let msg = err.message().to_string();
     let code = err.code();
+    if code.is(N::NoSupport) {
+        if let Some(e) = network_driver_unavailable(&msg) {
+            return e;
+        }
+    }
     let kind = match code.known() {
         Some(N::NoDomain | N::NoNetwork | N::NoNetworkPort) => ErrorKind::NotFound,
         Some(N::AuthFailed | N::AccessDenied | N::AuthCancelled | N::AuthUnavailable) => {
@@ -40,6 +45,31 @@ fn map(err: virt::error::Error) -> Error {
         e = e.with_hint("run as root, or as a user in the libvirt group");
     }
     e
+}
+
+/// What to do when libvirt has no network driver, for every caller that says so.
+pub const NETWORK_DRIVER_HINT: &str = "install and start libvirt's network driver (Debian/Ubuntu: libvirt-daemon-driver-network; with modular daemons: `systemctl enable --now virtnetworkd.socket`)";
+
+/// libvirt answers "this function is not supported by the connection driver:
+/// virConnectListAllNetworks" (or another network call) when its network driver is not
+/// loaded: a modular setup with virtqemud but no virtnetworkd, or the driver not installed.
+fn network_driver_unavailable(msg: &str) -> Option<Error> {
+    let call = msg.rsplit(": ").next()?;
+    if !(call.starts_with("virNetwork") || call.contains("Networks")) {
+        return None;
+    }
+    Some(
+        Error::new(
+            ErrorKind::DriverUnavailable,
+            format!("libvirt's network driver is not available ({call} is not supported by this connection)"),
+        )
+        .with_hint(NETWORK_DRIVER_HINT),
+    )
+}
+
+/// Whether an error says libvirt has no network driver.
+pub fn is_network_driver_unavailable(e: &Error) -> bool {
+    e.kind == ErrorKind::DriverUnavailable
 }
 
 /// libvirt's words when a NIC's bridge is missing name the bridge; a bare "No such device"
@@ -170,6 +200,13 @@ impl Conn {
             }
         }
         Ok(out)
+    }
+
+    /// Create and start a transient domain from XML (`virsh create`): it has no persistent
+    /// definition and is gone once it stops.
+    pub fn create_domain(&self, xml: &str) -> Result<Dom> {
+        let d = self.inner.create_domain_xml(xml, 0).map_err(map)?;
+        Dom::wrap(d)
     }
 
     /// Define (or redefine) a domain from XML.
@@ -397,6 +434,25 @@ mod tests {
             missing_bridge_hint("Cannot open 'eth9': No such device"),
             None
         );
+    }
+
+    #[test]
+    fn a_missing_network_driver_is_its_own_kind() {
+        let e = network_driver_unavailable(
+            "this function is not supported by the connection driver: virConnectListAllNetworks",
+        )
+        .unwrap();
+        assert!(is_network_driver_unavailable(&e));
+        assert!(e.message.contains("network driver"), "{}", e.message);
+        assert!(e.hint.unwrap().contains("virtnetworkd"));
+        assert!(network_driver_unavailable(
+            "this function is not supported by the connection driver: virNetworkLookupByName"
+        )
+        .is_some());
+        assert!(network_driver_unavailable(
+            "this function is not supported by the connection driver: virDomainGetHostname"
+        )
+        .is_none());
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn opts(sel: Selection) -> AttachOptions {
         bridge: "br0".into(),
         selection: sel,
         dry_run: false,
+        persist: false,
     }
 }
 

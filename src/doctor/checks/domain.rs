@@ -3,7 +3,8 @@
 
 use super::{finding, Need};
 use crate::doctor::{Action, Finding, HostState, Observation, Severity};
-use crate::topology::nic_host_bridge;
+use crate::shell::{join, quote};
+use crate::topology::{bridge_owner, nic_host_bridge};
 use std::collections::BTreeMap;
 
 const VIRTIO_COST: &str = "an emulated NIC costs a host CPU per packet burst and tops out around 1 Gbit/s; virtio is several times faster and lighter (the guest needs virtio-net, built into Linux; Windows needs the virtio-win drivers)";
@@ -25,7 +26,7 @@ pub(super) fn network_checks(
                 Severity::Error,
                 &n.name,
                 format!("network {} (bridge mode on {br}) is not active: VMs that use it cannot start and nothing can be hot-plugged into it", n.name),
-                format!("`virsh net-start {}`; --fix starts it", n.name),
+                format!("`{}`; --fix starts it", join(["virsh", "net-start", &n.name])),
                 Some(Action::StartNetwork { network: n.name.clone() }),
             ));
         }
@@ -35,7 +36,7 @@ pub(super) fn network_checks(
                 Severity::Error,
                 &n.name,
                 format!("network {} is not started at boot: after a host reboot, VMs on it fail to start until someone runs net-start", n.name),
-                format!("`virsh net-autostart {}`; --fix sets it", n.name),
+                format!("`{}`; --fix sets it", join(["virsh", "net-autostart", &n.name])),
                 Some(Action::AutostartNetwork { network: n.name.clone() }),
             ));
         }
@@ -70,7 +71,7 @@ pub(super) fn domain_checks(
                     name,
                     format!("VM {}'s NIC {mac} uses network {name}, which is not defined: the VM cannot start", d.name),
                     // No action: an undefined network cannot be started, only defined.
-                    format!("define it on the host bridge: `vbridge net-define --name {name} --bridge {}`, or move the NIC: `vbridge attach {} --mac {mac}`; --fix cannot do this (there is no network to start)", nic.bridge.as_deref().unwrap_or("BR"), d.name),
+                    format!("define it on the host bridge: `{}`, or move the NIC: `{}`; --fix cannot do this (there is no network to start)", join(["vbridge", "net-define", "--name", name, "--bridge"]) + " " + &nic.bridge.as_deref().filter(|b| bridge_owner(&obs.networks, b).is_none()).map(quote).unwrap_or_else(|| "BR".into()), join(["vbridge", "attach", &d.name, "--mac", mac])),
                     None,
                 ));
             }
@@ -98,8 +99,8 @@ pub(super) fn domain_checks(
                     &d.name,
                     format!("VM {}'s NIC {mac} is {model}: {VIRTIO_COST}", d.name),
                     format!(
-                        "`vbridge attach {} --mac {mac}` rewrites it as virtio (after a power-off)",
-                        d.name
+                        "`{}` rewrites it as virtio (after a power-off)",
+                        join(["vbridge", "attach", &d.name, "--mac", mac])
                     ),
                     None,
                 ));
@@ -111,7 +112,7 @@ pub(super) fn domain_checks(
                 Severity::Info,
                 &d.name,
                 format!("VM {} has no NIC on a bridge: it reaches the LAN only through NAT, and the LAN cannot reach it", d.name),
-                format!("`vbridge attach {}` puts a NIC on the bridge", d.name),
+                format!("`{}` puts a NIC on the bridge", join(["vbridge", "attach", &d.name])),
                 None,
             ));
         }
@@ -152,7 +153,7 @@ fn tap_check(
             Severity::Error,
             tap,
             format!("VM {dom}'s NIC {mac} uses tap {tap}, which its XML puts on {bridge}, but {now}: the VM is cut off (this happens when the bridge is recreated under running VMs; libvirt does not notice)"),
-            format!("`ip link set {tap} master {bridge} up`; --fix re-attaches it"),
+            format!("`{}`; --fix re-attaches it", join(["ip", "link", "set", tap, "master", bridge, "up"])),
             Some(Action::AttachTap { tap: tap.to_string(), bridge: bridge.to_string() }),
         ));
     }
