@@ -10,7 +10,39 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
     users.dedup();
     let who = users.join(", ");
     let qb = quote(b);
+    // A bridge a libvirt NAT/routed/isolated network owns: its settings live in that
+    // network's XML, and no LAN NIC belongs on it.
+    let owner = need.owner.as_ref();
+    let net_edit = owner.map(|n| {
+        format!(
+            "`{}` (libvirt sets the bridge from it; then `{}` and `{}`, which detaches the taps of its running VMs until they restart)",
+            join(["virsh", "net-edit", &n.name]),
+            join(["virsh", "net-destroy", &n.name]),
+            join(["virsh", "net-start", &n.name])
+        )
+    });
+    if let Some(n) = owner {
+        out.push(finding(
+            "bridge-owned-by-network",
+            Severity::Warning,
+            b,
+            format!("{b} is used as a LAN bridge by {who}, but {}", crate::topology::owned_bridge_warning(n, b)),
+            format!("move them to a LAN bridge: `vbridge host-bridge NIC --bridge br0 --dhcp`, then `vbridge attach VM --bridge br0` (or `vbridge net-define --bridge br0`); to stay on network {} ({}), let the NICs use `<source network='{}'/>`", n.name, crate::topology::forward_mode_name(n), crate::xml::escape(&n.name)),
+            None,
+        ));
+    }
     let Some(br) = host.interfaces.get(b) else {
+        if let Some(n) = owner {
+            out.push(finding(
+                "bridge-missing",
+                Severity::Error,
+                b,
+                format!("bridge {b} does not exist on this host, but {who} uses it: libvirt creates it when network {} starts", n.name),
+                format!("`{}`", join(["virsh", "net-start", &n.name])),
+                None,
+            ));
+            return;
+        }
         out.push(finding(
             "bridge-missing",
             Severity::Error,
@@ -49,7 +81,8 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
         ));
     }
     let uplinks = host.uplinks(b);
-    if uplinks.is_empty() {
+    // A NAT/routed/isolated network's bridge has no uplink by design.
+    if uplinks.is_empty() && owner.is_none() {
         let ports = host.ports(b);
         let ports = if ports.is_empty() {
             "none".to_string()
@@ -85,6 +118,17 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
         ));
     }
     for u in &uplinks {
+        if let Some(n) = owner {
+            out.push(finding(
+                "uplink-on-network-bridge",
+                Severity::Warning,
+                u,
+                format!("{u} is a port of {b}, the bridge of libvirt network {} (forward mode {}): a LAN NIC there joins the LAN to a segment libvirt routes and serves DHCP on", n.name, crate::topology::forward_mode_name(n)),
+                format!("take it off: `{}`; put LAN VMs on a bridge of their own (`vbridge host-bridge NIC --bridge br0 --dhcp`)", join(["ip", "link", "set", u, "nomaster"])),
+                None,
+            ));
+            continue;
+        }
         let Some(i) = host.interfaces.get(*u) else {
             continue;
         };
@@ -137,7 +181,10 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
         // before it forwards. With forward_delay 0 both states pass at once, so DHCP is not
         // stalled; what is left is STP itself: it blocks a port it believes closes a loop
         // (after a topology change, or when the LAN's switches send BPDUs with a better path).
-        let fix = format!("--fix sets stp_state 0 and forward_delay 0 (sysfs); to keep it, say `parameters: {{stp: false, forward-delay: 0}}` in the netplan bridge (or `ip link set {qb} type bridge stp_state 0 forward_delay 0` in your network config)");
+        let fix = match &net_edit {
+            Some(edit) => format!("--fix sets stp_state 0 and forward_delay 0 (sysfs) until libvirt restarts the network; to keep it, set `stp='off'` on the network's <bridge> with {edit}"),
+            None => format!("--fix sets stp_state 0 and forward_delay 0 (sysfs); to keep it, say `parameters: {{stp: false, forward-delay: 0}}` in the netplan bridge (or `ip link set {qb} type bridge stp_state 0 forward_delay 0` in your network config)"),
+        };
         let action = Some(Action::StpOff {
             bridge: b.to_string(),
         });
@@ -149,7 +196,10 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
                 Severity::Info,
                 b,
                 format!("STP is on for {b} with a forward delay of 0: new ports forward at once, so DHCP is not stalled; but STP can still block a port it thinks closes a loop (after a topology change, or on BPDUs from the LAN's switches), cutting the VMs behind it off"),
-                format!("with a single uplink and no loop, turn it off: `ip link set {qb} type bridge stp_state 0` (netplan `parameters: {{stp: false}}`); --fix leaves it, as STP may be there to stop a loop"),
+                match &net_edit {
+                    Some(edit) => format!("turn it off with `stp='off'` on the network's <bridge>: {edit}; --fix leaves it"),
+                    None => format!("with a single uplink and no loop, turn it off: `ip link set {qb} type bridge stp_state 0` (netplan `parameters: {{stp: false}}`); --fix leaves it, as STP may be there to stop a loop"),
+                },
                 None,
             )),
             fd => {
@@ -175,7 +225,7 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
     }
     // An unpinned bridge MAC follows the lowest port MAC: when the uplink is not that port,
     // or a port with a lower MAC comes along, the host's DHCP identity changes.
-    if !br.mac_pinned && !br.ipv4.is_empty() {
+    if !br.mac_pinned && !br.ipv4.is_empty() && owner.is_none() {
         let mut umacs: Vec<&str> = uplinks
             .iter()
             .filter_map(|u| host.interfaces.get(*u)?.mac.as_deref())

@@ -64,7 +64,11 @@ pub(super) fn domain_checks(
             let bridge = nic_host_bridge(&nic.kind, nic.bridge.as_deref(), net)
                 .filter(|h| h.lan)
                 .map(|h| h.bridge);
-            if let (Some(name), None, "network") = (nic.network.as_deref(), net, &nic.kind[..]) {
+            // Without the network driver no network is known: network-driver-unavailable says it.
+            let listed = obs.network_driver_unavailable.is_none();
+            if let (Some(name), None, "network", true) =
+                (nic.network.as_deref(), net, &nic.kind[..], listed)
+            {
                 out.push(finding(
                     "network-missing",
                     Severity::Error,
@@ -127,6 +131,42 @@ pub(super) fn domain_checks(
             ));
         }
     }
+}
+
+/// libvirt without its network driver: networks were not read. NICs of type='network' cannot
+/// start or be hot-plugged then (an error when a VM has one); bridge NICs work without it.
+pub(super) fn network_driver_check(out: &mut Vec<Finding>, obs: &Observation) {
+    let Some(why) = &obs.network_driver_unavailable else {
+        return;
+    };
+    let users: Vec<&str> = obs
+        .domains
+        .iter()
+        .filter(|d| d.nics.iter().any(|n| n.kind == "network"))
+        .map(|d| d.name.as_str())
+        .collect();
+    let (severity, effect) = if users.is_empty() {
+        (
+            Severity::Warning,
+            "no VM here has a NIC of type='network', so nothing is cut off now, but no libvirt network can be checked, defined or started".to_string(),
+        )
+    } else {
+        (
+            Severity::Error,
+            format!(
+                "VMs with a NIC of type='network' ({}) cannot start, and no libvirt network could be checked; domain and host checks ran",
+                users.join(", ")
+            ),
+        )
+    };
+    out.push(finding(
+        "network-driver-unavailable",
+        severity,
+        &obs.uri,
+        format!("{why}: {effect}"),
+        crate::libvirt::NETWORK_DRIVER_HINT.to_string(),
+        None,
+    ));
 }
 
 fn tap_check(
