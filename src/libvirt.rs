@@ -78,7 +78,8 @@ fn missing_bridge_hint(msg: &str) -> Option<String> {
     let rest = msg.split("Cannot get interface MTU on '").nth(1)?;
     let bridge = rest.split('\'').next().filter(|b| !b.is_empty())?;
     Some(format!(
-        "{bridge} does not exist on the host: create it first (`vbridge host-bridge NIC --bridge {bridge} ...`), then retry"
+        "{bridge} does not exist on the host: create it first (`vbridge host-bridge NIC --bridge {} ...`), then retry",
+        crate::shell::quote(bridge)
     ))
 }
 
@@ -120,8 +121,12 @@ impl Conn {
                 // the outcome is the same: no connection.
                 if e.kind != ErrorKind::Permission {
                     e.kind = ErrorKind::Connection;
+                    let virsh = match uri {
+                        Some(u) => crate::shell::join(["virsh", "-c", u, "list", "--all"]),
+                        None => "virsh list --all".into(),
+                    };
                     e = e.with_hint(format!(
-                        "is libvirtd running and is the URI right? try `virsh -c {shown} list --all`"
+                        "is libvirtd running and is the URI right? try `{virsh}`"
                     ));
                 }
                 Err(e.context(format!("cannot connect to {shown}")))

@@ -226,11 +226,11 @@ pub fn bridge_owner_notes(conn: &Conn, bridge: &str) -> Vec<String> {
 pub fn bridge_warnings(bridge: &str) -> Vec<String> {
     if !sysfs::exists(bridge) {
         vec![format!(
-            "bridge {bridge} does not exist on this host: VMs on this network will fail to start (\"Cannot get interface MTU on '{bridge}'\"); create it with `vbridge host-bridge NIC --bridge {bridge} ...`"
+            "bridge {bridge} does not exist on this host: VMs on this network will fail to start (\"Cannot get interface MTU on '{bridge}'\"); create it with `vbridge host-bridge NIC --bridge {} ...`", crate::shell::quote(bridge)
         )]
     } else if !sysfs::is_bridge(bridge) {
         vec![format!(
-            "{bridge} exists but is not a bridge (a NIC?): VMs cannot be attached to it; name the bridge the NIC is a port of, or create one with `vbridge host-bridge {bridge} --bridge br0 ...`"
+            "{bridge} exists but is not a bridge (a NIC?): VMs cannot be attached to it; name the bridge the NIC is a port of, or create one with `vbridge host-bridge {} --bridge br0 ...`", crate::shell::quote(bridge)
         )]
     } else {
         Vec::new()
