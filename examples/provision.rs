@@ -30,6 +30,8 @@ fn main() -> anyhow::Result<()> {
         bridge: BridgeName::parse(&net.bridge)?,
         selection: Selection::All,
         dry_run: false,
+        // A transient VM is refused rather than made persistent.
+        persist: false,
     };
     let report = attach::attach(&conn, &args, &opts, &state)?;
     println!(

@@ -6,6 +6,7 @@
 //! [`Define`]: crate::edit::DomainStep::Define
 
 use crate::backup::StateDir;
+use crate::domain;
 use crate::domxml::{self, Selection};
 use crate::edit::{self, DomainApplier, DomainStep, Keep};
 use crate::error::{Error, ErrorKind, Result};
@@ -21,6 +22,8 @@ pub struct AttachOptions {
     pub bridge: BridgeName,
     pub selection: Selection,
     pub dry_run: bool,
+    /// Make a transient VM persistent (its rewrite is refused otherwise).
+    pub persist: bool,
 }
 
 /// The one check the types cannot make: `--index` counts from 1.
@@ -100,6 +103,21 @@ pub fn plan(conn: &Conn, domains: &[String], opts: &AttachOptions) -> Result<Att
         match planned {
             Ok((dom, mut r, p)) => {
                 if r.changed {
+                    match dom
+                        .is_persistent()
+                        .and_then(|p| domain::persistent_rewrite(dom.name(), p, opts.persist))
+                    {
+                        Ok(note) => r.notes.extend(note),
+                        Err(e) => {
+                            return (
+                                None,
+                                DomainPlan {
+                                    result: DomainResult::failed(name, e),
+                                    todo: None,
+                                },
+                            )
+                        }
+                    }
                     r.notes.extend(host_warning.iter().cloned());
                 }
                 if opts.dry_run {
@@ -213,6 +231,9 @@ fn host_bridge_warning(conn: &Conn, bridge: &BridgeName) -> Vec<String> {
     } else {
         Vec::new()
     }
+    .into_iter()
+    .chain(crate::topology::bridge_owner_notes(conn, bridge.as_str()))
+    .collect()
 }
 
 /// Rewrite a document given as text (`attach --xml`): no libvirt involved.

@@ -21,6 +21,9 @@ pub enum ErrorKind {
     Permission,
     /// libvirtd cannot be reached.
     Connection,
+    /// libvirt answers, but the driver this needs is not there (its network driver not
+    /// installed or not running: virtqemud without virtnetworkd).
+    DriverUnavailable,
     /// libvirt answered with an error not covered above.
     Libvirt,
     /// A host command or kernel interface failed.

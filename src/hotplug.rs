@@ -122,7 +122,10 @@ fn plan_hotplug(
                 "{name} already has a NIC with MAC {mac} (type '{}') that is not a virtio NIC on {bridge}",
                 nic.kind
             ))
-            .with_hint(format!("move it with `vbridge attach {name} --mac {mac} --bridge {bridge}`, or pick another --mac")));
+            .with_hint(format!(
+                "move it with `{}`, or pick another --mac",
+                crate::shell::join(["vbridge", "attach", name, "--mac", mac.as_str(), "--bridge", bridge.as_str()])
+            )));
         }
     }
     let add_config = v.persistent && v.config.is_none();
@@ -245,10 +248,18 @@ pub fn hotplug_many(
     mac: Option<&Mac>,
     dry_run: bool,
 ) -> AttachReport {
+    // Whether a libvirt network owns the bridge: asked once for the whole call.
+    let owner = crate::topology::bridge_owner_notes(conn, bridge.as_str());
     let domains = domains
         .iter()
-        .map(|d| {
-            hotplug(conn, d, bridge, mac, dry_run).unwrap_or_else(|e| DomainResult::failed(d, e))
+        .map(|d| match hotplug(conn, d, bridge, mac, dry_run) {
+            Ok(mut r) => {
+                if r.changed {
+                    r.notes.extend(owner.iter().cloned());
+                }
+                r
+            }
+            Err(e) => DomainResult::failed(d, e),
         })
         .collect();
     AttachReport { dry_run, domains }

@@ -6,6 +6,7 @@
 pub mod attach;
 pub mod backup;
 pub mod doctor;
+pub mod domain;
 pub mod domxml;
 pub mod edit;
 pub mod error;

@@ -17,6 +17,11 @@ pub fn init() {
 fn map(err: virt::error::Error) -> Error {
     let msg = err.message().to_string();
     let code = err.code();
+    if code.is(N::NoSupport) {
+        if let Some(e) = network_driver_unavailable(&msg) {
+            return e;
+        }
+    }
     let kind = match code.known() {
         Some(N::NoDomain | N::NoNetwork | N::NoNetworkPort) => ErrorKind::NotFound,
         Some(N::AuthFailed | N::AccessDenied | N::AuthCancelled | N::AuthUnavailable) => {
@@ -42,13 +47,39 @@ fn map(err: virt::error::Error) -> Error {
     e
 }
 
+/// What to do when libvirt has no network driver, for every caller that says so.
+pub const NETWORK_DRIVER_HINT: &str = "install and start libvirt's network driver (Debian/Ubuntu: libvirt-daemon-driver-network; with modular daemons: `systemctl enable --now virtnetworkd.socket`)";
+
+/// libvirt answers "this function is not supported by the connection driver:
+/// virConnectListAllNetworks" (or another network call) when its network driver is not
+/// loaded: a modular setup with virtqemud but no virtnetworkd, or the driver not installed.
+fn network_driver_unavailable(msg: &str) -> Option<Error> {
+    let call = msg.rsplit(": ").next()?;
+    if !(call.starts_with("virNetwork") || call.contains("Networks")) {
+        return None;
+    }
+    Some(
+        Error::new(
+            ErrorKind::DriverUnavailable,
+            format!("libvirt's network driver is not available ({call} is not supported by this connection)"),
+        )
+        .with_hint(NETWORK_DRIVER_HINT),
+    )
+}
+
+/// Whether an error says libvirt has no network driver.
+pub fn is_network_driver_unavailable(e: &Error) -> bool {
+    e.kind == ErrorKind::DriverUnavailable
+}
+
 /// libvirt's words when a NIC's bridge is missing name the bridge; a bare "No such device"
 /// can be any device (a direct NIC's source, a disk), so only this message earns the hint.
 fn missing_bridge_hint(msg: &str) -> Option<String> {
     let rest = msg.split("Cannot get interface MTU on '").nth(1)?;
     let bridge = rest.split('\'').next().filter(|b| !b.is_empty())?;
     Some(format!(
-        "{bridge} does not exist on the host: create it first (`vbridge host-bridge NIC --bridge {bridge} ...`), then retry"
+        "{bridge} does not exist on the host: create it first (`vbridge host-bridge NIC --bridge {} ...`), then retry",
+        crate::shell::quote(bridge)
     ))
 }
 
@@ -90,8 +121,12 @@ impl Conn {
                 // the outcome is the same: no connection.
                 if e.kind != ErrorKind::Permission {
                     e.kind = ErrorKind::Connection;
+                    let virsh = match uri {
+                        Some(u) => crate::shell::join(["virsh", "-c", u, "list", "--all"]),
+                        None => "virsh list --all".into(),
+                    };
                     e = e.with_hint(format!(
-                        "is libvirtd running and is the URI right? try `virsh -c {shown} list --all`"
+                        "is libvirtd running and is the URI right? try `{virsh}`"
                     ));
                 }
                 Err(e.context(format!("cannot connect to {shown}")))
@@ -170,6 +205,13 @@ impl Conn {
             }
         }
         Ok(out)
+    }
+
+    /// Create and start a transient domain from XML (`virsh create`): it has no persistent
+    /// definition and is gone once it stops.
+    pub fn create_domain(&self, xml: &str) -> Result<Dom> {
+        let d = self.inner.create_domain_xml(xml, 0).map_err(map)?;
+        Dom::wrap(d)
     }
 
     /// Define (or redefine) a domain from XML.
@@ -397,6 +439,25 @@ mod tests {
             missing_bridge_hint("Cannot open 'eth9': No such device"),
             None
         );
+    }
+
+    #[test]
+    fn a_missing_network_driver_is_its_own_kind() {
+        let e = network_driver_unavailable(
+            "this function is not supported by the connection driver: virConnectListAllNetworks",
+        )
+        .unwrap();
+        assert!(is_network_driver_unavailable(&e));
+        assert!(e.message.contains("network driver"), "{}", e.message);
+        assert!(e.hint.unwrap().contains("virtnetworkd"));
+        assert!(network_driver_unavailable(
+            "this function is not supported by the connection driver: virNetworkLookupByName"
+        )
+        .is_some());
+        assert!(network_driver_unavailable(
+            "this function is not supported by the connection driver: virDomainGetHostname"
+        )
+        .is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::libvirt::{Conn, Net};
 use crate::plan::{self, Applier, Plan, Step};
-use crate::topology::{self, NetworkDef};
+use crate::topology::{self, NetworkDef, NetworkObs};
 use crate::{template, validate};
 use serde::Serialize;
 
@@ -209,6 +209,29 @@ pub fn plan_define(want: &NetDefine, existing: Option<&Existing>) -> Result<Plan
     Ok(Plan::new(actions))
 }
 
+/// Whether `want.bridge` may carry a bridge-mode network: not when another libvirt network
+/// owns it (virbr0 of the NAT network `default`), as that would call VMs behind NAT bridged.
+/// Refused, or with `--force` a warning. Pure.
+pub fn check_bridge_owner(want: &NetDefine, networks: &[NetworkObs]) -> Result<Vec<String>> {
+    let others: Vec<NetworkObs> = networks
+        .iter()
+        .filter(|n| n.name != want.name)
+        .cloned()
+        .collect();
+    let Some(owner) = topology::bridge_owner(&others, &want.bridge) else {
+        return Ok(Vec::new());
+    };
+    let why = topology::owned_bridge_warning(owner, &want.bridge);
+    if want.force {
+        return Ok(vec![format!("--force: {why}")]);
+    }
+    Err(Error::conflict(format!(
+        "refusing a bridge-mode network on {}: {why}",
+        want.bridge
+    ))
+    .with_hint("name a bridge on the LAN NIC with --bridge, or pass --force to define it anyway"))
+}
+
 /// Decide what `net-undefine` does with the network it found. Pure.
 pub fn plan_undefine(existing: &Existing) -> Plan<Action> {
     let mut actions = Vec::new();
@@ -245,9 +268,10 @@ pub fn define(conn: &Conn, want: &NetDefine, dry_run: bool) -> Result<NetReport>
     // Observe.
     let net = conn.network(&want.name)?;
     let existing = net.as_ref().map(|n| observe(n, &want.name)).transpose()?;
+    let networks = topology::all_networks(conn)?;
     // Plan.
+    let mut warnings = check_bridge_owner(want, &networks)?;
     let plan = plan_define(want, existing.as_ref())?;
-    let mut warnings = Vec::new();
     if conn.shares_host() {
         warnings.extend(topology::bridge_warnings(&want.bridge));
     }
@@ -409,6 +433,45 @@ mod tests {
             ..NetDefine::default()
         };
         assert_eq!(plan_define(&no, None).unwrap().steps, vec![Action::Define]);
+    }
+
+    #[test]
+    fn a_bridge_libvirt_owns_is_refused_or_warned_about_with_force() {
+        let nat = NetworkObs {
+            name: "default".into(),
+            forward_mode: Some("nat".into()),
+            bridge: Some("virbr0".into()),
+            ..NetworkObs::default()
+        };
+        let on_virbr0 = NetDefine {
+            name: "lan".into(),
+            bridge: "virbr0".into(),
+            ..NetDefine::default()
+        };
+        let err = check_bridge_owner(&on_virbr0, std::slice::from_ref(&nat)).unwrap_err();
+        assert_eq!(err.kind, crate::error::ErrorKind::Conflict);
+        assert!(
+            err.message.contains("network default (forward mode nat)"),
+            "{}",
+            err.message
+        );
+        let forced = NetDefine {
+            force: true,
+            ..on_virbr0.clone()
+        };
+        let w = check_bridge_owner(&forced, std::slice::from_ref(&nat)).unwrap();
+        assert!(w[0].starts_with("--force: bridge virbr0 belongs to libvirt network default"));
+        // Another bridge, or redefining that very network (--force): no owner in the way.
+        assert!(
+            check_bridge_owner(&NetDefine::default(), std::slice::from_ref(&nat))
+                .unwrap()
+                .is_empty()
+        );
+        let itself = NetDefine {
+            name: "default".into(),
+            ..on_virbr0
+        };
+        assert!(check_bridge_owner(&itself, &[nat]).unwrap().is_empty());
     }
 
     #[test]

@@ -190,7 +190,8 @@ pub fn plan_del(name: &str, force: bool, tap: &TapState) -> Result<Plan<TapStep>
                 "{name} is in use, {why} (a running VM's TAP looks like this)"
             ))
             .with_hint(format!(
-                "stop the VM or process first; `vbridge tap del {name} --force` deletes it anyway and cuts that process off"
+                "stop the VM or process first; `{}` deletes it anyway and cuts that process off",
+                crate::shell::join(["vbridge", "tap", "del", name, "--force"])
             )));
         }
     }

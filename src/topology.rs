@@ -156,16 +156,81 @@ pub fn nic_host_bridge(
     }
 }
 
+/// The libvirt network that owns `bridge`: one that libvirt creates the bridge for (NAT,
+/// routed, open or isolated: every forward mode but `bridge`, which names a host bridge
+/// made by someone else). Such a bridge is not the LAN, whatever a NIC or network calls it.
+/// Pure.
+pub fn bridge_owner<'a>(networks: &'a [NetworkObs], bridge: &str) -> Option<&'a NetworkObs> {
+    networks.iter().find(|n| {
+        n.bridge.as_deref() == Some(bridge) && n.forward_mode.as_deref() != Some("bridge")
+    })
+}
+
+/// A network's forward mode in words: libvirt writes none for an isolated network.
+pub fn forward_mode_name(net: &NetworkObs) -> &str {
+    net.forward_mode.as_deref().unwrap_or("isolated")
+}
+
+/// Why a LAN bridge must not be a bridge a libvirt network owns, naming the network.
+pub fn owned_bridge_warning(owner: &NetworkObs, bridge: &str) -> String {
+    format!(
+        "bridge {bridge} belongs to libvirt network {} (forward mode {}): libvirt creates and runs it, and VMs on it sit behind the host ({}), not on the LAN; use a host bridge on the LAN NIC instead (`vbridge host-bridge NIC --bridge br0`)",
+        owner.name,
+        forward_mode_name(owner),
+        match forward_mode_name(owner) {
+            "nat" => "NAT",
+            "route" => "routed",
+            "isolated" => "no way out",
+            _ => "libvirt's forwarding",
+        }
+    )
+}
+
+/// Every libvirt network's name, forward mode and bridge (no state asked).
+pub fn all_networks(conn: &Conn) -> Result<Vec<NetworkObs>> {
+    conn.networks()?
+        .iter()
+        .map(|n| {
+            let def = parse_network(&n.xml()?)?;
+            Ok(NetworkObs {
+                name: n.name()?,
+                forward_mode: def.forward_mode,
+                bridge: def.bridge,
+                ..NetworkObs::default()
+            })
+        })
+        .collect()
+}
+
+/// What a command that puts VMs on `bridge` says about who owns it: the warning when a
+/// libvirt network does, one line when libvirt's network driver is missing (nothing can be
+/// checked then), nothing otherwise.
+pub fn bridge_owner_notes(conn: &Conn, bridge: &str) -> Vec<String> {
+    match all_networks(conn) {
+        Ok(nets) => bridge_owner(&nets, bridge)
+            .map(|owner| owned_bridge_warning(owner, bridge))
+            .into_iter()
+            .collect(),
+        Err(e) if crate::libvirt::is_network_driver_unavailable(&e) => vec![format!(
+            "{}: whether a libvirt network owns {bridge} was not checked, and NICs of type='network' cannot start; {}",
+            e.message,
+            e.hint.unwrap_or_default()
+        )],
+        // Anything else is not this command's business: it fails on its own calls.
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Host-side check of the bridge a network names: libvirt reports such a network active
 /// even when the bridge is missing and fails only when a VM starts.
 pub fn bridge_warnings(bridge: &str) -> Vec<String> {
     if !sysfs::exists(bridge) {
         vec![format!(
-            "bridge {bridge} does not exist on this host: VMs on this network will fail to start (\"Cannot get interface MTU on '{bridge}'\"); create it with `vbridge host-bridge NIC --bridge {bridge} ...`"
+            "bridge {bridge} does not exist on this host: VMs on this network will fail to start (\"Cannot get interface MTU on '{bridge}'\"); create it with `vbridge host-bridge NIC --bridge {} ...`", crate::shell::quote(bridge)
         )]
     } else if !sysfs::is_bridge(bridge) {
         vec![format!(
-            "{bridge} exists but is not a bridge (a NIC?): VMs cannot be attached to it; name the bridge the NIC is a port of, or create one with `vbridge host-bridge {bridge} --bridge br0 ...`"
+            "{bridge} exists but is not a bridge (a NIC?): VMs cannot be attached to it; name the bridge the NIC is a port of, or create one with `vbridge host-bridge {} --bridge br0 ...`", crate::shell::quote(bridge)
         )]
     } else {
         Vec::new()
@@ -217,5 +282,35 @@ mod tests {
         assert_eq!(nic_host_bridge("network", Some("br0"), None), None);
         assert_eq!(nic_host_bridge("direct", None, None), None);
         assert_eq!(nic_host_bridge("user", None, None), None);
+    }
+
+    #[test]
+    fn libvirt_owns_the_bridges_of_its_nat_routed_and_isolated_networks() {
+        let net = |name: &str, mode: Option<&str>, br: &str| NetworkObs {
+            name: name.into(),
+            forward_mode: mode.map(Into::into),
+            bridge: Some(br.into()),
+            ..NetworkObs::default()
+        };
+        let nets = [
+            net("lan", Some("bridge"), "br0"),
+            net("default", Some("nat"), "virbr0"),
+            net("iso", None, "virbr1"),
+            net("r", Some("route"), "virbr2"),
+        ];
+        assert_eq!(bridge_owner(&nets, "br0"), None);
+        assert_eq!(bridge_owner(&nets, "br9"), None);
+        assert_eq!(bridge_owner(&nets, "virbr0").unwrap().name, "default");
+        let w = owned_bridge_warning(bridge_owner(&nets, "virbr1").unwrap(), "virbr1");
+        assert!(
+            w.contains("network iso (forward mode isolated)") && w.contains("not on the LAN"),
+            "{w}"
+        );
+        let w = owned_bridge_warning(bridge_owner(&nets, "virbr0").unwrap(), "virbr0");
+        assert!(
+            w.contains("forward mode nat") && w.contains("behind the host (NAT)"),
+            "{w}"
+        );
+        assert_eq!(bridge_owner(&nets, "virbr2").unwrap().name, "r");
     }
 }

@@ -38,6 +38,9 @@ pub struct AttachArgs {
     /// Rewrite this domain XML document (or - for stdin) and print it; no libvirt needed
     #[arg(long, value_name = "FILE")]
     pub xml: Option<PathBuf>,
+    /// Let the rewrite make a transient VM persistent
+    #[arg(long, conflicts_with_all = ["hotplug", "xml"])]
+    pub persist: bool,
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +96,7 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
             bridge,
             selection,
             dry_run: g.dry_run,
+            persist: a.persist,
         };
         attach::attach(&conn, &a.domains, &opts, &StateDir::from_env())?
     };

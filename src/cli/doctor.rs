@@ -184,4 +184,121 @@ mod tests {
         host.interfaces.get_mut("enp3s0").unwrap().master = None;
         golden("no-uplink-running-vm", &o, true);
     }
+
+    /// Names a shell would split or expand: every suggested command quotes them, so a paste
+    /// runs exactly it (a shell reads each command of the --fix plan back into its words).
+    #[test]
+    fn golden_quoted_names() {
+        let mut o = healthy();
+        let weird_net = "it's $x";
+        o.networks[0].name = weird_net.into();
+        o.networks[0].active = false;
+        o.networks[0].autostart = false;
+        o.domains[0].name = "web server ü".into();
+        o.domains[0].nics[0].network = Some(weird_net.into());
+        o.domains[0].nics[0].model = Some("e1000".into());
+        o.domains[1].name = "$x".into();
+        o.domains[1].nics[0].kind = "network".into();
+        o.domains[1].nics[0].network = Some("gone `now`".into());
+        o.domains[1].nics[0].bridge = None;
+        let host = o.host.as_mut().unwrap();
+        host.interfaces.get_mut("vnet0").unwrap().master = None;
+        golden("quoted-names", &o, true);
+
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/doctor/quoted-names.txt"),
+        )
+        .unwrap();
+        for cmd in [
+            "vbridge attach 'web server ü' --mac 52:54:00:00:00:01",
+            "vbridge attach '$x'",
+            "virsh net-autostart 'it'\\''s $x'",
+            "vbridge net-define --name 'gone `now`' --bridge BR",
+        ] {
+            assert!(text.contains(&format!("`{cmd}`")), "no `{cmd}` in\n{text}");
+        }
+        for f in plan(&check(&o)) {
+            let line = format!("printf '%s\\0' {}", f.change);
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&line)
+                .output()
+                .unwrap();
+            let words: Vec<String> = String::from_utf8(out.stdout)
+                .unwrap()
+                .split_terminator('\0')
+                .map(str::to_string)
+                .collect();
+            if f.change.starts_with("virsh") {
+                assert_eq!(words.last().map(String::as_str), Some(weird_net), "{line}");
+            }
+        }
+    }
+
+    /// virbr0 belongs to the NAT network `default`: its fixes name that network, never
+    /// netplan or `vbridge host-bridge NIC --bridge virbr0`.
+    #[test]
+    fn golden_libvirt_owned_bridge() {
+        let mut o = healthy();
+        // db's NIC and a bridge-mode network both put VMs on virbr0 as if it were the LAN.
+        o.domains[1].nics[0].bridge = Some("virbr0".into());
+        o.networks.push(vbridge::doctor::NetworkObs {
+            name: "lan".into(),
+            forward_mode: Some("bridge".into()),
+            bridge: Some("virbr0".into()),
+            active: true,
+            autostart: true,
+            persistent: true,
+        });
+        golden("libvirt-owned-bridge", &o, true);
+        let findings = check(&o);
+        let on_virbr0: Vec<_> = findings.iter().filter(|f| f.subject == "virbr0").collect();
+        assert!(
+            on_virbr0.iter().any(|f| f.id == "bridge-owned-by-network"
+                && f.message.contains("network default (forward mode nat)")),
+            "{on_virbr0:#?}"
+        );
+        let stp = on_virbr0
+            .iter()
+            .find(|f| f.id == "stp-forward-delay")
+            .expect("STP on virbr0");
+        assert!(
+            stp.fix.contains("virsh net-edit default") && stp.fix.contains("stp='off'"),
+            "{}",
+            stp.fix
+        );
+        for f in &on_virbr0 {
+            assert!(
+                !f.fix.contains("netplan") && !f.fix.contains("--bridge virbr0"),
+                "{f:#?}"
+            );
+        }
+        assert!(!findings
+            .iter()
+            .any(|f| f.id == "bridge-no-uplink" && f.subject == "virbr0"));
+    }
+
+    /// libvirt without its network driver: one finding, and the domain and host checks
+    /// still run (the detached tap is found); no network is called missing.
+    #[test]
+    fn golden_network_driver_unavailable() {
+        let mut o = healthy();
+        o.networks.clear();
+        o.network_driver_unavailable = Some(
+            "libvirt's network driver is not available (virConnectListAllNetworks is not supported by this connection)".into(),
+        );
+        o.domains[0].nics[0].kind = "bridge".into();
+        o.domains[0].nics[0].network = None;
+        o.domains[1].nics[0].kind = "network".into();
+        o.domains[1].nics[0].network = Some("default".into());
+        let host = o.host.as_mut().unwrap();
+        host.interfaces.get_mut("vnet0").unwrap().master = None;
+        golden("network-driver-unavailable", &o, true);
+        let findings = check(&o);
+        let ids: Vec<_> = findings.iter().map(|f| f.id).collect();
+        assert!(ids.contains(&"network-driver-unavailable"), "{ids:?}");
+        assert!(ids.contains(&"tap-detached"), "{ids:?}");
+        assert!(!ids.contains(&"network-missing"), "{ids:?}");
+    }
 }

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::host::{firewall, netlink::Netlink, sysctl};
 use crate::libvirt::{Conn, Net};
 use crate::plan::{self, Applier, Step};
+use crate::shell::join;
 use std::path::{Path, PathBuf};
 
 /// The file `--persist` writes in the sysctl.d directory.
@@ -27,25 +28,36 @@ impl Step for Action {
     /// The change as a command a person could type.
     fn describe(&self) -> String {
         match self {
-            Action::BridgeUp { bridge } => format!("ip link set {bridge} up"),
-            Action::StpOff { bridge } => {
-                format!("ip link set {bridge} type bridge stp_state 0 forward_delay 0")
-            }
+            Action::BridgeUp { bridge } => join(["ip", "link", "set", bridge, "up"]),
+            Action::StpOff { bridge } => join([
+                "ip",
+                "link",
+                "set",
+                bridge,
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+            ]),
             Action::BridgeNfOff => format!("sysctl -w {}=0", sysctl::BRIDGE_NF_CALL_IPTABLES),
-            Action::AcceptBridged { chain, bridge } => {
-                format!("iptables -I {chain} -i {bridge} -o {bridge} -j ACCEPT")
+            Action::AcceptBridged { chain, bridge } => join([
+                "iptables", "-I", chain, "-i", bridge, "-o", bridge, "-j", "ACCEPT",
+            ]),
+            Action::StartNetwork { network } => join(["virsh", "net-start", network]),
+            Action::AutostartNetwork { network } => join(["virsh", "net-autostart", network]),
+            Action::AttachTap { tap, bridge } => {
+                join(["ip", "link", "set", tap, "master", bridge, "up"])
             }
-            Action::StartNetwork { network } => format!("virsh net-start {network}"),
-            Action::AutostartNetwork { network } => format!("virsh net-autostart {network}"),
-            Action::AttachTap { tap, bridge } => format!("ip link set {tap} master {bridge} up"),
-            Action::BridgeDown { bridge } => format!("ip link set {bridge} down"),
+            Action::BridgeDown { bridge } => join(["ip", "link", "set", bridge, "down"]),
             Action::BridgeNfOn => format!("sysctl -w {}=1", sysctl::BRIDGE_NF_CALL_IPTABLES),
-            Action::RemoveAcceptBridged { chain, bridge } => {
-                format!("iptables -D {chain} -i {bridge} -o {bridge} -j ACCEPT")
-            }
-            Action::StopNetwork { network } => format!("virsh net-destroy {network}"),
+            Action::RemoveAcceptBridged { chain, bridge } => join([
+                "iptables", "-D", chain, "-i", bridge, "-o", bridge, "-j", "ACCEPT",
+            ]),
+            Action::StopNetwork { network } => join(["virsh", "net-destroy", network]),
             Action::NoAutostartNetwork { network } => {
-                format!("virsh net-autostart --disable {network}")
+                join(["virsh", "net-autostart", "--disable", network])
             }
         }
     }

@@ -122,6 +122,10 @@ pub struct Observation {
     /// Why the host was not observed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_skipped: Option<String>,
+    /// libvirt's network driver is missing (this says so): `networks` is then empty, not
+    /// known to be empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_driver_unavailable: Option<String>,
 }
 
 /// A domain, read from one XML document (the live one when running).

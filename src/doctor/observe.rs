@@ -8,7 +8,7 @@ use crate::domxml;
 use crate::error::Result;
 use crate::fanout::parallel;
 use crate::host::{firewall, netlink::Netlink, sysctl, sysfs};
-use crate::libvirt::{Conn, Dom};
+use crate::libvirt::{is_network_driver_unavailable, Conn, Dom};
 use std::collections::BTreeMap;
 
 /// Observe libvirt (all domains, or those named) and, when libvirt runs here, the host.
@@ -49,7 +49,13 @@ fn observe_libvirt(conn: &Conn, names: &[String], host_applies: bool) -> Result<
     domains.sort_by(|a, b| a.name.cmp(&b.name));
 
     let mut networks = Vec::new();
-    for n in conn.networks()? {
+    // Domain and host checks do not need the network driver: without it, say so and go on.
+    let (listed, network_driver_unavailable) = match conn.networks() {
+        Ok(list) => (list, None),
+        Err(e) if is_network_driver_unavailable(&e) => (Vec::new(), Some(e.message)),
+        Err(e) => return Err(e),
+    };
+    for n in listed {
         let name = n.name()?;
         let used = domains
             .iter()
@@ -80,6 +86,7 @@ fn observe_libvirt(conn: &Conn, names: &[String], host_applies: bool) -> Result<
         domains,
         host: None,
         host_skipped,
+        network_driver_unavailable,
     })
 }
 

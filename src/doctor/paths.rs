@@ -93,6 +93,9 @@ pub fn paths(obs: &Observation, findings: &[Finding]) -> Vec<NicPath> {
             let uplinks = obs.host.as_ref().map(|h| h.uplinks(&b)).unwrap_or_default();
             let (name, mark) = if !checked {
                 ("uplink".to_string(), "unknown")
+            } else if !br_fail && has(&["bridge-owned-by-network"], &b) {
+                // A NAT/routed/isolated network's bridge: libvirt forwards, no uplink expected.
+                ("(libvirt network)".to_string(), "warn")
             } else if br_fail || uplinks.is_empty() {
                 ("(none)".to_string(), "fail")
             } else if uplinks

@@ -29,6 +29,7 @@ use crate::domxml;
 use crate::error::{Error, Result};
 use crate::host::{neigh, probe};
 use crate::libvirt::Conn;
+use crate::shell::quote;
 use crate::topology::network_by_name;
 use crate::validate;
 use serde::Serialize;
@@ -90,8 +91,9 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
     let name = dom.name().to_string();
     if !dom.is_active()? {
         return Err(
-            Error::conflict(format!("domain {name} is not running: nothing to verify"))
-                .with_hint(format!("start it (`virsh start {name}`), then verify")),
+            Error::conflict(format!("domain {name} is not running: nothing to verify")).with_hint(
+                format!("start it (`virsh start {}`), then verify", quote(&name)),
+            ),
         );
     }
     let nics = domxml::nics(&dom.live_xml()?)?;
@@ -112,7 +114,10 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
         if bridged.is_empty() {
             return Err(
                 Error::not_found(format!("domain {name} has no bridged NIC with MAC {m}"))
-                    .with_hint(format!("list its NICs with `virsh domiflist {name}`")),
+                    .with_hint(format!(
+                        "list its NICs with `virsh domiflist {}`",
+                        quote(&name)
+                    )),
             );
         }
     }
@@ -122,8 +127,9 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
             nics.len()
         ))
         .with_hint(format!(
-            "put one on the bridge with `vbridge attach {name}` (power-cycle after), or \
-             `vbridge attach {name} --hotplug` while it runs"
+            "put one on the bridge with `vbridge attach {q}` (power-cycle after), or \
+             `vbridge attach {q} --hotplug` while it runs",
+            q = quote(&name)
         )));
     }
 

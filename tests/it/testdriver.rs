@@ -33,6 +33,7 @@ fn opts(sel: Selection) -> AttachOptions {
         bridge: br("br0"),
         selection: sel,
         dry_run: false,
+        persist: false,
     }
 }
 
@@ -724,4 +725,178 @@ fn cli_output_details() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("<source bridge=\"br0\"/>"));
+}
+
+/// A transient VM (`virsh create`: the test driver's virDomainCreateXML) is not made
+/// persistent behind the user's back: refused with the reason and the alternatives, nothing
+/// defined; with `persist` it is rewritten, becomes persistent, and the report says so.
+#[test]
+fn transient_vm_is_made_persistent_only_with_persist() {
+    let c = conn();
+    let tmp = StateTmp::new();
+    let dom = c
+        .create_domain(
+            "<domain type='test'><name>tr1</name><memory unit='MiB'>256</memory>\
+             <os><type arch='x86_64'>hvm</type></os><devices>\
+             <interface type='network'><mac address='52:54:00:3a:20:01'/>\
+             <source network='default'/><model type='virtio'/></interface>\
+             </devices></domain>",
+        )
+        .expect("the test driver creates transient domains");
+    assert!(!dom.is_persistent().unwrap());
+    let before = dom.persistent_xml().unwrap();
+
+    for dry_run in [true, false] {
+        let r = attach::attach(
+            &c,
+            &["tr1".into()],
+            &AttachOptions {
+                dry_run,
+                ..opts(Selection::Auto)
+            },
+            &tmp.state,
+        )
+        .unwrap();
+        let e = r.domains[0].error.as_ref().expect("refused");
+        assert_eq!(e.kind, ErrorKind::Conflict);
+        assert!(e.message.contains("transient"), "{}", e.message);
+        let hint = e.hint.as_deref().unwrap();
+        assert!(
+            hint.contains("--hotplug") && hint.contains("--persist"),
+            "{hint}"
+        );
+    }
+    let dom = c.domain("tr1").unwrap();
+    assert!(!dom.is_persistent().unwrap(), "defined although refused");
+    assert_eq!(dom.persistent_xml().unwrap(), before);
+    assert_eq!(backups(&tmp.state, "tr1"), 0);
+
+    let r = attach::attach(
+        &c,
+        &["tr1".into()],
+        &AttachOptions {
+            persist: true,
+            ..opts(Selection::Auto)
+        },
+        &tmp.state,
+    )
+    .unwrap();
+    let d = &r.domains[0];
+    assert!(d.error.is_none() && d.changed, "{d:?}");
+    assert!(
+        d.notes.iter().any(|n| n.contains("makes it persistent")),
+        "{:?}",
+        d.notes
+    );
+    assert!(c.domain("tr1").unwrap().is_persistent().unwrap());
+
+    // The CLI flag reaches the library; a persistent VM needs no flag.
+    let out = Command::new(vbridge_bin())
+        .args([
+            "-c",
+            &homelab_uri(),
+            "--dry-run",
+            "attach",
+            "db",
+            "--persist",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// virbr0 belongs to the NAT network `default`: net-define on it is refused naming the
+/// network and its forward mode, `--force` defines it with that warning, and attach
+/// `--bridge virbr0` gets the same warning.
+#[test]
+fn a_bridge_libvirt_owns_is_refused_by_net_define_and_warned_about_by_attach() {
+    let c = conn();
+    let lan = NetDefine {
+        name: "lan".into(),
+        bridge: "virbr0".into(),
+        ..NetDefine::default()
+    };
+    let err = network::define(&c, &lan, false).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Conflict);
+    assert!(
+        err.message
+            .contains("belongs to libvirt network default (forward mode nat)"),
+        "{}",
+        err.message
+    );
+    assert!(c.network("lan").unwrap().is_none());
+
+    let forced = network::define(&c, &NetDefine { force: true, ..lan }, false).unwrap();
+    assert!(forced.changed);
+    assert!(
+        forced
+            .warnings
+            .iter()
+            .any(|w| w.contains("network default")),
+        "{:?}",
+        forced.warnings
+    );
+
+    let tmp = StateTmp::new();
+    let r = attach::attach(
+        &c,
+        &["db".into()],
+        &AttachOptions {
+            bridge: br("virbr0"),
+            dry_run: true,
+            ..opts(Selection::Auto)
+        },
+        &tmp.state,
+    )
+    .unwrap();
+    let notes = &r.domains[0].notes;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("virbr0 belongs to libvirt network default")),
+        "{notes:?}"
+    );
+    // br0 belongs to no network: no such note.
+    let r = attach::attach(
+        &c,
+        &["db".into()],
+        &AttachOptions {
+            dry_run: true,
+            ..opts(Selection::Auto)
+        },
+        &tmp.state,
+    )
+    .unwrap();
+    assert!(
+        !r.domains[0].notes.iter().any(|n| n.contains("belongs to")),
+        "{:?}",
+        r.domains[0].notes
+    );
+}
+
+#[test]
+fn hotplug_onto_a_bridge_libvirt_owns_is_warned_about_and_its_hint_is_quoted() {
+    let c = conn();
+    let r = hotplug::hotplug_many(&c, &["web".into()], &br("virbr0"), None, true);
+    let notes = &r.domains[0].notes;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("virbr0 belongs to libvirt network default")),
+        "{notes:?}"
+    );
+    // br0 is no libvirt network's bridge: no such note.
+    let r = hotplug::hotplug_many(&c, &["web".into()], &br("br0"), None, true);
+    assert!(!r.domains[0]
+        .notes
+        .iter()
+        .any(|n| n.contains("belongs to libvirt network")));
+    // A MAC already used by a NIC elsewhere: the suggested command is pasteable.
+    let taken = Mac::parse("52:54:00:3a:10:01").unwrap();
+    let r = hotplug::hotplug_many(&c, &["web".into()], &br("br0"), Some(&taken), true);
+    let hint = r.domains[0].error.as_ref().unwrap().hint.clone().unwrap();
+    assert!(
+        hint.contains("vbridge attach web --mac 52:54:00:3a:10:01 --bridge br0"),
+        "{hint}"
+    );
 }

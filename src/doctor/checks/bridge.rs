@@ -3,26 +3,60 @@
 
 use super::{finding, Need};
 use crate::doctor::{Action, Finding, HostState, Severity};
+use crate::shell::{join, quote};
 
 pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, need: &Need) {
     let mut users = need.users.clone();
     users.dedup();
     let who = users.join(", ");
+    let qb = quote(b);
+    // A bridge a libvirt NAT/routed/isolated network owns: its settings live in that
+    // network's XML, and no LAN NIC belongs on it.
+    let owner = need.owner.as_ref();
+    let net_edit = owner.map(|n| {
+        format!(
+            "`{}` (libvirt sets the bridge from it; then `{}` and `{}`, which detaches the taps of its running VMs until they restart)",
+            join(["virsh", "net-edit", &n.name]),
+            join(["virsh", "net-destroy", &n.name]),
+            join(["virsh", "net-start", &n.name])
+        )
+    });
+    if let Some(n) = owner {
+        out.push(finding(
+            "bridge-owned-by-network",
+            Severity::Warning,
+            b,
+            format!("{b} is used as a LAN bridge by {who}, but {}", crate::topology::owned_bridge_warning(n, b)),
+            format!("move them to a LAN bridge: `vbridge host-bridge NIC --bridge br0 --dhcp`, then `vbridge attach VM --bridge br0` (or `vbridge net-define --bridge br0`); to stay on network {} ({}), let the NICs use `<source network='{}'/>`", n.name, crate::topology::forward_mode_name(n), crate::xml::escape(&n.name)),
+            None,
+        ));
+    }
     let Some(br) = host.interfaces.get(b) else {
+        if let Some(n) = owner {
+            out.push(finding(
+                "bridge-missing",
+                Severity::Error,
+                b,
+                format!("bridge {b} does not exist on this host, but {who} uses it: libvirt creates it when network {} starts", n.name),
+                format!("`{}`", join(["virsh", "net-start", &n.name])),
+                None,
+            ));
+            return;
+        }
         out.push(finding(
             "bridge-missing",
             Severity::Error,
             b,
             format!("bridge {b} does not exist on this host, but {who} uses it: VMs on it fail to start (\"Cannot get interface MTU on '{b}'\"), though libvirt calls a bridge-mode network active"),
-            format!("create it on the LAN NIC: `vbridge host-bridge NIC --bridge {b} --dhcp` (or point the network/VM at an existing bridge)"),
+            format!("create it on the LAN NIC: `vbridge host-bridge NIC --bridge {qb} --dhcp` (or point the network/VM at an existing bridge)"),
             None,
         ));
         return;
     };
     if !br.is_bridge {
         let fix = match &br.master {
-            Some(m) => format!("{b} is a port of bridge {m}: use {m} instead (`vbridge attach VM --bridge {m}`, `vbridge net-define --bridge {m} --force`)"),
-            None => format!("make a bridge on it: `vbridge host-bridge {b} --bridge br0 --dhcp`, then use br0"),
+            Some(m) => format!("{b} is a port of bridge {m}: use {m} instead (`vbridge attach VM --bridge {qm}`, `vbridge net-define --bridge {qm} --force`)", qm = quote(m)),
+            None => format!("make a bridge on it: `vbridge host-bridge {qb} --bridge br0 --dhcp`, then use br0"),
         };
         out.push(finding(
             "not-a-bridge",
@@ -40,14 +74,15 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
             Severity::Error,
             b,
             format!("bridge {b} is down: nothing crosses it"),
-            format!("`ip link set {b} up`; --fix does it"),
+            format!("`ip link set {qb} up`; --fix does it"),
             Some(Action::BridgeUp {
                 bridge: b.to_string(),
             }),
         ));
     }
     let uplinks = host.uplinks(b);
-    if uplinks.is_empty() {
+    // A NAT/routed/isolated network's bridge has no uplink by design.
+    if uplinks.is_empty() && owner.is_none() {
         let ports = host.ports(b);
         let ports = if ports.is_empty() {
             "none".to_string()
@@ -78,11 +113,22 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
             severity,
             b,
             format!("bridge {b} has no port but taps (ports: {ports}): {why}"),
-            format!("enslave the LAN NIC with its address moved to the bridge: `vbridge host-bridge NIC --bridge {b} --dhcp` (--fix never moves a NIC's address)"),
+            format!("enslave the LAN NIC with its address moved to the bridge: `vbridge host-bridge NIC --bridge {qb} --dhcp` (--fix never moves a NIC's address)"),
             None,
         ));
     }
     for u in &uplinks {
+        if let Some(n) = owner {
+            out.push(finding(
+                "uplink-on-network-bridge",
+                Severity::Warning,
+                u,
+                format!("{u} is a port of {b}, the bridge of libvirt network {} (forward mode {}): a LAN NIC there joins the LAN to a segment libvirt routes and serves DHCP on", n.name, crate::topology::forward_mode_name(n)),
+                format!("take it off: `{}`; put LAN VMs on a bridge of their own (`vbridge host-bridge NIC --bridge br0 --dhcp`)", join(["ip", "link", "set", u, "nomaster"])),
+                None,
+            ));
+            continue;
+        }
         let Some(i) = host.interfaces.get(*u) else {
             continue;
         };
@@ -92,7 +138,7 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
                 Severity::Error,
                 u,
                 format!("{u} is a Wi-Fi NIC and a port of {b}: an access point accepts frames only from the station's own MAC, so the VMs' frames are dropped"),
-                format!("bridge a wired NIC instead, or use NAT (libvirt's default network) or routed mode for VMs behind Wi-Fi; remove it with `ip link set {u} nomaster`"),
+                format!("bridge a wired NIC instead, or use NAT (libvirt's default network) or routed mode for VMs behind Wi-Fi; remove it with `ip link set {} nomaster`", quote(u)),
                 None,
             ));
         }
@@ -114,7 +160,7 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
                         "administratively down".to_string()
                     }
                 ),
-                format!("`ip link set {u} up` and check the cable"),
+                format!("`ip link set {} up` and check the cable", quote(u)),
                 None,
             ));
         }
@@ -125,7 +171,7 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
                 Severity::Error,
                 u,
                 format!("{u} is a port of {b} but still carries {a}: a bridge port's own address answers erratically (the bridge takes its frames), so the host loses its LAN address; it belongs on {b}"),
-                format!("move it: `ip addr del {} dev {u}` then `ip addr add {} dev {b}` (or let `vbridge host-bridge {u} --bridge {b}` do it with rollback); --fix never touches a NIC's addresses", i.ipv4[0], i.ipv4[0]),
+                format!("move it: `{}` then `{}` (or let `{}` do it with rollback); --fix never touches a NIC's addresses", join(["ip", "addr", "del", &i.ipv4[0], "dev", u]), join(["ip", "addr", "add", &i.ipv4[0], "dev", b]), join(["vbridge", "host-bridge", u, "--bridge", b])),
                 None,
             ));
         }
@@ -135,7 +181,10 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
         // before it forwards. With forward_delay 0 both states pass at once, so DHCP is not
         // stalled; what is left is STP itself: it blocks a port it believes closes a loop
         // (after a topology change, or when the LAN's switches send BPDUs with a better path).
-        let fix = format!("--fix sets stp_state 0 and forward_delay 0 (sysfs); to keep it, say `parameters: {{stp: false, forward-delay: 0}}` in the netplan bridge (or `ip link set {b} type bridge stp_state 0 forward_delay 0` in your network config)");
+        let fix = match &net_edit {
+            Some(edit) => format!("--fix sets stp_state 0 and forward_delay 0 (sysfs) until libvirt restarts the network; to keep it, set `stp='off'` on the network's <bridge> with {edit}"),
+            None => format!("--fix sets stp_state 0 and forward_delay 0 (sysfs); to keep it, say `parameters: {{stp: false, forward-delay: 0}}` in the netplan bridge (or `ip link set {qb} type bridge stp_state 0 forward_delay 0` in your network config)"),
+        };
         let action = Some(Action::StpOff {
             bridge: b.to_string(),
         });
@@ -147,7 +196,10 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
                 Severity::Info,
                 b,
                 format!("STP is on for {b} with a forward delay of 0: new ports forward at once, so DHCP is not stalled; but STP can still block a port it thinks closes a loop (after a topology change, or on BPDUs from the LAN's switches), cutting the VMs behind it off"),
-                format!("with a single uplink and no loop, turn it off: `ip link set {b} type bridge stp_state 0` (netplan `parameters: {{stp: false}}`); --fix leaves it, as STP may be there to stop a loop"),
+                match &net_edit {
+                    Some(edit) => format!("turn it off with `stp='off'` on the network's <bridge>: {edit}; --fix leaves it"),
+                    None => format!("with a single uplink and no loop, turn it off: `ip link set {qb} type bridge stp_state 0` (netplan `parameters: {{stp: false}}`); --fix leaves it, as STP may be there to stop a loop"),
+                },
                 None,
             )),
             fd => {
@@ -173,7 +225,7 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
     }
     // An unpinned bridge MAC follows the lowest port MAC: when the uplink is not that port,
     // or a port with a lower MAC comes along, the host's DHCP identity changes.
-    if !br.mac_pinned && !br.ipv4.is_empty() {
+    if !br.mac_pinned && !br.ipv4.is_empty() && owner.is_none() {
         let mut umacs: Vec<&str> = uplinks
             .iter()
             .filter_map(|u| host.interfaces.get(*u)?.mac.as_deref())
@@ -196,7 +248,7 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
                     Severity::Warning,
                     b,
                     format!("bridge {b}'s MAC is not pinned and follows its ports ({why}): when ports come and go it changes, and the DHCP server hands the host a new address"),
-                    format!("pin it to the uplink's MAC: `ip link set {b} address {lowest_uplink}`, and `macaddress: {lowest_uplink}` in the netplan bridge"),
+                    format!("pin it to the uplink's MAC: `ip link set {qb} address {}`, and `macaddress: {lowest_uplink}` in the netplan bridge", quote(lowest_uplink)),
                     None,
                 ));
             }

@@ -3,7 +3,8 @@
 
 use super::{finding, Need};
 use crate::doctor::{Action, Finding, HostState, Observation, Severity};
-use crate::topology::nic_host_bridge;
+use crate::shell::{join, quote};
+use crate::topology::{bridge_owner, nic_host_bridge};
 use std::collections::BTreeMap;
 
 const VIRTIO_COST: &str = "an emulated NIC costs a host CPU per packet burst and tops out around 1 Gbit/s; virtio is several times faster and lighter (the guest needs virtio-net, built into Linux; Windows needs the virtio-win drivers)";
@@ -25,7 +26,7 @@ pub(super) fn network_checks(
                 Severity::Error,
                 &n.name,
                 format!("network {} (bridge mode on {br}) is not active: VMs that use it cannot start and nothing can be hot-plugged into it", n.name),
-                format!("`virsh net-start {}`; --fix starts it", n.name),
+                format!("`{}`; --fix starts it", join(["virsh", "net-start", &n.name])),
                 Some(Action::StartNetwork { network: n.name.clone() }),
             ));
         }
@@ -35,7 +36,7 @@ pub(super) fn network_checks(
                 Severity::Error,
                 &n.name,
                 format!("network {} is not started at boot: after a host reboot, VMs on it fail to start until someone runs net-start", n.name),
-                format!("`virsh net-autostart {}`; --fix sets it", n.name),
+                format!("`{}`; --fix sets it", join(["virsh", "net-autostart", &n.name])),
                 Some(Action::AutostartNetwork { network: n.name.clone() }),
             ));
         }
@@ -63,14 +64,18 @@ pub(super) fn domain_checks(
             let bridge = nic_host_bridge(&nic.kind, nic.bridge.as_deref(), net)
                 .filter(|h| h.lan)
                 .map(|h| h.bridge);
-            if let (Some(name), None, "network") = (nic.network.as_deref(), net, &nic.kind[..]) {
+            // Without the network driver no network is known: network-driver-unavailable says it.
+            let listed = obs.network_driver_unavailable.is_none();
+            if let (Some(name), None, "network", true) =
+                (nic.network.as_deref(), net, &nic.kind[..], listed)
+            {
                 out.push(finding(
                     "network-missing",
                     Severity::Error,
                     name,
                     format!("VM {}'s NIC {mac} uses network {name}, which is not defined: the VM cannot start", d.name),
                     // No action: an undefined network cannot be started, only defined.
-                    format!("define it on the host bridge: `vbridge net-define --name {name} --bridge {}`, or move the NIC: `vbridge attach {} --mac {mac}`; --fix cannot do this (there is no network to start)", nic.bridge.as_deref().unwrap_or("BR"), d.name),
+                    format!("define it on the host bridge: `{}`, or move the NIC: `{}`; --fix cannot do this (there is no network to start)", join(["vbridge", "net-define", "--name", name, "--bridge"]) + " " + &nic.bridge.as_deref().filter(|b| bridge_owner(&obs.networks, b).is_none()).map(quote).unwrap_or_else(|| "BR".into()), join(["vbridge", "attach", &d.name, "--mac", mac])),
                     None,
                 ));
             }
@@ -98,8 +103,8 @@ pub(super) fn domain_checks(
                     &d.name,
                     format!("VM {}'s NIC {mac} is {model}: {VIRTIO_COST}", d.name),
                     format!(
-                        "`vbridge attach {} --mac {mac}` rewrites it as virtio (after a power-off)",
-                        d.name
+                        "`{}` rewrites it as virtio (after a power-off)",
+                        join(["vbridge", "attach", &d.name, "--mac", mac])
                     ),
                     None,
                 ));
@@ -111,7 +116,7 @@ pub(super) fn domain_checks(
                 Severity::Info,
                 &d.name,
                 format!("VM {} has no NIC on a bridge: it reaches the LAN only through NAT, and the LAN cannot reach it", d.name),
-                format!("`vbridge attach {}` puts a NIC on the bridge", d.name),
+                format!("`{}` puts a NIC on the bridge", join(["vbridge", "attach", &d.name])),
                 None,
             ));
         }
@@ -126,6 +131,42 @@ pub(super) fn domain_checks(
             ));
         }
     }
+}
+
+/// libvirt without its network driver: networks were not read. NICs of type='network' cannot
+/// start or be hot-plugged then (an error when a VM has one); bridge NICs work without it.
+pub(super) fn network_driver_check(out: &mut Vec<Finding>, obs: &Observation) {
+    let Some(why) = &obs.network_driver_unavailable else {
+        return;
+    };
+    let users: Vec<&str> = obs
+        .domains
+        .iter()
+        .filter(|d| d.nics.iter().any(|n| n.kind == "network"))
+        .map(|d| d.name.as_str())
+        .collect();
+    let (severity, effect) = if users.is_empty() {
+        (
+            Severity::Warning,
+            "no VM here has a NIC of type='network', so nothing is cut off now, but no libvirt network can be checked, defined or started".to_string(),
+        )
+    } else {
+        (
+            Severity::Error,
+            format!(
+                "VMs with a NIC of type='network' ({}) cannot start, and no libvirt network could be checked; domain and host checks ran",
+                users.join(", ")
+            ),
+        )
+    };
+    out.push(finding(
+        "network-driver-unavailable",
+        severity,
+        &obs.uri,
+        format!("{why}: {effect}"),
+        crate::libvirt::NETWORK_DRIVER_HINT.to_string(),
+        None,
+    ));
 }
 
 fn tap_check(
@@ -152,7 +193,7 @@ fn tap_check(
             Severity::Error,
             tap,
             format!("VM {dom}'s NIC {mac} uses tap {tap}, which its XML puts on {bridge}, but {now}: the VM is cut off (this happens when the bridge is recreated under running VMs; libvirt does not notice)"),
-            format!("`ip link set {tap} master {bridge} up`; --fix re-attaches it"),
+            format!("`{}`; --fix re-attaches it", join(["ip", "link", "set", tap, "master", bridge, "up"])),
             Some(Action::AttachTap { tap: tap.to_string(), bridge: bridge.to_string() }),
         ));
     }

@@ -7,6 +7,7 @@ use crate::doctor::{
 };
 use crate::host::firewall::{self, Outcome};
 use crate::host::sysctl::MODULES_LOAD_FILE;
+use crate::shell::{join, quote};
 use std::collections::BTreeMap;
 
 pub(super) fn firewall_checks(
@@ -44,6 +45,7 @@ pub(super) fn firewall_checks(
     let mut dropping = false;
     let mut notes: Vec<String> = Vec::new();
     for b in &bridges {
+        let qb = quote(b);
         let ipt = firewall::iptables_verdict(&fw, b);
         let mut drops = Vec::new();
         let mut doubts = Vec::new();
@@ -85,8 +87,11 @@ pub(super) fn firewall_checks(
             .iter()
             .map(|c| {
                 format!(
-                    "`nft insert rule {} {} {} iifname {b} oifname {b} accept`",
-                    c.family, c.table, c.name
+                    "`{}`",
+                    join([
+                        "nft", "insert", "rule", &c.family, &c.table, &c.name, "iifname", b,
+                        "oifname", b, "accept"
+                    ])
                 )
             })
             .collect();
@@ -105,18 +110,18 @@ pub(super) fn firewall_checks(
         };
         let (fix, action) = if docker_rule_helps {
             (
-                format!("Docker manages FORWARD and needs {key}=1 for its own bridges, so --fix keeps the sysctl and adds `iptables -I DOCKER-USER -i {b} -o {b} -j ACCEPT` (Docker never flushes DOCKER-USER); to keep it across reboots, save it with your firewall (e.g. `iptables-save > /etc/iptables/rules.v4` with iptables-persistent)"),
+                format!("Docker manages FORWARD and needs {key}=1 for its own bridges, so --fix keeps the sysctl and adds `iptables -I DOCKER-USER -i {qb} -o {qb} -j ACCEPT` (Docker never flushes DOCKER-USER); to keep it across reboots, save it with your firewall (e.g. `iptables-save > /etc/iptables/rules.v4` with iptables-persistent)"),
                 Some(Action::AcceptBridged { chain: "DOCKER-USER".into(), bridge: b.to_string() }),
             )
         } else if fw.docker {
             (
-                format!("Docker needs {key}=1 for its own bridges, so --fix changes nothing here; allow {b}'s frames before what drops them: {}", if nft_cmds.is_empty() { format!("`iptables -I FORWARD -i {b} -o {b} -j ACCEPT`") } else { nft_cmds.join(", ") }),
+                format!("Docker needs {key}=1 for its own bridges, so --fix changes nothing here; allow {b}'s frames before what drops them: {}", if nft_cmds.is_empty() { format!("`iptables -I FORWARD -i {qb} -o {qb} -j ACCEPT`") } else { nft_cmds.join(", ") }),
                 None,
             )
         } else {
             let mut alt = Vec::new();
             if drops.iter().any(|d| d.starts_with("iptables")) {
-                alt.push(format!("`iptables -I FORWARD -i {b} -o {b} -j ACCEPT`"));
+                alt.push(format!("`iptables -I FORWARD -i {qb} -o {qb} -j ACCEPT`"));
             }
             alt.extend(nft_cmds);
             // The default paths (the message is pure; VBRIDGE_SYSCTL_DIR is for tests).

@@ -33,6 +33,9 @@ struct Need {
     by_network: bool,
     /// A running VM has a NIC on it.
     running_vm: bool,
+    /// The libvirt network (NAT, routed, isolated) that creates and runs this bridge: then it
+    /// is not a LAN bridge, and its settings live in that network's definition.
+    owner: Option<crate::topology::NetworkObs>,
 }
 
 impl Need {
@@ -67,6 +70,10 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
     let mut needs: BTreeMap<String, Need> = BTreeMap::new();
     domain::network_checks(&mut out, obs, &mut needs);
     domain::domain_checks(&mut out, obs, &mut needs);
+    domain::network_driver_check(&mut out, obs);
+    for (b, need) in needs.iter_mut() {
+        need.owner = crate::topology::bridge_owner(&obs.networks, b).cloned();
+    }
     match &obs.host {
         Some(host) => {
             for (b, need) in &needs {

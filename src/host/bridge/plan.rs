@@ -78,8 +78,8 @@ pub fn check_request(state: &State, req: &LiveRequest) -> Result<()> {
             return Err(
                 Error::conflict(format!("{} is already a port of {name}", req.nic)).with_hint(
                     format!(
-                        "release it first (`ip link set {} nomaster`) or use --bridge {name}",
-                        req.nic
+                        "release it first (`{}`) or use --bridge {name}",
+                        crate::shell::join(["ip", "link", "set", &req.nic, "nomaster"])
                     ),
                 ),
             );

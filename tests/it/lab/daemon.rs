@@ -41,6 +41,13 @@ impl Daemon {
     /// Start libvirtd in `host` with its state under `dir`, and wait until its socket answers.
     /// `caps_store` is a directory with QEMU capabilities XML to seed its cache from.
     pub fn start(host: &Netns, dir: &Path, caps_root: &Path) -> Daemon {
+        Daemon::start_with(host, dir, caps_root, &[])
+    }
+
+    /// As [`Daemon::start`], but libvirtd loads its connection drivers from a directory that
+    /// lacks those named in `without` (e.g. `["network"]`): libvirt's own LIBVIRT_DRIVER_DIR
+    /// points it there, so it runs as a host where that driver is not installed.
+    pub fn start_with(host: &Netns, dir: &Path, caps_root: &Path, without: &[&str]) -> Daemon {
         ensure_qemu_accounts();
         let run_dir = dir.join("run");
         let etc = dir.join("etc");
@@ -111,6 +118,9 @@ impl Daemon {
         // no locks, nothing that is unsafe after fork in a multi-threaded process.
         unsafe {
             cmd.pre_exec(move || setup.apply());
+        }
+        if !without.is_empty() {
+            cmd.env("LIBVIRT_DRIVER_DIR", driver_dir(dir, without));
         }
         let child = cmd
             .spawn()
@@ -195,6 +205,34 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A directory with links to the system's libvirt connection drivers, except `without`.
+fn driver_dir(dir: &Path, without: &[&str]) -> PathBuf {
+    let system = fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path().join("libvirt/connection-driver")))
+        .find(|p| p.is_dir())
+        .expect("no libvirt connection-driver directory under /usr/lib/*/");
+    let out = dir.join("drivers");
+    fs::create_dir_all(&out).unwrap();
+    let skip: Vec<String> = without
+        .iter()
+        .map(|d| format!("libvirt_driver_{d}.so"))
+        .collect();
+    for e in fs::read_dir(&system).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if !skip.iter().any(|s| name.as_bytes() == s.as_bytes()) {
+            std::os::unix::fs::symlink(e.path(), out.join(&name)).unwrap();
+        }
+    }
+    assert!(
+        skip.iter().all(|s| system.join(s).exists()),
+        "{} lacks one of {skip:?}: nothing would be left out",
+        system.display()
+    );
+    out
 }
 
 /// What the child does between fork and exec; every string is prepared beforehand.

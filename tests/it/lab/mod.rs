@@ -94,6 +94,12 @@ pub struct Lab {
 impl Lab {
     /// Build a complete lab. `name` labels it in logs and temp paths.
     pub fn start(name: &str) -> Lab {
+        Lab::start_without(name, &[])
+    }
+
+    /// A lab whose libvirtd lacks the connection drivers named in `without` (`["network"]`:
+    /// a host where libvirt's network driver is not installed).
+    pub fn start_without(name: &str, without: &[&str]) -> Lab {
         let t0 = Instant::now();
         let slot = Slot::take();
         sweep_stale_labs();
@@ -135,10 +141,11 @@ impl Lab {
         lab.timings.network = t.elapsed();
 
         let t = Instant::now();
-        lab.daemon = Some(Daemon::start(
+        lab.daemon = Some(Daemon::start_with(
             &lab.host,
             lab.dir.path(),
             &assets::cache_dir(),
+            without,
         ));
         lab.timings.libvirtd = t.elapsed();
         lab
