@@ -367,6 +367,27 @@ pub fn differences(want: &NicWant, have: &NicSeen) -> Vec<Difference> {
     d
 }
 
+/// A new NIC's keys, as differences from nothing.
+fn wanted(want: &NicWant) -> Vec<Difference> {
+    let nothing = NicSeen {
+        nic: Nic {
+            index: 0,
+            kind: String::new(),
+            mac: None,
+            source: BTreeMap::new(),
+            model: None,
+            target_dev: None,
+            span: 0..0,
+        },
+        mtu: None,
+        queues: None,
+    };
+    differences(want, &nothing)
+        .into_iter()
+        .map(|d| Difference { have: None, ..d })
+        .collect()
+}
+
 /// The NIC in `nics` the wanted one means: by MAC; else the one already as wanted; else
 /// the single one not as wanted (what `attach` picks). Ok(None): no such NIC.
 fn find<'a>(want: &NicWant, mac: Option<&str>, nics: &'a [NicSeen]) -> Result<Option<&'a NicSeen>> {
@@ -381,8 +402,11 @@ fn find<'a>(want: &NicWant, mac: Option<&str>, nics: &'a [NicSeen]) -> Result<Op
         (Some(n), None) => Ok(Some(n)),
         (None, _) => Ok(None),
         (Some(_), Some(_)) => Err(Error::conflict(format!(
-            "several NICs could be the one meant by {:?}: give its `mac`",
-            want.target
+            "several NICs could be the one meant by `{}`: give its `mac`",
+            match &want.target {
+                Target::Bridge(b) => format!("bridge: {b}"),
+                Target::Network(n) => format!("network: {n}"),
+            }
         ))),
     }
 }
@@ -439,8 +463,9 @@ fn nic_plan(want: &NicWant, vm: &ObservedVm, derive_mac: DeriveMac) -> Result<Op
         action,
         target: want.target.clone(),
         definitions,
+        // For a new NIC: every key it will have.
         differences: if action == NicAction::Add {
-            Vec::new()
+            wanted(want)
         } else {
             differences_seen
         },

@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod corpus;
+mod desired;
 mod host;
 mod lab;
 mod lab_core;

@@ -12,7 +12,7 @@ fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rewrite")
 }
 
-fn bless() -> bool {
+pub fn bless() -> bool {
     std::env::var_os("VBRIDGE_BLESS").is_some_and(|v| v == "1")
 }
 
@@ -110,7 +110,7 @@ fn summary(r: &Rewritten) -> String {
     s
 }
 
-fn golden(path: &Path, actual: &str, failures: &mut Vec<String>) {
+pub fn golden(path: &Path, actual: &str, failures: &mut Vec<String>) {
     if bless() {
         fs::write(path, actual).unwrap();
         return;
