@@ -318,7 +318,8 @@ hosts:
 
         let e = parse("hosts:\n  - urk: x\n", Syntax::Yaml, "f.yml").unwrap_err();
         assert!(
-            e.message.starts_with("f.yml:2:5: hosts[0]: unknown field `urk`"),
+            e.message
+                .starts_with("f.yml:2:5: hosts[0]: unknown field `urk`"),
             "{}",
             e.message
         );

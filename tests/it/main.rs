@@ -9,6 +9,7 @@ mod lab;
 mod lab_core;
 mod lab_doctor;
 mod lab_e2e;
+mod lab_remote;
 mod lab_smoke;
 mod rewrite;
 mod testdriver;

@@ -44,6 +44,7 @@
 pub mod assets;
 pub mod daemon;
 pub mod guest;
+pub mod sshd;
 pub mod topology;
 
 use std::fs;
