@@ -448,6 +448,7 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
     let mut swept: BTreeMap<String, Instant> = BTreeMap::new();
     let mut asks = LibvirtAsks::default();
     let nat = bridged.iter().any(|n| !n.lan);
+    let host_side = conn.shares_host();
     loop {
         let neighbours = neigh::ipv4().unwrap_or_default();
         let libvirt = libvirt_sightings(&dom, &mut asks, nat);
@@ -456,7 +457,7 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
                 continue;
             }
             let o = &mut obs[i];
-            look(nic, o, &libvirt, &neighbours, Source::Neighbour);
+            look(nic, o, &libvirt, &neighbours, Source::Neighbour, host_side);
             if tap_fault(nic, o).is_some() {
                 done[i] = true;
                 continue;
@@ -499,7 +500,7 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
                 let o = &mut obs[i];
                 match &result {
                     Ok(answered) => {
-                        look(nic, o, &[], &neighbours, Source::Probe);
+                        look(nic, o, &[], &neighbours, Source::Probe, host_side);
                         for s in o.sightings.clone() {
                             if answered.contains(&s.ip) && !o.answered.contains(&s.ip) {
                                 o.answered.push(s.ip);
@@ -537,10 +538,17 @@ fn look(
     libvirt: &[(Option<String>, Ipv4Addr, Source)],
     neighbours: &[neigh::Neighbour],
     neigh_source: Source,
+    host_side: bool,
 ) {
     if let Some(tap) = &nic.tap {
-        o.tap_exists = sysfs::exists(tap);
-        o.tap_master = sysfs::master(tap);
+        if host_side {
+            o.tap_exists = sysfs::exists(tap);
+            o.tap_master = sysfs::master(tap);
+        } else {
+            // A remote hypervisor's TAPs cannot be seen from here: take libvirt's word.
+            o.tap_exists = true;
+            o.tap_master = Some(nic.bridge.clone());
+        }
     }
     for (mac, ip, src) in libvirt {
         if mac.as_deref() == Some(nic.mac.as_str()) {
