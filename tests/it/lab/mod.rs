@@ -43,6 +43,7 @@
 
 pub mod assets;
 pub mod daemon;
+pub mod delay_proxy;
 pub mod guest;
 pub mod sshd;
 pub mod topology;
