@@ -5,6 +5,7 @@
 
 pub mod attach;
 pub mod backup;
+pub mod desired;
 pub mod doctor;
 pub mod domain;
 pub mod domxml;

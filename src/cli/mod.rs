@@ -5,6 +5,7 @@ mod attach;
 mod doctor;
 mod host;
 mod network;
+mod plan;
 mod verify;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -21,6 +22,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// The command line was malformed.
     pub const USAGE: u8 = 2;
+    /// `plan --detailed-exitcode`: the plan has changes to apply.
+    pub const CHANGES_PENDING: u8 = 3;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,6 +87,10 @@ pub enum Command {
     /// Persistent TAP devices on a bridge
     #[command(subcommand)]
     Tap(host::TapCommand),
+    /// Show what apply would change to make a desired-state file true
+    Plan(plan::PlanArgs),
+    /// Make a desired-state file true on each of its hosts
+    Apply(plan::ApplyArgs),
 }
 
 /// A command's result, renderable as text or JSON.
@@ -97,6 +104,10 @@ pub trait Report {
     /// The text is the command's product (a rewritten document), not a message: `-q` keeps it.
     fn is_data(&self) -> bool {
         false
+    }
+    /// An exit code other than OK/FAILURE (`plan --detailed-exitcode`).
+    fn exit_code(&self) -> Option<u8> {
+        None
     }
 }
 
@@ -165,6 +176,8 @@ fn dispatch(cli: &Cli) -> CmdResult {
         Command::Doctor(a) => doctor::run(a, g),
         Command::HostBridge(a) => host::host_bridge(a, g),
         Command::Tap(a) => host::tap(a, g),
+        Command::Plan(a) => plan::plan(a, g),
+        Command::Apply(a) => plan::apply(a, g),
     }
 }
 
@@ -233,7 +246,8 @@ pub fn main() -> ExitCode {
                 // Renderers end their own lines: `attach --xml` must print the document as is.
                 let _ = write!(out, "{text}");
             }
-            ExitCode::from(if ok { exit::OK } else { exit::FAILURE })
+            let code = if ok { exit::OK } else { exit::FAILURE };
+            ExitCode::from(report.exit_code().unwrap_or(code))
         }
         Err(err) => {
             print_error(json, &err);
@@ -274,6 +288,8 @@ mod tests {
             "vbridge host-bridge eth1 --address 10.0.0.2/24 --gateway 10.0.0.1 --live",
             "vbridge tap add tap0 --bridge br0",
             "vbridge tap del tap0",
+            "vbridge plan f.yml --detailed-exitcode -o json",
+            "vbridge apply f.yml -c test:///default",
         ];
         for line in valid {
             if let Err(e) = parse(line) {

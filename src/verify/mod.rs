@@ -139,6 +139,7 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
     let mut swept: BTreeMap<String, Instant> = BTreeMap::new();
     let mut asks = LibvirtAsks::default();
     let nat = bridged.iter().any(|n| !n.lan);
+    let host_side = conn.shares_host();
     loop {
         let neighbours = neigh::ipv4().unwrap_or_default();
         let libvirt = libvirt_sightings(&dom, &mut asks, nat);
@@ -147,7 +148,7 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
                 continue;
             }
             let o = &mut obs[i];
-            look(nic, o, &libvirt, &neighbours, Source::Neighbour);
+            look(nic, o, &libvirt, &neighbours, Source::Neighbour, host_side);
             if tap_fault(nic, o).is_some() {
                 done[i] = true;
                 continue;
@@ -190,7 +191,7 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
                 let o = &mut obs[i];
                 match &result {
                     Ok(answered) => {
-                        look(nic, o, &[], &neighbours, Source::Probe);
+                        look(nic, o, &[], &neighbours, Source::Probe, host_side);
                         for s in o.sightings.clone() {
                             if answered.contains(&s.ip) && !o.answered.contains(&s.ip) {
                                 o.answered.push(s.ip);

@@ -138,10 +138,17 @@ pub(super) fn look(
     libvirt: &[(Option<String>, Ipv4Addr, Source)],
     neighbours: &[neigh::Neighbour],
     neigh_source: Source,
+    host_side: bool,
 ) {
     if let Some(tap) = &nic.tap {
-        o.tap_exists = sysfs::exists(tap);
-        o.tap_master = sysfs::master(tap);
+        if host_side {
+            o.tap_exists = sysfs::exists(tap);
+            o.tap_master = sysfs::master(tap);
+        } else {
+            // A remote hypervisor's TAPs cannot be seen from here: take libvirt's word.
+            o.tap_exists = true;
+            o.tap_master = Some(nic.bridge.clone());
+        }
     }
     for (mac, ip, src) in libvirt {
         if mac.as_deref() == Some(nic.mac.as_str()) {

@@ -16,7 +16,7 @@ use crate::common;
 use crate::lab::Lab;
 use vbridge::libvirt::Conn;
 
-fn domain_xml(name: &str, i: usize) -> String {
+pub fn domain_xml(name: &str, i: usize) -> String {
     format!(
         "<domain type='qemu'>
   <name>{name}</name>
@@ -42,13 +42,13 @@ fn domain_xml(name: &str, i: usize) -> String {
     )
 }
 
-fn reset(conn: &Conn, originals: &[(String, String)]) {
+pub fn reset(conn: &Conn, originals: &[(String, String)]) {
     for (_, xml) in originals {
         conn.define_domain(xml).expect("redefine original");
     }
 }
 
-fn all_on_bridge(conn: &Conn, originals: &[(String, String)]) -> bool {
+pub fn all_on_bridge(conn: &Conn, originals: &[(String, String)]) -> bool {
     originals.iter().all(|(n, _)| {
         let xml = conn.domain(n).unwrap().persistent_xml().unwrap();
         xml.contains("<source bridge='br0'/>") && !xml.contains("network='default'")

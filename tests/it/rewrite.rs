@@ -113,7 +113,7 @@ fn summary(r: &Rewritten) -> String {
     s
 }
 
-fn golden(path: &Path, actual: &str, failures: &mut Vec<String>) {
+pub fn golden(path: &Path, actual: &str, failures: &mut Vec<String>) {
     if let Err(e) = common::golden::check(path, actual) {
         failures.push(e);
     }

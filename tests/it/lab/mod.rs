@@ -43,7 +43,9 @@
 
 pub mod assets;
 pub mod daemon;
+pub mod delay_proxy;
 pub mod guest;
+pub mod sshd;
 pub mod topology;
 
 use std::fs;

@@ -1,0 +1,198 @@
+//! `plan` / `apply` of a desired-state file: golden diffs (tests/data/desired/CASE:
+//! desired.yml, domains/NAME.xml and NAME.live.xml, networks/NAME.xml or NAME.inactive.xml
+//! -> diff.json), and plan/apply on libvirt's test driver.
+
+use crate::common::{vbridge_bin, StateTmp};
+use crate::rewrite::golden;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use vbridge::desired::diff::{self, ObservedHost, ObservedVm};
+use vbridge::desired::{self, apply, run, Syntax};
+use vbridge::libvirt::Conn;
+use vbridge::topology::{parse_network, NetworkObs};
+
+fn observed(dir: &Path) -> ObservedHost {
+    let mut seen = ObservedHost::default();
+    for e in fs::read_dir(dir.join("networks")).into_iter().flatten() {
+        let path = e.unwrap().path();
+        let file = path.file_name().unwrap().to_str().unwrap().to_string();
+        let (name, up) = match file.strip_suffix(".inactive.xml") {
+            Some(n) => (n.to_string(), false),
+            None => (file.trim_end_matches(".xml").to_string(), true),
+        };
+        let def = parse_network(&fs::read_to_string(&path).unwrap()).unwrap();
+        let obs = NetworkObs {
+            name: name.clone(),
+            forward_mode: def.forward_mode,
+            bridge: def.bridge,
+            active: up,
+            autostart: up,
+            persistent: true,
+        };
+        seen.networks.insert(name, Some(obs));
+    }
+    for e in fs::read_dir(dir.join("domains")).into_iter().flatten() {
+        let path = e.unwrap().path();
+        let file = path.file_name().unwrap().to_str().unwrap().to_string();
+        if file.ends_with(".live.xml") {
+            continue;
+        }
+        let name = file.trim_end_matches(".xml").to_string();
+        let config = fs::read_to_string(&path).unwrap();
+        let live = fs::read_to_string(dir.join("domains").join(format!("{name}.live.xml"))).ok();
+        seen.vms
+            .insert(name, ObservedVm::from_xml(&config, live.as_deref()));
+    }
+    seen
+}
+
+#[test]
+fn golden_diffs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/desired");
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for e in fs::read_dir(&root).unwrap() {
+        let dir = e.unwrap().path();
+        let text = fs::read_to_string(dir.join("desired.yml")).unwrap();
+        let want = desired::parse(&text, Syntax::Yaml, "desired.yml").unwrap();
+        let mut seen = observed(&dir);
+        // A VM named in the file with no domain file: as libvirt answers for it.
+        for name in want.hosts[0].vms.keys() {
+            seen.vms.entry(name.clone()).or_insert_with(|| {
+                Err(vbridge::error::Error::not_found(format!(
+                    "no domain named {name:?}"
+                )))
+            });
+        }
+        let plan = diff::diff(&want.hosts[0], &seen, &apply::derived_mac);
+        let json = serde_json::to_string_pretty(&plan).unwrap() + "\n";
+        golden(&dir.join("diff.json"), &json, &mut failures);
+        cases += 1;
+    }
+    assert!(cases >= 5, "only {cases} cases");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn homelab_uri() -> String {
+    format!("test://{}/examples/homelab.xml", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// web's e1000 NAT NIC onto br0, nas already there, and the bridge network.
+fn homelab_file(extra_hosts: &str) -> String {
+    format!(
+        "hosts:\n  - uri: {}\n    networks:\n      - {{name: br0-network, bridge: br0}}\n    vms:\n      web:\n        nics:\n          - {{mac: \"52:54:00:3a:10:01\", bridge: br0, mode: persistent}}\n      nas:\n        nics:\n          - {{mac: \"52:54:00:3a:10:05\", bridge: br0, mode: persistent}}\n{extra_hosts}",
+        homelab_uri()
+    )
+}
+
+#[test]
+fn apply_makes_the_file_true_and_a_second_apply_changes_nothing() {
+    vbridge::libvirt::init();
+    let state = StateTmp::new();
+    let store = &state.state;
+    let want = desired::parse(&homelab_file(""), Syntax::Yaml, "f").unwrap();
+    // The test driver forgets everything when its connection closes: one connection.
+    let conn = Conn::open(Some(&homelab_uri())).unwrap();
+    let plan = run::plan_host(&conn, &want.hosts[0]).unwrap();
+    assert_eq!(plan.changes(), 4, "{plan:#?}");
+    let done = run::apply_host(&conn, &want.hosts[0], store).unwrap();
+    assert!(done.ok(), "{done:#?}");
+    assert_eq!(done.changes(), 4);
+    // attach's guarantees came along: a backup to undo to.
+    assert!(store.latest_backup("web").unwrap().is_some());
+    let again = run::apply_host(&conn, &want.hosts[0], store).unwrap();
+    assert_eq!(again.changes(), 0, "{again:#?}");
+    assert!(again.ok());
+    let nics =
+        vbridge::domxml::nics(&conn.domain("web").unwrap().persistent_xml().unwrap()).unwrap();
+    assert!(nics[0].is_on_bridge("br0"), "{nics:?}");
+}
+
+fn vbridge(args: &[&str], state: &StateTmp) -> (i32, String, String) {
+    let out = Command::new(vbridge_bin())
+        .args(args)
+        .env("VBRIDGE_STATE_DIR", state.dir.path())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plan_exit_codes() {
+    let state = StateTmp::new();
+    let dir = tempfile::tempdir().unwrap();
+    let pending = dir.path().join("pending.yml");
+    fs::write(&pending, homelab_file("")).unwrap();
+    let done = dir.path().join("done.json");
+    fs::write(
+        &done,
+        format!(
+            r#"{{"hosts": [{{"uri": "{}", "vms": {{"nas": {{"nics": [{{"mac": "52:54:00:3A:10:05", "bridge": "br0", "mode": "persistent"}}]}}}}}}]}}"#,
+            homelab_uri()
+        ),
+    )
+    .unwrap();
+    let p = |f: &Path| f.to_str().unwrap().to_string();
+
+    let (rc, out, _) = vbridge(&["plan", &p(&pending), "--detailed-exitcode"], &state);
+    assert_eq!(rc, 3, "{out}");
+    assert!(out.contains("4 change(s) pending"), "{out}");
+    // Without the flag, pending changes are success.
+    assert_eq!(vbridge(&["plan", &p(&pending)], &state).0, 0);
+    let (rc, out, _) = vbridge(
+        &["plan", &p(&done), "--detailed-exitcode", "-o", "json"],
+        &state,
+    );
+    assert_eq!(rc, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["changes"], 0);
+    assert_eq!(v["hosts"][0]["vms"][0]["changes"], serde_json::json!([]));
+
+    let bad = dir.path().join("bad.yml");
+    fs::write(
+        &bad,
+        "hosts:\n  - uri: test:///default\n    vms:\n      web:\n        nics:\n          - {bridge: br0, mode: persistent, colour: red}\n",
+    )
+    .unwrap();
+    let (rc, _, err) = vbridge(&["plan", &p(&bad), "--detailed-exitcode"], &state);
+    assert_eq!(rc, 1, "{err}");
+    assert!(
+        err.contains(&format!("{}:6:", p(&bad))) && err.contains("unknown field `colour`"),
+        "{err}"
+    );
+    assert_eq!(vbridge(&["plan", "--detailed-exitcode"], &state).0, 2);
+}
+
+#[test]
+fn an_unreachable_host_fails_alone() {
+    let state = StateTmp::new();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("two.yml");
+    fs::write(
+        &f,
+        homelab_file(
+            "  - uri: test:///nonexistent/vbridge-no-such-host.xml\n    vms:\n      web: {}\n",
+        ),
+    )
+    .unwrap();
+    let (rc, out, _) = vbridge(&["apply", f.to_str().unwrap(), "-o", "json"], &state);
+    assert_eq!(rc, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let hosts = v["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2);
+    assert_eq!(hosts[0]["ok"], true, "{out}");
+    assert_eq!(hosts[0]["changes"], 4, "{out}");
+    assert_eq!(
+        hosts[0]["vms"][1]["changes"][0]["status"], "applied",
+        "{out}"
+    );
+    assert_eq!(hosts[1]["ok"], false);
+    assert_eq!(hosts[1]["error"]["kind"], "connection", "{out}");
+    assert_eq!(v["changes"], 4);
+    assert_eq!(v["command"], "apply");
+}
