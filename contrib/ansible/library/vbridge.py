@@ -8,7 +8,7 @@ short_description: Put libvirt VMs on the LAN from a vbridge desired-state file
 description:
   - Runs C(vbridge apply -o json PLAN) on the target (C(vbridge plan -o json) in check mode)
     and reports what vbridge changed. Diff mode shows the plan's differences.
-  - The file format is documented in vbridge's docs/plan-file.md.
+  - The file format is documented in vbridge's README (Desired state).
 options:
   plan:
     description: Path of the desired-state file on the target host.
