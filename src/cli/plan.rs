@@ -12,7 +12,7 @@ use vbridge::desired::{self, Mode, Target};
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// The desired-state file (YAML or JSON; see docs/plan-file.md)
+    /// The desired-state file (YAML or JSON; keys in the README, "Desired state")
     pub file: PathBuf,
     /// Exit 3 when changes are pending, 0 when there is nothing to do, 1 on failure
     #[arg(long)]
@@ -21,7 +21,7 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// The desired-state file (YAML or JSON; see docs/plan-file.md)
+    /// The desired-state file (YAML or JSON; keys in the README, "Desired state")
     pub file: PathBuf,
 }
 

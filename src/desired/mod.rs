@@ -1,6 +1,6 @@
 //! The desired-state file of `vbridge plan` / `vbridge apply`: per host the bridge networks
 //! and, per VM, the NICs wanted. Read from YAML or JSON; unknown keys are refused and every
-//! error points into the file (line and column). Documented key by key in docs/plan-file.md.
+//! error points into the file (line and column). Documented key by key in the README ("Desired state").
 
 pub mod apply;
 pub mod diff;
@@ -198,7 +198,7 @@ pub enum Syntax {
 pub fn parse(text: &str, syntax: Syntax, origin: &str) -> Result<Desired> {
     let located = |line: usize, col: usize, msg: String| {
         Error::invalid(format!("{origin}:{line}:{col}: {msg}"))
-            .with_hint("docs/plan-file.md lists every key the file takes")
+            .with_hint("the README's \"Desired state\" section lists every key the file takes")
     };
     let desired: Desired = match syntax {
         Syntax::Json => serde_json::from_str(text).map_err(|e| {
