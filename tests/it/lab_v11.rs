@@ -5,6 +5,7 @@
 //! Each test prints how long the chroot took to be ready (a build, or the cached lookup) and
 //! how long its libvirtd took to answer.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::common::{self, vbridge_bin};
@@ -17,7 +18,9 @@ fn start(name: &str) -> Lab {
     let t = Instant::now();
     let lab = Lab::start_with(name, Libvirt::Backports);
     let c = chroot::chroot();
-    eprintln!(
+    // Straight to stderr, past libtest's capture: CI's log shows these numbers on success.
+    let _ = writeln!(
+        std::io::stderr(),
         "[{name}] libvirt {} chroot {} ready in {:?}; lab set-up {:?}, libvirtd answered in {:?}",
         c.version,
         c.root.display(),

@@ -42,8 +42,8 @@ pub fn chroot() -> &'static Chroot {
             out.status.success(),
             "{script} could not build the libvirt 11.3 chroot: {stderr}"
         );
-        // Progress lines ("building ...", "built in N s") go to the test output.
-        eprint!("{stderr}");
+        // "building ...", "built in N s": straight to stderr, past libtest's capture.
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), stderr.as_bytes());
         let root = String::from_utf8_lossy(&out.stdout)
             .lines()
             .last()
