@@ -13,6 +13,15 @@ pub fn init() {
     virt::error::clear_error_callback();
 }
 
+/// The version of the libvirt library this process runs against, e.g. "9.0.0"
+/// ("unknown" if libvirt cannot say).
+pub fn library_version() -> String {
+    match Connect::version() {
+        Ok(v) => format!("{}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000),
+        Err(_) => "unknown".into(),
+    }
+}
+
 /// Map a libvirt error to the crate's error, once.
 fn map(err: virt::error::Error) -> Error {
     let msg = err.message().to_string();

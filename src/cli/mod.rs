@@ -2,6 +2,7 @@
 //! as text or JSON, and exit codes. The only layer that prints.
 
 mod attach;
+mod docs;
 mod doctor;
 mod host;
 mod network;
@@ -91,6 +92,11 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Make a desired-state file true on each of its hosts
     Apply(plan::ApplyArgs),
+    /// Print a shell completion script (bash, zsh, fish)
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages (vbridge.1, vbridge-COMMAND.1) into a directory
+    #[command(hide = true)]
+    Man(docs::ManArgs),
 }
 
 /// A command's result, renderable as text or JSON.
@@ -178,6 +184,8 @@ fn dispatch(cli: &Cli) -> CmdResult {
         Command::Tap(a) => host::tap(a, g),
         Command::Plan(a) => plan::plan(a, g),
         Command::Apply(a) => plan::apply(a, g),
+        Command::Completions(a) => docs::completions(a, g),
+        Command::Man(a) => docs::man(a, g),
     }
 }
 
@@ -209,7 +217,7 @@ pub fn main() -> ExitCode {
     vbridge::libvirt::init();
     // args_os: a path argument need not be UTF-8, and std::env::args would panic on it.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match docs::parse(&args) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind as K;

@@ -14,5 +14,6 @@ mod lab_e2e;
 mod lab_newcomer;
 mod lab_remote;
 mod lab_smoke;
+mod lab_v11;
 mod rewrite;
 mod testdriver;

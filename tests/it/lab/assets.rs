@@ -1,6 +1,6 @@
 //! Guest boot assets: a Debian cloud kernel and a busybox initramfs, built once and cached.
 //!
-//! The cache lives in `$VBRIDGE_LAB_CACHE` (default `<crate>/.lab-cache`, gitignored):
+//! The cache lives in `$VBRIDGE_LAB_CACHE` (default /var/tmp/vbridge-lab):
 //! `kernel-<package>/` holds the unpacked kernel package, `initramfs-<hash>.cpio` the
 //! initramfs. Both are published by an atomic rename, so concurrent test processes never see
 //! half a file; inside one process a `OnceLock` builds them once.
@@ -42,11 +42,15 @@ pub fn assets() -> &'static Assets {
     ASSETS.get_or_init(build)
 }
 
+/// Outside the checkout, so a fresh CI checkout still finds the kernel (keyed by its package
+/// version) and the libvirt 11.3 chroot (`scripts/lab-chroot`) from earlier runs.
+const DEFAULT_CACHE: &str = "/var/tmp/vbridge-lab";
+
 /// The cache directory (created).
 pub fn cache_dir() -> PathBuf {
     let dir = std::env::var_os("VBRIDGE_LAB_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".lab-cache"));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE));
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
 }

@@ -139,6 +139,114 @@ impl Daemon {
         d
     }
 
+    /// Start the chroot's libvirtd (`root`, see `chroot.rs`) in `host`, state under `dir`.
+    ///
+    /// In the forked child, before exec: enter `host`'s network namespace, unshare a mount
+    /// namespace, and mount into the chroot a fresh sysfs (so the daemon sees the lab's
+    /// interfaces), proc, /dev (rbind), a tmpfs on /run, the lab's state directories over the
+    /// chroot's libvirt directories, and the temp dir (sockets, consoles) and the asset cache
+    /// (kernel, initramfs) at their own paths; then chroot. None of it is visible outside.
+    pub fn start_chroot(host: &Netns, dir: &Path, root: &Path, caps_store: &Path) -> Daemon {
+        let run_dir = dir.join("run");
+        let (etc, lib, cache, log) = (
+            dir.join("etc"),
+            dir.join("lib"),
+            dir.join("cache"),
+            dir.join("log"),
+        );
+        let caps = cache.join("qemu/capabilities");
+        for d in [&run_dir, &etc, &lib, &log, &caps] {
+            fs::create_dir_all(d).unwrap();
+        }
+        // Only this libvirt's own cache: QEMU 7.2's would be thrown away, and overwritten.
+        copy_xml(caps_store, &caps);
+        let conf = dir.join("libvirtd.conf");
+        fs::write(
+            &conf,
+            format!(
+                "unix_sock_dir = \"{run}\"\nauth_unix_ro = \"none\"\nauth_unix_rw = \"none\"\n\
+                 log_outputs = \"3:file:{run}/libvirtd.log\"\n",
+                run = run_dir.display()
+            ),
+        )
+        .unwrap();
+        // As for the system daemon, plus no private /dev per guest: measured to be what
+        // keeps QEMU from starting when libvirtd runs chrooted.
+        fs::write(
+            etc.join("qemu.conf"),
+            "user = \"root\"\ngroup = \"root\"\ndynamic_ownership = 0\n\
+             security_driver = \"none\"\ncgroup_controllers = [ ]\nstdio_handler = \"file\"\n\
+             namespaces = [ ]\n",
+        )
+        .unwrap();
+
+        let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+        let tmp = std::env::temp_dir();
+        let assets = super::assets::cache_dir();
+        let mut mounts = vec![
+            Mount::fs("sysfs", &inside(Path::new("/sys"))),
+            Mount::fs("proc", &inside(Path::new("/proc"))),
+            Mount::bind(Path::new("/dev"), &inside(Path::new("/dev")), true),
+            Mount::fs("tmpfs", &inside(Path::new("/run"))),
+        ];
+        for (src, dst) in [
+            (&etc, "/etc/libvirt"),
+            (&lib, "/var/lib/libvirt"),
+            (&cache, "/var/cache/libvirt"),
+            (&log, "/var/log/libvirt"),
+        ] {
+            mounts.push(Mount::bind(src, &inside(Path::new(dst)), false));
+        }
+        for p in [&tmp, &assets] {
+            mounts.push(Mount::bind(p, &inside(p), false));
+        }
+        for m in &mounts {
+            // Mount points in the cached chroot; empty directories are harmless there.
+            fs::create_dir_all(std::ffi::OsStr::from_bytes(m.dst.as_bytes())).unwrap();
+        }
+        let netns = fs::File::open(Path::new("/run/netns").join(&host.name))
+            .unwrap_or_else(|e| panic!("netns {}: {e}", host.name));
+        let setup = ChrootSetup {
+            netns: std::os::fd::AsRawFd::as_raw_fd(&netns),
+            root: cstr(b"/"),
+            new_root: cstr(root.as_os_str().as_bytes()),
+            mounts,
+        };
+
+        let pid_file = run_dir.join("libvirtd.pid");
+        let out = fs::File::create(dir.join("libvirtd.out")).unwrap();
+        let mut cmd = Command::new("/usr/bin/tini");
+        cmd.args(["-s", "--", "/usr/sbin/libvirtd", "-f"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(&pid_file)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        // SAFETY: as for `start`: raw setns/unshare/mount/chroot calls on values prepared
+        // before the fork, nothing that allocates or locks.
+        unsafe {
+            cmd.pre_exec(move || setup.apply());
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the chroot's tini libvirtd: {e}"));
+        drop(netns);
+        let mut d = Daemon {
+            child: Some(child),
+            uri: format!(
+                "qemu:///system?socket={}",
+                run_dir.join("libvirt-sock").display()
+            ),
+            run_dir,
+            cache_dir: cache,
+            caps_store: caps_store.to_path_buf(),
+        };
+        d.wait_ready(dir);
+        d
+    }
+
     /// Wait (bounded) until `virsh uri` answers on the socket.
     fn wait_ready(&mut self, dir: &Path) {
         let sock = self.run_dir.join("libvirt-sock");
@@ -274,6 +382,74 @@ impl MountSetup {
                     std::ptr::null(),
                 ))?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// One mount for the chroot, prepared before the fork.
+struct Mount {
+    src: CString,
+    dst: CString,
+    fstype: Option<CString>,
+    flags: libc::c_ulong,
+}
+
+impl Mount {
+    /// A fresh filesystem of `kind` (sysfs, proc, tmpfs) on `dst`.
+    fn fs(kind: &str, dst: &Path) -> Mount {
+        Mount {
+            src: cstr(kind.as_bytes()),
+            dst: cstr(dst.as_os_str().as_bytes()),
+            fstype: Some(cstr(kind.as_bytes())),
+            flags: 0,
+        }
+    }
+
+    /// `src` bound on `dst`, with its submounts when `rec` (/dev/pts, /dev/shm...).
+    fn bind(src: &Path, dst: &Path, rec: bool) -> Mount {
+        Mount {
+            src: cstr(src.as_os_str().as_bytes()),
+            dst: cstr(dst.as_os_str().as_bytes()),
+            fstype: None,
+            flags: libc::MS_BIND | if rec { libc::MS_REC } else { 0 },
+        }
+    }
+}
+
+/// What the chroot daemon's child does between fork and exec.
+struct ChrootSetup {
+    netns: libc::c_int,
+    root: CString,
+    new_root: CString,
+    mounts: Vec<Mount>,
+}
+
+impl ChrootSetup {
+    fn apply(&self) -> io::Result<()> {
+        let null = std::ptr::null();
+        // SAFETY: plain system calls with a valid fd and NUL-terminated strings or nulls.
+        unsafe {
+            check(libc::setns(self.netns, libc::CLONE_NEWNET))?;
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                null,
+                self.root.as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            for m in &self.mounts {
+                check(libc::mount(
+                    m.src.as_ptr(),
+                    m.dst.as_ptr(),
+                    m.fstype.as_ref().map_or(null, |f| f.as_ptr()),
+                    m.flags,
+                    std::ptr::null(),
+                ))?;
+            }
+            check(libc::chroot(self.new_root.as_ptr()))?;
+            check(libc::chdir(self.root.as_ptr()))?;
         }
         Ok(())
     }

@@ -42,6 +42,7 @@
 #![allow(dead_code)]
 
 pub mod assets;
+pub mod chroot;
 pub mod daemon;
 pub mod delay_proxy;
 pub mod guest;
@@ -55,6 +56,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+pub use chroot::Libvirt;
 pub use guest::{GuestSpec, Nic};
 
 use crate::common::{run_status, unique, vbridge_bin, Netns};
@@ -94,14 +96,28 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Build a complete lab. `name` labels it in logs and temp paths.
+    /// Build a complete lab on the machine's own libvirtd. `name` labels it in logs and
+    /// temp paths.
     pub fn start(name: &str) -> Lab {
-        Lab::start_without(name, &[])
+        Lab::build(name, Libvirt::System, &[])
     }
 
     /// A lab whose libvirtd lacks the connection drivers named in `without` (`["network"]`:
     /// a host where libvirt's network driver is not installed).
     pub fn start_without(name: &str, without: &[&str]) -> Lab {
+        Lab::build(name, Libvirt::System, without)
+    }
+
+    /// Build a complete lab whose libvirtd is `libvirt` (the chroot is built first if needed;
+    /// `timings.libvirtd` does not include that build).
+    pub fn start_with(name: &str, libvirt: Libvirt) -> Lab {
+        Lab::build(name, libvirt, &[])
+    }
+
+    fn build(name: &str, libvirt: Libvirt, without: &[&str]) -> Lab {
+        if libvirt == Libvirt::Backports {
+            chroot::chroot();
+        }
         let t0 = Instant::now();
         let slot = Slot::take();
         sweep_stale_labs();
@@ -143,12 +159,17 @@ impl Lab {
         lab.timings.network = t.elapsed();
 
         let t = Instant::now();
-        lab.daemon = Some(Daemon::start_with(
-            &lab.host,
-            lab.dir.path(),
-            &assets::cache_dir(),
-            without,
-        ));
+        lab.daemon = Some(match libvirt {
+            Libvirt::System => {
+                Daemon::start_with(&lab.host, lab.dir.path(), &assets::cache_dir(), without)
+            }
+            Libvirt::Backports => {
+                let c = chroot::chroot();
+                let name = c.root.file_name().unwrap().to_string_lossy();
+                let caps = assets::cache_dir().join(format!("qemu-capabilities-{name}"));
+                Daemon::start_chroot(&lab.host, lab.dir.path(), &c.root, &caps)
+            }
+        });
         lab.timings.libvirtd = t.elapsed();
         lab
     }

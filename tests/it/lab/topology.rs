@@ -23,6 +23,9 @@ pub const UPLINK: &str = "uplink0";
 /// The LAN namespace's end of the veth pair.
 pub const LAN_IF: &str = "lan0";
 
+/// The uplink's MAC (locally administered; each lab has its own namespaces).
+const UPLINK_MAC: &str = "02:77:00:00:00:02";
+
 /// Wire the two namespaces: br0 with the host address, the veth pair, the LAN address.
 pub fn wire(host: &Netns, lan: &Netns, subnet: u8) {
     host.ip(&[
@@ -37,8 +40,12 @@ pub fn wire(host: &Netns, lan: &Netns, subnet: u8) {
         "0",
     ]);
     // Both ends are created inside the namespaces: the pair never exists in the root one.
+    // The uplink gets a fixed low MAC, as a real NIC's vendor prefix is: a random veth MAC is
+    // now and then above libvirt's fe:54:00:... taps, and then br0 takes a tap's MAC and
+    // doctor warns (bridge-mac-unstable) where the lab tests expect a healthy bridge.
     host.ip(&[
-        "link", "add", UPLINK, "type", "veth", "peer", "name", LAN_IF, "netns", &lan.name,
+        "link", "add", UPLINK, "address", UPLINK_MAC, "type", "veth", "peer", "name", LAN_IF,
+        "netns", &lan.name,
     ]);
     host.ip(&["link", "set", UPLINK, "master", BRIDGE]);
     host.ip(&["addr", "add", &addr(subnet, 2, true), "dev", BRIDGE]);
