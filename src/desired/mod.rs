@@ -207,13 +207,22 @@ pub fn parse(text: &str, syntax: Syntax, origin: &str) -> Result<Desired> {
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
             located(e.line(), e.column(), msg)
         })?,
-        Syntax::Yaml => serde_norway::from_str(text).map_err(|e| match e.location() {
-            Some(l) => {
-                let msg = e.to_string();
-                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-                located(l.line(), l.column(), msg)
+        Syntax::Yaml => serde_saphyr::from_str(text).map_err(|e| {
+            // serde-saphyr's text is "error: line L column C: MESSAGE" and a source snippet:
+            // keep only the message; the location goes in front, as for JSON.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let msg = match first.split_once(": ") {
+                Some((_, rest)) if first.starts_with("error: line ") => {
+                    rest.split_once(": ").map_or(rest, |(_, m)| m)
+                }
+                _ => first.strip_prefix("error: ").unwrap_or(first),
             }
-            None => Error::invalid(format!("{origin}: {e}")),
+            .to_string();
+            match e.location() {
+                Some(l) => located(l.line() as usize, l.column() as usize, msg),
+                None => Error::invalid(format!("{origin}: {msg}")),
+            }
         })?,
     };
     check(&desired, origin)?;
@@ -314,7 +323,7 @@ hosts:
         let e = parse("hosts:\n  - urk: x\n", Syntax::Yaml, "f.yml").unwrap_err();
         assert!(
             e.message
-                .starts_with("f.yml:2:5: hosts[0]: unknown field `urk`"),
+                .starts_with("f.yml:2:5: unknown field `urk`, expected one of uri, networks, vms"),
             "{}",
             e.message
         );
