@@ -20,7 +20,7 @@ pub mod sysctl;
 pub mod sysfs;
 pub mod tun;
 
-pub use program::{program_output, run_program};
+pub use program::{program_output, run_program, run_program_with_input};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 pub use super::netplan::Config;
 pub use detect::detect;
@@ -445,39 +444,6 @@ pub(crate) fn planned<'a>(plan: &'a Plan<FileStep>, path: &Path) -> Option<Optio
         .rev()
         .find(|s| s.path() == path)
         .map(|s| s.texts().1)
-}
-
-/// Run a stack's tool with an argument vector (and optional stdin): (stdout, stderr). Its
-/// stderr becomes the error when it fails; `missing` is the hint when it is not installed.
-pub(crate) fn run_tool(
-    program: &str,
-    args: &[&str],
-    stdin: Option<&str>,
-    missing: &str,
-) -> Result<(String, String)> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io(format!("cannot run {program}"), e).with_hint(missing))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(|e| Error::io(format!("cannot write to {program}"), e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::io(format!("cannot run {program}"), e))?;
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    if !out.status.success() {
-        return Err(Error::invalid(format!("{program} refused it: {stderr}")));
-    }
-    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), stderr))
 }
 
 /// The `key=value` entries of an ini-style file (systemd units, NM keyfiles) with their

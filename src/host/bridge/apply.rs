@@ -35,7 +35,7 @@ impl Net for NetlinkNet {
     fn apply_step(&mut self, step: &Step) -> std::result::Result<(), NlError> {
         match step {
             Step::CreateBridge { name, mac } => self.nl.create_bridge(name, mac.as_deref()),
-            Step::DeleteLink { name } => {
+            Step::DeleteLink { name } | Step::DeleteBridge { name, .. } => {
                 let i = self.nl.index_of(name)?;
                 self.nl.delete_link(i, name)
             }
@@ -179,7 +179,9 @@ pub fn differences(before: &State, now: &State, steps: &[Step]) -> Vec<String> {
     let mut devs: Vec<&str> = Vec::new();
     for s in steps {
         let d = match s {
-            Step::CreateBridge { name, .. } | Step::DeleteLink { name } => name,
+            Step::CreateBridge { name, .. }
+            | Step::DeleteLink { name }
+            | Step::DeleteBridge { name, .. } => name,
             Step::SetMaster { dev, .. } | Step::SetUp { dev, .. } => dev,
             Step::AddAddr { addr } | Step::DelAddr { addr } => &addr.dev,
             Step::AddRoute { route } | Step::DelRoute { route } => &route.dev,

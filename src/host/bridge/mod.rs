@@ -6,12 +6,14 @@ mod apply;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod plan;
+mod unbridge;
 
 pub use apply::{
     apply, apply_from, differences, observe, observe_with, restore_differences, revert, rollback,
     Net, NetlinkNet,
 };
 pub use plan::{check_names, check_request, plan_live};
+pub use unbridge::{plan_restore, plan_unbridge};
 
 use super::{Addr, Link, Route};
 use serde::{Deserialize, Serialize};
@@ -77,6 +79,12 @@ pub enum Step {
     DeleteLink {
         name: String,
     },
+    /// Delete a bridge being taken apart (`--remove`): unlike `DeleteLink` its inverse
+    /// creates it again, with its MAC, so a remove rolls back.
+    DeleteBridge {
+        name: String,
+        mac: Option<String>,
+    },
     SetMaster {
         dev: String,
         master: Option<String>,
@@ -108,6 +116,7 @@ impl crate::plan::Step for Step {
                 None => format!("create bridge {name} (stp off, forward delay 0)"),
             },
             Step::DeleteLink { name } => format!("delete {name}"),
+            Step::DeleteBridge { name, .. } => format!("delete bridge {name}"),
             Step::SetMaster {
                 dev,
                 master: Some(m),
@@ -130,6 +139,10 @@ impl crate::plan::Step for Step {
             Step::CreateBridge { name, .. } => Step::DeleteLink { name: name.clone() },
             // Deleting is never planned forward; its inverse is itself (a no-op once gone).
             Step::DeleteLink { name } => Step::DeleteLink { name: name.clone() },
+            Step::DeleteBridge { name, mac } => Step::CreateBridge {
+                name: name.clone(),
+                mac: mac.clone(),
+            },
             Step::SetMaster {
                 dev,
                 master,
