@@ -95,6 +95,18 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// The program that makes the running stack forget vbridge's removed files.
+    pub fn reload_commands_after_remove(self) -> Vec<&'static str> {
+        match self {
+            Backend::Netplan => vec!["netplan", "apply"],
+            Backend::Networkd => vec!["networkctl", "reload"],
+            Backend::Ifupdown => vec!["ifreload", "-a"],
+            Backend::Nm => vec!["nmcli", "connection", "reload"],
+        }
+    }
+}
+
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

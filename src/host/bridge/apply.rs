@@ -190,8 +190,13 @@ pub fn differences(before: &State, now: &State, steps: &[Step]) -> Vec<String> {
             devs.push(d);
         }
     }
+    differences_on(before, now, &devs)
+}
+
+/// [`differences`] on the devices named.
+pub fn differences_on(before: &State, now: &State, devs: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
-    for dev in devs {
+    for &dev in devs {
         let (b, n) = (before.link(dev), now.link(dev));
         match (b, n) {
             (None, None) => continue,

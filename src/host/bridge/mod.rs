@@ -9,8 +9,8 @@ mod plan;
 mod unbridge;
 
 pub use apply::{
-    apply, apply_from, differences, observe, observe_with, restore_differences, revert, rollback,
-    Net, NetlinkNet,
+    apply, apply_from, differences, differences_on, observe, observe_with, restore_differences,
+    revert, rollback, Net, NetlinkNet,
 };
 pub use plan::{check_names, check_request, plan_live};
 pub use unbridge::{plan_restore, plan_unbridge};
