@@ -46,6 +46,7 @@ pub fn route(dev: &str, dst: Option<(&str, u8)>, gw: Option<&str>, proto: u8) ->
         kind: 1,
         metric: None,
         prefsrc: None,
+        flags: 0,
     }
 }
 
@@ -71,6 +72,7 @@ pub fn host() -> State {
             route("eth1", Some(("10.99.0.0", 16)), Some("10.88.1.254"), 4),
         ],
         wireless: vec![],
+        ipv6_disabled: vec![],
     }
 }
 
@@ -303,6 +305,14 @@ impl Net for Sim {
                     return Err(nl_err(libc::EEXIST, "route exists"));
                 }
                 s.routes.push(route.clone());
+            }
+            Step::SetIpv6 { dev, enabled } => {
+                self.index(dev)?;
+                let s = &mut self.state;
+                s.ipv6_disabled.retain(|d| d != dev);
+                if !enabled {
+                    s.ipv6_disabled.push(dev.clone());
+                }
             }
             Step::DelRoute { route } => {
                 let s = &mut self.state;

@@ -36,6 +36,9 @@ pub struct State {
     /// Names of wireless links (from sysfs).
     #[serde(default)]
     pub wireless: Vec<String>,
+    /// Names of links with IPv6 switched off (`disable_ipv6`: ifupdown2 does it to ports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipv6_disabled: Vec<String>,
 }
 
 impl State {
@@ -106,6 +109,11 @@ pub enum Step {
     DelRoute {
         route: Route,
     },
+    /// Switch IPv6 on or off on a link (`disable_ipv6`).
+    SetIpv6 {
+        dev: String,
+        enabled: bool,
+    },
 }
 
 impl crate::plan::Step for Step {
@@ -130,6 +138,10 @@ impl crate::plan::Step for Step {
             Step::DelAddr { addr } => format!("delete address {} on {}", addr.cidr(), addr.dev),
             Step::AddRoute { route } => format!("add route {}", route.describe()),
             Step::DelRoute { route } => format!("delete route {}", route.describe()),
+            Step::SetIpv6 { dev, enabled } => format!(
+                "{} IPv6 on {dev}",
+                if *enabled { "enable" } else { "disable" }
+            ),
         }
     }
 
@@ -164,6 +176,10 @@ impl crate::plan::Step for Step {
             Step::DelRoute { route } => Step::AddRoute {
                 route: route.clone(),
             },
+            Step::SetIpv6 { dev, enabled } => Step::SetIpv6 {
+                dev: dev.clone(),
+                enabled: !enabled,
+            },
         })
     }
 }
@@ -188,10 +204,12 @@ pub(crate) fn movable_addr(a: &Addr) -> bool {
     a.scope != RT_SCOPE_LINK
 }
 
-/// Routes worth moving: the ones the kernel does not derive from addresses or RAs.
+/// Routes worth moving: the ones the kernel does not derive from addresses or RAs. A
+/// route through a gateway is never derived, whatever protocol it carries (ifupdown2 adds
+/// its default route as `proto kernel`).
 pub(crate) fn movable_route(r: &Route) -> bool {
     r.table == RT_TABLE_MAIN
-        && r.protocol != RTPROT_KERNEL
+        && (r.protocol != RTPROT_KERNEL || r.gateway.is_some())
         && r.protocol != RTPROT_RA
         && r.kind == RTN_UNICAST
 }

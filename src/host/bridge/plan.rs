@@ -217,6 +217,7 @@ pub fn plan_live(state: &State, req: &LiveRequest) -> Result<Plan> {
                 kind: RTN_UNICAST,
                 metric: None,
                 prefsrc: None,
+                flags: 0,
             });
         }
     }

@@ -138,6 +138,14 @@ pub fn plan_unbridge(state: &State, nic: Option<&str>, bridge: &str) -> Result<P
                 master: None,
                 previous: Some(bridge.to_string()),
             });
+            // A stack that switched IPv6 off on its bridge port (ifupdown2 does) would
+            // leave the NIC without its link-local address: switch it back on.
+            if state.ipv6_disabled.contains(n) {
+                steps.push(Step::SetIpv6 {
+                    dev: n.clone(),
+                    enabled: true,
+                });
+            }
         }
         let on_nic = |a: &Addr| state.addrs_of(n).any(|x| x.ip == a.ip);
         for a in addrs.iter().filter(|a| !on_nic(a)) {
@@ -202,6 +210,13 @@ pub fn plan_restore(before: &State, now: &State, nic: &str, bridge: &str) -> Vec
             steps.push(Step::SetUp {
                 dev: nic.to_string(),
                 up: b.up,
+            });
+        }
+        let off = |s: &State| s.ipv6_disabled.iter().any(|d| d == nic);
+        if off(before) != off(now) {
+            steps.push(Step::SetIpv6 {
+                dev: nic.to_string(),
+                enabled: !off(before),
             });
         }
     }
@@ -314,6 +329,33 @@ mod tests {
             differences(&rebuilt, &sim.state, &plan.steps.steps),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn ipv6_a_stack_switched_off_on_the_port_comes_back() {
+        let start = Sim::new(host()).state;
+        let mut sim = bridged(start.clone());
+        sim.state.ipv6_disabled.push("eth1".into());
+        let plan = plan_unbridge(&sim.state, None, "br0").unwrap();
+        assert!(
+            plan.steps
+                .describe()
+                .contains(&"enable IPv6 on eth1".to_string()),
+            "{:?}",
+            plan.steps.describe()
+        );
+        for s in &plan.steps.steps {
+            sim.apply_step(s).unwrap();
+        }
+        assert_eq!(differences_on_nic(&start, &sim.state), Vec::<String>::new());
+        // And a restore puts back what was observed, either way.
+        sim.state.ipv6_disabled.push("eth1".into());
+        let steps = plan_restore(&start, &sim.state, "eth1", "br0");
+        assert_eq!(steps.len(), 1, "{steps:?}");
+    }
+
+    fn differences_on_nic(before: &State, now: &State) -> Vec<String> {
+        super::super::differences_on(before, now, &["eth1", "br0"])
     }
 
     #[test]
