@@ -80,7 +80,8 @@ pub fn run_remove(o: &Options, net: &mut dyn Net) -> Result<Report> {
     }
     let reloads: Vec<String> = found
         .iter()
-        .map(|b| b.reload_commands_after_remove().join(" "))
+        .flat_map(|b| b.reload_commands_after_remove(&rep.nic))
+        .map(|c| c.join(" "))
         .collect();
     if o.dry_run {
         rep.steps = files.describe();

@@ -395,9 +395,11 @@ mount -t tmpfs tmpfs /run/dbus"
         files_before,
         "--remove did not restore the files"
     );
-    // networkd reads the user's file again: nothing moves.
-    let r = h.run("networkctl", &["reload"]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // networkd reads the user's file again (the commands the note names): nothing moves.
+    for args in [&["reload"][..], &["reconfigure", NIC]] {
+        let r = h.run("networkctl", args);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
     std::thread::sleep(Duration::from_secs(2));
     assert_same(
         &net_snapshot(&host),
@@ -406,6 +408,51 @@ mount -t tmpfs tmpfs /run/dbus"
     );
     let j = ok_json(&h.vbridge(state.path(), &["-o", "json", "host-bridge", "--remove"]));
     assert_eq!(j["changed"], false, "second --remove: {j}");
+
+    // Under a confirm window nobody confirms: the reverter puts the files back, has
+    // networkd reload them, and puts the NIC back as it was.
+    let mut windowed = persist.to_vec();
+    windowed.extend_from_slice(&["--confirm-within", "3"]);
+    let out = h.vbridge(state.path(), &windowed);
+    if !out.status.success() {
+        let l = std::fs::read_to_string(&log).unwrap_or_default()
+            + &std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
+        let tail: Vec<&str> = l.lines().rev().take(60).collect();
+        panic!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let j = ok_json(&out);
+    assert_eq!(j["pending"], true, "{j}");
+    let reverted = wait_for(20, || {
+        state.path().join("last-revert-host-bridge.json").exists()
+            && !state.path().join("pending-host-bridge.json").exists()
+    });
+    assert!(reverted, "the reverter did not run");
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(state.path().join("last-revert-host-bridge.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["reverted"], true, "{rec}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_same(
+        &net_snapshot(&host),
+        &before,
+        "the reverter did not restore the namespace",
+    );
+    assert_eq!(
+        snapshot(root.path()),
+        files_before,
+        "the reverter did not restore the files"
+    );
+    if let Some(pid) = j["reverter_pid"].as_u64() {
+        assert!(
+            wait_for(5, || !crate::lab::alive(pid as u32)),
+            "reverter {pid} lingers"
+        );
+    }
 }
 
 /// Every stack through the binary, on file trees (`--root-dir`): `--dry-run` shows unified

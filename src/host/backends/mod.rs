@@ -85,7 +85,12 @@ impl Backend {
         let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         match self {
             Backend::Netplan => vec![v(&["netplan", "apply"])],
-            Backend::Networkd => vec![v(&["networkctl", "reload"])],
+            // A link networkd once failed to configure (its bridge vanished) is left alone by
+            // a reload: reconfigure names the NIC so it is configured anew either way.
+            Backend::Networkd => vec![
+                v(&["networkctl", "reload"]),
+                v(&["networkctl", "reconfigure", &cfg.nic]),
+            ],
             Backend::Ifupdown => vec![v(&["ifreload", "-a"])],
             Backend::Nm => vec![
                 v(&["nmcli", "connection", "reload"]),
@@ -96,14 +101,20 @@ impl Backend {
 }
 
 impl Backend {
-    /// The program that makes the running stack forget vbridge's removed files.
-    pub fn reload_commands_after_remove(self) -> Vec<&'static str> {
-        match self {
-            Backend::Netplan => vec!["netplan", "apply"],
-            Backend::Networkd => vec!["networkctl", "reload"],
-            Backend::Ifupdown => vec!["ifreload", "-a"],
-            Backend::Nm => vec!["nmcli", "connection", "reload"],
+    /// The programs that make the running stack forget vbridge's removed files and give
+    /// `nic` (when known) its own configuration again.
+    pub fn reload_commands_after_remove(self, nic: &str) -> Vec<Vec<String>> {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut out = match self {
+            Backend::Netplan => vec![v(&["netplan", "apply"])],
+            Backend::Networkd => vec![v(&["networkctl", "reload"])],
+            Backend::Ifupdown => vec![v(&["ifreload", "-a"])],
+            Backend::Nm => vec![v(&["nmcli", "connection", "reload"])],
+        };
+        if self == Backend::Networkd && !nic.is_empty() {
+            out.push(v(&["networkctl", "reconfigure", nic]));
         }
+        out
     }
 }
 
