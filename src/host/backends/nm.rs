@@ -14,6 +14,8 @@ pub const DIR: &str = "/etc/NetworkManager/system-connections";
 pub const DIRS: [&str; 2] = [DIR, "/run/NetworkManager/system-connections"];
 /// NM refuses keyfiles others can read.
 pub const MODE: u32 = 0o600;
+/// NetworkManager's configuration directory.
+pub const CONF_DIR: &str = "/etc/NetworkManager";
 /// Where NetworkManager writes its pid while it runs.
 pub const PID_FILE: &str = "/run/NetworkManager/NetworkManager.pid";
 /// The conf.d file of the doctor's fix.
@@ -304,8 +306,31 @@ pub fn unmanaged_taps_conf() -> String {
 
 /// The doctor's fix: write [`unmanaged_taps_conf`] under `root` (or nothing when it is there).
 pub fn unmanaged_taps_plan(root: &Path) -> Result<Plan<FileStep>> {
+    unmanaged_taps_plan_in(&under(root, CONF_DIR))
+}
+
+/// The conf.d file of the doctor's fix in NetworkManager's configuration directory.
+pub fn unmanaged_taps_file(conf_dir: &Path) -> PathBuf {
+    conf_dir.join("conf.d").join(
+        Path::new(TAPS_CONF)
+            .file_name()
+            .expect("TAPS_CONF names a file"),
+    )
+}
+
+/// [`unmanaged_taps_plan`] for a configuration directory (/etc/NetworkManager).
+pub fn unmanaged_taps_plan_in(conf_dir: &Path) -> Result<Plan<FileStep>> {
     Ok(Plan::new(
-        create(under(root, TAPS_CONF), unmanaged_taps_conf(), 0o644)?
+        create(unmanaged_taps_file(conf_dir), unmanaged_taps_conf(), 0o644)?
+            .into_iter()
+            .collect(),
+    ))
+}
+
+/// Undoing the doctor's fix: vbridge's conf.d file removed (nothing when it is gone).
+pub fn unmanaged_taps_removal(conf_dir: &Path) -> Result<Plan<FileStep>> {
+    Ok(Plan::new(
+        delete_ours(&unmanaged_taps_file(conf_dir))?
             .into_iter()
             .collect(),
     ))
