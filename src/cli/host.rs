@@ -45,12 +45,13 @@ pub struct HostBridgeArgs {
     /// With --persist or --remove: the files are under DIR instead of /
     #[arg(long, value_name = "DIR")]
     pub root_dir: Option<std::path::PathBuf>,
-    /// With --persist: the network stack reads the files now, under the rollback guard
+    /// With --persist or --remove: the network stack reads the files now, under the
+    /// rollback guard
     #[arg(long)]
     pub apply: bool,
     /// Undo the bridge: the NIC gets its addresses and routes back live (probe and
     /// rollback as --live), vbridge's files are removed and the files it edited restored
-    #[arg(long, conflicts_with_all = ["live", "persist", "netplan", "dhcp", "address", "gateway", "dns", "apply"])]
+    #[arg(long, conflicts_with_all = ["live", "persist", "netplan", "dhcp", "address", "gateway", "dns"])]
     pub remove: bool,
     /// Apply now through netlink, with automatic rollback
     #[arg(long)]
@@ -118,8 +119,10 @@ fn mode_of(a: &HostBridgeArgs) -> Result<Mode, Error> {
             }
         }
     }
-    if a.apply && !persist {
-        return Err(Error::invalid("--apply goes with --persist (or --netplan)"));
+    if a.apply && !persist && !a.remove {
+        return Err(Error::invalid(
+            "--apply goes with --persist (or --netplan) or --remove",
+        ));
     }
     Ok(match (a.live, persist, a.remove) {
         (true, _, _) => Mode::Live,
@@ -129,7 +132,11 @@ fn mode_of(a: &HostBridgeArgs) -> Result<Mode, Error> {
             root,
             apply: a.apply,
         },
-        (_, _, true) => Mode::Remove { backend, root },
+        (_, _, true) => Mode::Remove {
+            backend,
+            root,
+            apply: a.apply,
+        },
         _ => {
             return Err(Error::invalid("say how to apply the bridge").with_hint(
                 "add --live (now, with automatic rollback) or --persist [--backend STACK] (the network configuration's files; --netplan for netplan)",
@@ -346,6 +353,7 @@ mod tests {
             "vbridge host-bridge --remove",
             "vbridge host-bridge --remove --bridge br1 --backend networkd --root-dir /tmp/x",
             "vbridge host-bridge eth1 --remove --confirm-within 60",
+            "vbridge host-bridge --remove --apply --backend nm",
         ];
         for line in ok {
             if let Err(e) = options(line) {
@@ -385,6 +393,7 @@ mod tests {
             "vbridge host-bridge --remove --address 10.0.0.2/24",
             "vbridge host-bridge --remove --bridge br/0",
             "vbridge host-bridge br0 --remove",
+            "vbridge host-bridge --remove --apply --root-dir /x",
         ];
         for line in bad {
             let checked = options(line).and_then(|o| host_bridge::check_options(&o));

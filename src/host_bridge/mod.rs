@@ -36,10 +36,12 @@ pub enum Mode {
     },
     /// Take the NIC off the bridge live (the bridge's addresses and routes back on the NIC,
     /// probe, rollback) and remove vbridge's files under `root` (of `backend`, or of every
-    /// stack), putting back the user's files vbridge edited.
+    /// stack), putting back the user's files vbridge edited. `apply` first has the running
+    /// stack read its files again (it takes down what it made), under the same guard.
     Remove {
         backend: Option<Backend>,
         root: PathBuf,
+        apply: bool,
     },
 }
 
@@ -191,10 +193,15 @@ pub fn check_options(o: &Options) -> Result<()> {
             "use --persist --dhcp --apply (--netplan --dhcp --apply on a netplan host: the network service runs DHCP on the bridge, under the same rollback and --confirm-within guard), or --live without --dhcp to move the current addresses as they are",
         ));
     }
-    if let Mode::Remove { .. } = &o.mode {
+    if let Mode::Remove { root, apply, .. } = &o.mode {
         if o.dhcp || o.address.is_some() || o.gateway.is_some() || !o.dns.is_empty() {
             return Err(Error::invalid(
                 "--remove takes no addressing: the NIC gets back what the bridge has",
+            ));
+        }
+        if *apply && root != &PathBuf::from("/") {
+            return Err(Error::invalid(
+                "--apply works on the running system only, not with --root-dir",
             ));
         }
         crate::validate::interface_name(&o.bridge)?;

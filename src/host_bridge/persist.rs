@@ -179,7 +179,10 @@ fn apply_files(
     rep: &mut Report,
     revert_at_ms: Option<u64>,
 ) -> Result<()> {
-    let mut record = pending_record(o, files, cmds, before, &rep.mode);
+    // Undone, the files are as before vbridge: the stack reads them as after a removal.
+    let backend: Backend = rep.mode.parse()?;
+    let again = backend.reload_commands_after_remove(&o.nic);
+    let mut record = pending_record(o, files, &again, before, &rep.mode);
     record.revert_at_ms = revert_at_ms.unwrap_or_default();
     // The probe target: asked for, the new gateway, or the default gateway before the change.
     let target = o.probe.or(o.gateway).or_else(|| {

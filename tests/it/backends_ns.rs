@@ -613,3 +613,262 @@ fn every_stack_persists_and_removes_on_a_file_tree() {
         "{err}"
     );
 }
+
+/// A private system bus for NetworkManager: everyone may own and call anything, and no
+/// service directory, so the bus starts no helper (nm-dispatcher) the test did not start.
+const BUS_CONF: &str = "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\" \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=/run/dbus/system_bus_socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context=\"default\">
+    <allow user=\"*\"/>
+    <allow own=\"*\"/>
+    <allow send_destination=\"*\"/>
+    <allow send_type=\"method_call\"/>
+    <allow receive_sender=\"*\"/>
+  </policy>
+</busconfig>
+";
+
+/// NetworkManager 1.42 for real: with a read-only /sys it does not wait for udev, so it
+/// manages the namespace's veth. It brings the NIC up from the user's profile; vbridge's
+/// keyfiles (`--persist --backend nm --apply`: `nmcli connection reload`, `nmcli
+/// connection up` of the port profile) make br0 with the NIC as its port and the address;
+/// `--remove --apply` removes the keyfiles and has NetworkManager take down what it made:
+/// the namespace and the files are as before.
+#[test]
+fn networkmanager_persist_apply_and_remove_in_a_namespace() {
+    let t = "networkmanager_persist_apply_and_remove_in_a_namespace";
+    if !require_root(t)
+        || !tool_or_skip(t, "dnsmasq", "dnsmasq-base")
+        || !tool_or_skip(t, "dbus-daemon", "dbus")
+        || !tool_or_skip(t, "NetworkManager", "network-manager")
+        || !tool_or_skip(t, "nsenter", "util-linux")
+    {
+        return;
+    }
+    let subnet = 248;
+    let dir = tempfile::tempdir().unwrap();
+    let (host, _lan, _dhcp) = wire_nic(subnet, dir.path());
+    let (addr, gw) = user_addr(subnet);
+    let profile = format!(
+        "[connection]\nid=Wired\nuuid=0c52b4c8-8010-4a1d-9f00-809e9ded7d16\ntype=ethernet\ninterface-name={NIC}\n\n[ethernet]\n\n[ipv4]\naddress1={addr},{gw}\nmethod=manual\n\n[ipv6]\nmethod=disabled\n"
+    );
+    let root = tree(&[
+        (
+            "etc/NetworkManager/NetworkManager.conf",
+            "[main]\nplugins=keyfile\nno-auto-default=*\n",
+        ),
+        (
+            "etc/NetworkManager/system-connections/Wired.nmconnection",
+            &profile,
+        ),
+        ("bus.conf", BUS_CONF),
+    ]);
+    let user = root
+        .path()
+        .join("etc/NetworkManager/system-connections/Wired.nmconnection");
+    std::fs::set_permissions(&user, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let var = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let etc = root.path().join("etc/NetworkManager");
+    let script = format!(
+        "{HIDE_OTHERS}mount --bind \"$2\" /etc/NetworkManager
+mount --bind \"$3\" /var/lib/NetworkManager
+umount -l /sys
+mount -t sysfs -o ro sysfs /sys
+mkdir -p /run/dbus /run/NetworkManager
+mount -t tmpfs tmpfs /run/dbus
+mount -t tmpfs tmpfs /run/NetworkManager"
+    );
+    let mut h = Holder::start(
+        &host,
+        dir.path(),
+        &script,
+        &[
+            empty.path().to_str().unwrap(),
+            etc.to_str().unwrap(),
+            var.path().to_str().unwrap(),
+        ],
+    );
+    let bus_conf = format!("--config-file={}", root.path().join("bus.conf").display());
+    h.spawn(
+        "dbus-daemon",
+        "dbus-daemon",
+        &[&bus_conf, "--nofork", "--nopidfile"],
+        &dir.path().join("dbus.log"),
+    );
+    let bus = wait_for(10, || {
+        h.run("test", &["-S", "/run/dbus/system_bus_socket"])
+            .status
+            .success()
+    });
+    assert!(bus, "no D-Bus socket");
+    let log = dir.path().join("nm.log");
+    h.spawn(
+        "NetworkManager",
+        "NetworkManager",
+        &["--no-daemon", "--debug", "--log-level=INFO"],
+        &log,
+    );
+    let nm_log = || {
+        std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+            + &std::fs::read_to_string(&log).unwrap_or_default()
+    };
+    let configured = wait_for(20, || {
+        host.ip(&["-4", "addr", "show", NIC]).contains(&addr)
+            && host.ip(&["route"]).contains(&format!("default via {gw}"))
+    });
+    assert!(
+        configured,
+        "NetworkManager did not configure {NIC}: {}\n{}",
+        host.ip(&["addr"]),
+        nm_log()
+    );
+    let settled = |what: &str| {
+        // NetworkManager has finished with every device (nothing "connecting").
+        let ok = wait_for(20, || {
+            let o = h.run("nmcli", &["-t", "-f", "DEVICE,STATE", "device"]);
+            let s = String::from_utf8_lossy(&o.stdout).into_owned();
+            o.status.success() && !s.contains("connecting") && !s.contains("deactivating")
+        });
+        assert!(ok, "{what}: NetworkManager did not settle\n{}", nm_log());
+    };
+    settled("start");
+    let before = net_snapshot(&host);
+    let files_before = snapshot(root.path());
+    let state = tempfile::tempdir().unwrap();
+    let persist = [
+        "-o",
+        "json",
+        "host-bridge",
+        NIC,
+        "--persist",
+        "--backend",
+        "nm",
+        "--address",
+        &addr,
+        "--gateway",
+        &gw,
+        "--apply",
+        "--rollback-after",
+        "15",
+    ];
+    let out = h.vbridge(state.path(), &persist);
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        nm_log()
+    );
+    let j = ok_json(&out);
+    assert_eq!(j["mode"], "nm", "auto did not find NetworkManager: {j}");
+    assert_eq!(j["changed"], true, "{j}");
+    assert_eq!(j["probe"]["answered"], true, "{j}");
+    let ready = wait_for(15, || {
+        host.ip(&["-4", "addr", "show", "br0"]).contains(&addr)
+    });
+    assert!(
+        ready,
+        "br0 lacks {addr}: {}\n{}",
+        host.ip(&["addr"]),
+        nm_log()
+    );
+    let d = host.ip(&["-d", "link", "show", "br0"]);
+    assert!(d.contains("stp_state 0") && d.contains(NIC_MAC), "{d}");
+    assert!(host.ip(&["link", "show", NIC]).contains("master br0"));
+    let active = h.run(
+        "nmcli",
+        &["-t", "-f", "NAME,DEVICE", "connection", "show", "--active"],
+    );
+    let active = String::from_utf8_lossy(&active.stdout);
+    assert!(
+        active.contains("vbridge-br0:br0")
+            && active.contains(&format!("vbridge-br0-port-{NIC}:{NIC}")),
+        "{active}"
+    );
+    for f in j["files"].as_array().unwrap() {
+        // Seen from here, the holder's /etc/NetworkManager is the tree's.
+        let rel = f
+            .as_str()
+            .unwrap()
+            .trim_start_matches("/etc/NetworkManager/");
+        let m = std::fs::metadata(etc.join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(m, 0o600, "{f}");
+    }
+    settled("persist");
+
+    // NetworkManager manages both devices: --remove --apply lets it take down what it made
+    // (`nmcli connection reload` once the keyfiles are gone) instead of racing it live;
+    // the probe still guards the result.
+    let remove = ["-o", "json", "host-bridge", "--remove", "--apply"];
+    let out = h.vbridge(state.path(), &remove);
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        nm_log()
+    );
+    let j = ok_json(&out);
+    assert_eq!(j["changed"], true, "{j}");
+    assert_eq!(j["probe"]["answered"], true, "{j}");
+    assert_eq!(
+        snapshot(root.path()),
+        files_before,
+        "--remove did not restore the files"
+    );
+    settled("remove");
+    let back = wait_for(20, || {
+        let now = net_snapshot(&host);
+        now["routes4"] == before["routes4"] && now["links"] == before["links"]
+    });
+    assert!(back, "{}\n{}", host.ip(&["addr"]), nm_log());
+    assert_same(
+        &net_snapshot(&host),
+        &before,
+        "--remove did not restore the namespace",
+    );
+    let j = ok_json(&h.vbridge(state.path(), &remove));
+    assert_eq!(j["changed"], false, "second --remove: {j}");
+
+    // Under a confirm window nobody confirms: the reverter removes the keyfiles, has
+    // NetworkManager reload, and the NIC is back as it was.
+    let mut windowed = persist.to_vec();
+    windowed.extend_from_slice(&["--confirm-within", "3"]);
+    let j = ok_json(&h.vbridge(state.path(), &windowed));
+    assert_eq!(j["pending"], true, "{j}");
+    let reverted = wait_for(20, || {
+        state.path().join("last-revert-host-bridge.json").exists()
+            && !state.path().join("pending-host-bridge.json").exists()
+    });
+    assert!(reverted, "the reverter did not run");
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(state.path().join("last-revert-host-bridge.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["reverted"], true, "{rec}\n{}", nm_log());
+    settled("revert");
+    assert_same(
+        &net_snapshot(&host),
+        &before,
+        "the reverter did not restore the namespace",
+    );
+    assert_eq!(
+        snapshot(root.path()),
+        files_before,
+        "the reverter did not restore the files"
+    );
+    if let Some(pid) = j["reverter_pid"].as_u64() {
+        assert!(
+            wait_for(5, || !crate::lab::alive(pid as u32)),
+            "reverter {pid} lingers"
+        );
+    }
+}

@@ -82,6 +82,11 @@ impl Backend {
 
     /// The programs that make the running stack read the files again (argument vectors).
     pub fn reload_commands(self, cfg: &Config) -> Vec<Vec<String>> {
+        self.reload_commands_for(&cfg.nic, &cfg.bridge)
+    }
+
+    /// [`Backend::reload_commands`] for the bridge `bridge` with the port `nic`.
+    pub fn reload_commands_for(self, nic: &str, bridge: &str) -> Vec<Vec<String>> {
         let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         match self {
             Backend::Netplan => vec![v(&["netplan", "apply"])],
@@ -89,12 +94,12 @@ impl Backend {
             // a reload: reconfigure names the NIC so it is configured anew either way.
             Backend::Networkd => vec![
                 v(&["networkctl", "reload"]),
-                v(&["networkctl", "reconfigure", &cfg.nic]),
+                v(&["networkctl", "reconfigure", nic]),
             ],
             Backend::Ifupdown => vec![v(&["ifreload", "-a"])],
             Backend::Nm => vec![
                 v(&["nmcli", "connection", "reload"]),
-                v(&["nmcli", "connection", "up", &nm::port_id(cfg)]),
+                v(&["nmcli", "connection", "up", &nm::port_id_for(bridge, nic)]),
             ],
         }
     }

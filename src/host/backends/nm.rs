@@ -26,7 +26,11 @@ pub fn bridge_id(bridge: &str) -> String {
 }
 
 pub fn port_id(cfg: &Config) -> String {
-    format!("vbridge-{}-port-{}", cfg.bridge, cfg.nic)
+    port_id_for(&cfg.bridge, &cfg.nic)
+}
+
+pub fn port_id_for(bridge: &str, nic: &str) -> String {
+    format!("vbridge-{bridge}-port-{nic}")
 }
 
 pub fn file_paths(root: &Path, cfg: &Config) -> [PathBuf; 2] {

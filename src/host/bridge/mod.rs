@@ -204,14 +204,25 @@ pub(crate) fn movable_addr(a: &Addr) -> bool {
     a.scope != RT_SCOPE_LINK
 }
 
-/// Routes worth moving: the ones the kernel does not derive from addresses or RAs. A
-/// route through a gateway is never derived, whatever protocol it carries (ifupdown2 adds
-/// its default route as `proto kernel`).
+/// Routes worth moving: the ones the kernel does not derive from addresses or RAs.
 pub(crate) fn movable_route(r: &Route) -> bool {
     r.table == RT_TABLE_MAIN
-        && (r.protocol != RTPROT_KERNEL || r.gateway.is_some())
+        && !kernel_derived(r)
         && r.protocol != RTPROT_RA
         && r.kind == RTN_UNICAST
+}
+
+/// A prefix route the kernel made for an address: `proto kernel`, no gateway, and the
+/// kernel's own metric (none for IPv4, 256 for IPv6). Stacks also add routes as `proto
+/// kernel` (ifupdown2 its default route, NetworkManager the prefix route of an address it
+/// sets with `noprefixroute`, metric 425): those carry a gateway or their own metric, and
+/// nothing derives them again once moved, so they move.
+fn kernel_derived(r: &Route) -> bool {
+    let kernel_metric = match r.family as i32 {
+        libc::AF_INET6 => r.metric == Some(256),
+        _ => matches!(r.metric, None | Some(0)),
+    };
+    r.protocol == RTPROT_KERNEL && r.gateway.is_none() && kernel_metric
 }
 
 /// Flags the kernel accepts back on RTM_NEWADDR; the rest (secondary, tentative,
