@@ -872,3 +872,99 @@ mount -t tmpfs tmpfs /run/NetworkManager"
         );
     }
 }
+
+/// `--remove` is also the inverse of `--live`: the NIC's address and both its routes come
+/// back exactly, the bridge is gone, a second run changes nothing; a bridge that still has
+/// another port (a VM's tap, here a veth) is refused and left alone; an unanswered probe
+/// rolls the removal back to the bridged state.
+#[test]
+fn remove_undoes_live_exactly() {
+    if !require_root("remove_undoes_live_exactly") {
+        return;
+    }
+    let host = Netns::new("vbrh");
+    let gw = Netns::new("vbrg");
+    host.ip(&[
+        "link", "add", "eth1", "type", "veth", "peer", "name", "gw0", "netns", &gw.name,
+    ]);
+    host.ip(&["addr", "add", "10.77.249.2/24", "dev", "eth1"]);
+    host.ip(&["link", "set", "eth1", "up"]);
+    gw.ip(&["addr", "add", "10.77.249.1/24", "dev", "gw0"]);
+    gw.ip(&["link", "set", "gw0", "up"]);
+    host.ip(&["route", "add", "default", "via", "10.77.249.1"]);
+    host.ip(&[
+        "route",
+        "add",
+        "10.249.0.0/16",
+        "via",
+        "10.77.249.254",
+        "metric",
+        "50",
+    ]);
+    let before = net_snapshot(&host);
+    let state = tempfile::tempdir().unwrap();
+    let vb = |args: &[&str]| {
+        let env = format!("VBRIDGE_STATE_DIR={}", state.path().display());
+        let bin = common::vbridge_bin();
+        let mut v = vec![env.as_str(), bin.to_str().unwrap(), "-o", "json"];
+        v.extend_from_slice(args);
+        host.exec("env", &v)
+    };
+    let j = ok_json(&vb(&["host-bridge", "eth1", "--live"]));
+    assert_eq!(j["changed"], true, "{j}");
+    let bridged = net_snapshot(&host);
+    // Dry run: the plan, nothing done.
+    let j = ok_json(&vb(&["--dry-run", "host-bridge", "--remove"]));
+    assert_eq!(j["changed"], true, "{j}");
+    assert!(j["steps"].to_string().contains("delete bridge br0"), "{j}");
+    assert_same(
+        &net_snapshot(&host),
+        &bridged,
+        "dry run changed the network",
+    );
+    // A probe nobody answers: rolled back to the bridged state.
+    let out = vb(&[
+        "host-bridge",
+        "--remove",
+        "--probe",
+        "10.77.249.99",
+        "--rollback-after",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["rolled_back"], true, "{j}");
+    assert_same(
+        &net_snapshot(&host),
+        &bridged,
+        "the rollback did not rebuild the bridge",
+    );
+    // Another port on the bridge: refused, nothing touched.
+    host.ip(&[
+        "link", "add", "vnet7", "type", "veth", "peer", "name", "vnet7p",
+    ]);
+    host.ip(&["link", "set", "vnet7", "master", "br0"]);
+    let with_port = net_snapshot(&host);
+    let out = vb(&["host-bridge", "eth1", "--remove"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("other ports (vnet7)"), "{err}");
+    assert_same(
+        &net_snapshot(&host),
+        &with_port,
+        "a refusal changed something",
+    );
+    host.ip(&["link", "del", "vnet7"]);
+    // Answered: exactly as before --live.
+    let j = ok_json(&vb(&["host-bridge", "--remove"]));
+    assert_eq!(j["changed"], true, "{j}");
+    assert_eq!(j["nic"], "eth1");
+    assert_eq!(j["probe"]["answered"], true, "{j}");
+    assert_same(
+        &net_snapshot(&host),
+        &before,
+        "--remove did not undo --live",
+    );
+    let j = ok_json(&vb(&["host-bridge", "--remove"]));
+    assert_eq!(j["changed"], false, "second --remove: {j}");
+}
