@@ -205,7 +205,12 @@ fn render_bridge(r: &host_bridge::Report, g: &Globals) -> String {
         (true, true) => "would change",
         (true, false) => "changed",
     };
-    s.push_str(&format!("{} on {} ({}): {verb}\n", r.nic, r.bridge, r.mode));
+    // --remove of a bridge that no longer exists knows no NIC: name the bridge alone.
+    if r.nic.is_empty() {
+        s.push_str(&format!("{} ({}): {verb}\n", r.bridge, r.mode));
+    } else {
+        s.push_str(&format!("{} on {} ({}): {verb}\n", r.nic, r.bridge, r.mode));
+    }
     if g.verbose || r.dry_run {
         for st in &r.steps {
             s.push_str(&format!("  {st}\n"));
@@ -218,8 +223,9 @@ fn render_bridge(r: &host_bridge::Report, g: &Globals) -> String {
             s.push_str(&format!("  file: {}\n", f.display()));
         }
     }
+    let saved = if r.dry_run { "would be saved" } else { "saved" };
     for b in &r.backups {
-        s.push_str(&format!("  previous file saved as {}\n", b.display()));
+        s.push_str(&format!("  previous file {saved} as {}\n", b.display()));
     }
     if let Some(d) = &r.diff {
         s.push_str(d);
