@@ -13,8 +13,9 @@ use vbridge::tap;
 
 #[derive(Debug, Args)]
 pub struct HostBridgeArgs {
-    /// The NIC to put on the bridge (e.g. enp3s0)
-    #[arg(required_unless_present_any = ["confirm", "revert_pending"])]
+    /// The NIC to put on the bridge (e.g. enp3s0); with --remove, the NIC that gets the
+    /// bridge's addresses back (default: the bridge's port)
+    #[arg(required_unless_present_any = ["confirm", "revert_pending", "remove"])]
     pub nic: Option<String>,
     /// Bridge name
     #[arg(long, default_value = "br0")]
@@ -31,15 +32,27 @@ pub struct HostBridgeArgs {
     /// DNS servers, comma separated
     #[arg(long, value_name = "IP,...", value_delimiter = ',')]
     pub dns: Vec<String>,
-    /// Write a netplan file (the persistent way)
+    /// Write the bridge into the host's network configuration (survives a reboot)
     #[arg(long, conflicts_with = "live")]
+    pub persist: bool,
+    /// With --persist or --remove: the network stack whose files to write (auto: the one
+    /// that manages the NIC)
+    #[arg(long, value_name = "STACK", value_parser = ["auto", "netplan", "networkd", "ifupdown", "nm"])]
+    pub backend: Option<String>,
+    /// Write a netplan file: --persist --backend netplan
+    #[arg(long, conflicts_with_all = ["live", "backend"])]
     pub netplan: bool,
-    /// With --netplan: write under DIR instead of /
-    #[arg(long, value_name = "DIR", requires = "netplan")]
+    /// With --persist or --remove: the files are under DIR instead of /
+    #[arg(long, value_name = "DIR")]
     pub root_dir: Option<std::path::PathBuf>,
-    /// With --netplan: run `netplan apply` under the rollback guard
-    #[arg(long, requires = "netplan")]
+    /// With --persist or --remove: the network stack reads the files now, under the
+    /// rollback guard
+    #[arg(long)]
     pub apply: bool,
+    /// Undo the bridge: the NIC gets its addresses and routes back live (probe and
+    /// rollback as --live), vbridge's files are removed and the files it edited restored
+    #[arg(long, conflicts_with_all = ["live", "persist", "netplan", "dhcp", "address", "gateway", "dns"])]
+    pub remove: bool,
     /// Apply now through netlink, with automatic rollback
     #[arg(long)]
     pub live: bool,
@@ -55,7 +68,7 @@ pub struct HostBridgeArgs {
           value_parser = clap::value_parser!(u64).range(1..=host_bridge::MAX_WINDOW_SECS))]
     pub confirm_within: Option<u64>,
     /// Keep a pending change made with --confirm-within
-    #[arg(long, conflicts_with_all = ["live", "netplan", "confirm_within"])]
+    #[arg(long, conflicts_with_all = ["live", "netplan", "persist", "remove", "confirm_within"])]
     pub confirm: bool,
     /// Internal: the detached reverter of a --confirm-within change
     #[arg(long, value_name = "ID", hide = true)]
@@ -85,24 +98,60 @@ pub enum TapCommand {
     },
 }
 
+/// Which way: --live, --persist [--backend] (--netplan is --persist --backend netplan), or
+/// --remove; the options that only make sense with some of them are checked here.
+fn mode_of(a: &HostBridgeArgs) -> Result<Mode, Error> {
+    let backend = match a.backend.as_deref() {
+        None | Some("auto") => None,
+        Some(b) => Some(b.parse()?),
+    };
+    let root = a.root_dir.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let persist = a.persist || a.netplan;
+    if !persist && !a.remove {
+        for (given, flag) in [
+            (a.backend.is_some(), "--backend"),
+            (a.root_dir.is_some(), "--root-dir"),
+        ] {
+            if given {
+                return Err(Error::invalid(format!(
+                    "{flag} goes with --persist or --remove"
+                )));
+            }
+        }
+    }
+    if a.apply && !persist && !a.remove {
+        return Err(Error::invalid(
+            "--apply goes with --persist (or --netplan) or --remove",
+        ));
+    }
+    Ok(match (a.live, persist, a.remove) {
+        (true, _, _) => Mode::Live,
+        (_, true, _) if a.netplan => Mode::netplan(root, a.apply),
+        (_, true, _) => Mode::Persist {
+            backend,
+            root,
+            apply: a.apply,
+        },
+        (_, _, true) => Mode::Remove {
+            backend,
+            root,
+            apply: a.apply,
+        },
+        _ => {
+            return Err(Error::invalid("say how to apply the bridge").with_hint(
+                "add --live (now, with automatic rollback) or --persist [--backend STACK] (the network configuration's files; --netplan for netplan)",
+            ))
+        }
+    })
+}
+
 fn host_bridge_options(
     a: &HostBridgeArgs,
     g: &Globals,
     state_dir: PathBuf,
 ) -> Result<host_bridge::Options, Error> {
     let nic = a.nic.clone().unwrap_or_default();
-    let mode = match (a.live, a.netplan) {
-        (true, _) => Mode::Live,
-        (_, true) => Mode::Netplan {
-            root: a.root_dir.clone().unwrap_or_else(|| PathBuf::from("/")),
-            apply: a.apply,
-        },
-        _ => {
-            return Err(Error::invalid("say how to apply the bridge").with_hint(
-                "add --live (now, with automatic rollback) or --netplan (persistent file)",
-            ))
-        }
-    };
+    let mode = mode_of(a)?;
     let address = a.address.as_deref().map(cidr::parse_cidr).transpose()?;
     let gateway = a
         .gateway
@@ -156,7 +205,12 @@ fn render_bridge(r: &host_bridge::Report, g: &Globals) -> String {
         (true, true) => "would change",
         (true, false) => "changed",
     };
-    s.push_str(&format!("{} on {} ({}): {verb}\n", r.nic, r.bridge, r.mode));
+    // --remove of a bridge that no longer exists knows no NIC: name the bridge alone.
+    if r.nic.is_empty() {
+        s.push_str(&format!("{} ({}): {verb}\n", r.bridge, r.mode));
+    } else {
+        s.push_str(&format!("{} on {} ({}): {verb}\n", r.nic, r.bridge, r.mode));
+    }
     if g.verbose || r.dry_run {
         for st in &r.steps {
             s.push_str(&format!("  {st}\n"));
@@ -164,9 +218,17 @@ fn render_bridge(r: &host_bridge::Report, g: &Globals) -> String {
     }
     if let Some(f) = &r.netplan_file {
         s.push_str(&format!("  file: {}\n", f.display()));
+    } else {
+        for f in &r.files {
+            s.push_str(&format!("  file: {}\n", f.display()));
+        }
     }
-    if let Some(b) = &r.backup {
-        s.push_str(&format!("  previous file saved as {}\n", b.display()));
+    let saved = if r.dry_run { "would be saved" } else { "saved" };
+    for b in &r.backups {
+        s.push_str(&format!("  previous file {saved} as {}\n", b.display()));
+    }
+    if let Some(d) = &r.diff {
+        s.push_str(d);
     }
     for n in &r.notes {
         s.push_str(&format!("  note: {n}\n"));
@@ -289,6 +351,15 @@ mod tests {
             "vbridge host-bridge eth1 --dhcp --netplan --apply --confirm-within 60",
             "vbridge host-bridge eth1 --address 10.0.0.2/24 --gateway 10.0.0.1 --dns 1.1.1.1,9.9.9.9 --netplan",
             "vbridge host-bridge eth1 --bridge br1 --dhcp --netplan --root-dir /tmp/x",
+            "vbridge host-bridge eth1 --dhcp --persist",
+            "vbridge host-bridge eth1 --dhcp --persist --backend networkd --apply --confirm-within 30",
+            "vbridge host-bridge eth1 --address 10.0.0.2/24 --persist --backend ifupdown --root-dir /tmp/x",
+            "vbridge host-bridge eth1 --dhcp --persist --backend nm",
+            "vbridge host-bridge eth1 --dhcp --persist --backend auto",
+            "vbridge host-bridge --remove",
+            "vbridge host-bridge --remove --bridge br1 --backend networkd --root-dir /tmp/x",
+            "vbridge host-bridge eth1 --remove --confirm-within 60",
+            "vbridge host-bridge --remove --apply --backend nm",
         ];
         for line in ok {
             if let Err(e) = options(line) {
@@ -297,13 +368,7 @@ mod tests {
         }
         let o = options("vbridge host-bridge eth1 --address 10.0.0.2/24 --gateway 10.0.0.1 --dns 1.1.1.1,9.9.9.9 --netplan").unwrap();
         assert_eq!(o.dns.len(), 2);
-        assert_eq!(
-            o.mode,
-            Mode::Netplan {
-                root: PathBuf::from("/"),
-                apply: false
-            }
-        );
+        assert_eq!(o.mode, Mode::netplan(PathBuf::from("/"), false));
         let bad = [
             "vbridge host-bridge eth1",
             "vbridge host-bridge eth1 --live --netplan",
@@ -322,6 +387,19 @@ mod tests {
             "vbridge host-bridge eth1 --dhcp --root-dir /x",
             "vbridge host-bridge --confirm --live",
             "vbridge host-bridge br0 --live",
+            "vbridge host-bridge eth1 --dhcp --persist --backend bsd",
+            "vbridge host-bridge eth1 --dhcp --netplan --backend networkd",
+            "vbridge host-bridge eth1 --persist",
+            "vbridge host-bridge eth1 --dhcp --persist --apply --root-dir /x",
+            "vbridge host-bridge eth1 --dhcp --persist --confirm-within 5",
+            "vbridge host-bridge eth1 --live --backend networkd",
+            "vbridge host-bridge eth1 --live --apply",
+            "vbridge host-bridge --remove --dhcp",
+            "vbridge host-bridge --remove --live",
+            "vbridge host-bridge --remove --address 10.0.0.2/24",
+            "vbridge host-bridge --remove --bridge br/0",
+            "vbridge host-bridge br0 --remove",
+            "vbridge host-bridge --remove --apply --root-dir /x",
         ];
         for line in bad {
             let checked = options(line).and_then(|o| host_bridge::check_options(&o));

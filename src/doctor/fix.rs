@@ -4,6 +4,7 @@
 
 use super::{Action, Finding, Fixed, PersistedFile};
 use crate::error::{Error, Result};
+use crate::host::backends::{nm, FileApplier};
 use crate::host::{firewall, netlink::Netlink, sysctl};
 use crate::libvirt::{Conn, Net};
 use crate::plan::{self, Applier, Step};
@@ -50,6 +51,14 @@ impl Step for Action {
             Action::AttachTap { tap, bridge } => {
                 join(["ip", "link", "set", tap, "master", bridge, "up"])
             }
+            Action::NmUnmanageTaps { conf } => format!(
+                "write {} ([keyfile] unmanaged-devices+=interface-name:vnet*;interface-name:tap*); nmcli general reload conf",
+                crate::shell::quote(conf)
+            ),
+            Action::NmRemoveUnmanagedTaps { conf } => format!(
+                "rm {}; nmcli general reload conf",
+                crate::shell::quote(conf)
+            ),
             Action::BridgeDown { bridge } => join(["ip", "link", "set", bridge, "down"]),
             Action::BridgeNfOn => format!("sysctl -w {}=1", sysctl::BRIDGE_NF_CALL_IPTABLES),
             Action::RemoveAcceptBridged { chain, bridge } => join([
@@ -94,6 +103,8 @@ impl Step for Action {
             Action::NoAutostartNetwork { network } => Action::AutostartNetwork {
                 network: network.clone(),
             },
+            Action::NmUnmanageTaps { conf } => Action::NmRemoveUnmanagedTaps { conf: conf.clone() },
+            Action::NmRemoveUnmanagedTaps { conf } => Action::NmUnmanageTaps { conf: conf.clone() },
             Action::StpOff { .. } | Action::AttachTap { .. } => return None,
         })
     }
@@ -114,6 +125,9 @@ impl Action {
             | Action::StopNetwork { network }
             | Action::NoAutostartNetwork { network } => network.clone(),
             Action::AttachTap { tap, .. } => tap.clone(),
+            Action::NmUnmanageTaps { .. } | Action::NmRemoveUnmanagedTaps { .. } => {
+                "NetworkManager".into()
+            }
         }
     }
 }
@@ -218,6 +232,8 @@ fn persist_hint(a: &Action, opts: &FixOptions) -> Option<String> {
             Some("libvirt attaches the tap itself at the next VM start".into())
         }
         Action::BridgeDown { .. } => None,
+        // The conf.d file is the persistent form itself.
+        Action::NmUnmanageTaps { .. } | Action::NmRemoveUnmanagedTaps { .. } => None,
         Action::StartNetwork { .. } | Action::AutostartNetwork { .. } => None,
         // Undoing a fix leaves the host as it was before doctor: nothing to persist.
         Action::BridgeNfOn
@@ -269,6 +285,35 @@ pub fn persist_bridge_nf_off(
     Ok(out)
 }
 
+/// Write (or remove) vbridge's NetworkManager conf.d file at `conf`
+/// (CONF_DIR/conf.d/NAME) through the file plan, then have NetworkManager read its
+/// configuration again. The file written is reported as persisted.
+pub fn nm_unmanage_taps(conf: &Path, add: bool) -> Result<Vec<PersistedFile>> {
+    let conf_dir = conf.parent().and_then(Path::parent).ok_or_else(|| {
+        Error::invalid(format!("{} is not in a conf.d directory", conf.display()))
+    })?;
+    let files = if add {
+        nm::unmanaged_taps_plan_in(conf_dir)?
+    } else {
+        nm::unmanaged_taps_removal(conf_dir)?
+    };
+    plan::apply_or_roll_back(&files, &mut FileApplier)?;
+    crate::host::run_program("nmcli", &["general", "reload", "conf"]).map_err(|e| {
+        e.context(format!(
+            "{} is written; NetworkManager reads it at its next start",
+            conf.display()
+        ))
+    })?;
+    Ok(if add {
+        vec![PersistedFile {
+            path: conf.display().to_string(),
+            why: "NetworkManager leaves libvirt's TAP devices (vnet*, tap*) unmanaged, so it cannot take a VM's tap off its bridge".into(),
+        }]
+    } else {
+        Vec::new()
+    })
+}
+
 fn network(conn: &Conn, name: &str) -> Result<Net> {
     conn.network(name)?
         .ok_or_else(|| Error::not_found(format!("no network named {name:?}")))
@@ -312,6 +357,10 @@ fn apply_one(
         Action::StopNetwork { network: n } => network(conn, n)?.stop()?,
         Action::AutostartNetwork { network: n } => network(conn, n)?.set_autostart(true)?,
         Action::NoAutostartNetwork { network: n } => network(conn, n)?.set_autostart(false)?,
+        Action::NmUnmanageTaps { conf } | Action::NmRemoveUnmanagedTaps { conf } => {
+            let add = matches!(a, Action::NmUnmanageTaps { .. });
+            return nm_unmanage_taps(Path::new(conf), add);
+        }
         Action::AttachTap { tap, bridge } => {
             let nl = netlink(nl)?;
             let t = nl.index_of(tap)?;
@@ -400,6 +449,35 @@ mod tests {
                 assert_eq!(i.inverse().as_ref(), Some(s));
             }
         }
+    }
+
+    #[test]
+    fn nm_fix_writes_the_conf_d_file_and_its_inverse_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf_dir = dir.path().join("NetworkManager");
+        let conf = nm::unmanaged_taps_file(&conf_dir);
+        let a = Action::NmUnmanageTaps {
+            conf: conf.display().to_string(),
+        };
+        assert!(!nm::nm_leaves_taps_unmanaged(&conf_dir));
+        // NetworkManager does not run here: the file is written, the reload is the error.
+        let r = nm_unmanage_taps(&conf, true);
+        assert!(conf.exists());
+        if let Err(e) = &r {
+            assert!(e.message.contains("is written"), "{}", e.message);
+        }
+        assert!(nm::nm_leaves_taps_unmanaged(&conf_dir));
+        // Again: nothing to write. The inverse removes exactly that file.
+        assert!(nm::unmanaged_taps_plan_in(&conf_dir).unwrap().is_empty());
+        let undo = a.inverse().unwrap();
+        assert_eq!(undo.inverse().as_ref(), Some(&a));
+        assert!(undo.describe().starts_with("rm "), "{}", undo.describe());
+        let _ = nm_unmanage_taps(&conf, false);
+        assert!(!conf.exists());
+        assert!(std::fs::read_dir(conf_dir.join("conf.d"))
+            .unwrap()
+            .next()
+            .is_none());
     }
 
     #[test]

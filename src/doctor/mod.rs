@@ -67,6 +67,9 @@ pub enum Action {
     StartNetwork { network: String },
     /// `virsh net-autostart NAME`
     AutostartNetwork { network: String },
+    /// Write NetworkManager's conf.d file that leaves libvirt's TAPs unmanaged (`conf`),
+    /// then `nmcli general reload conf`; before the taps are touched.
+    NmUnmanageTaps { conf: String },
     /// `ip link set TAP master BRIDGE up`
     AttachTap { tap: String, bridge: String },
     // The inverses: never planned from a finding, only to undo a fix.
@@ -80,6 +83,8 @@ pub enum Action {
     StopNetwork { network: String },
     /// `virsh net-autostart --disable NAME`
     NoAutostartNetwork { network: String },
+    /// Remove vbridge's NetworkManager conf.d file again.
+    NmRemoveUnmanagedTaps { conf: String },
 }
 
 /// One change `--fix` made (or, with `--dry-run`, would make).
@@ -159,6 +164,18 @@ pub struct HostState {
     pub bridge_nf_call_iptables: Option<u8>,
     /// Read only when bridged frames go through iptables (the sysctl is 1).
     pub firewall: Option<Firewall>,
+    /// NetworkManager, when it runs here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_manager: Option<NetworkManagerObs>,
+}
+
+/// What NetworkManager's configuration says about libvirt's TAP devices.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkManagerObs {
+    /// Its configuration directory (`/etc/NetworkManager`).
+    pub conf_dir: String,
+    /// NetworkManager.conf and conf.d leave `vnet*` and `tap*` unmanaged.
+    pub taps_unmanaged: bool,
 }
 
 /// One interface, from sysfs (and its IPv4 addresses from netlink).

@@ -3,10 +3,11 @@
 //! sysfs reads, one netlink address dump, and `iptables -S` only when bridged frames reach
 //! iptables at all.
 
-use super::{DomainObs, HostState, Iface, NicObs, Observation};
+use super::{DomainObs, HostState, Iface, NetworkManagerObs, NicObs, Observation};
 use crate::domxml;
 use crate::error::Result;
 use crate::fanout::parallel;
+use crate::host::backends::nm;
 use crate::host::{firewall, netlink::Netlink, sysctl, sysfs};
 use crate::libvirt::{is_network_driver_unavailable, Conn, Dom};
 use std::collections::BTreeMap;
@@ -158,5 +159,21 @@ pub fn observe_host() -> HostState {
         interfaces,
         bridge_nf_call_iptables,
         firewall,
+        network_manager: observe_network_manager(),
     }
+}
+
+/// NetworkManager's view of TAPs, when it runs (`VBRIDGE_NM_CONF_DIR` replaces
+/// /etc/NetworkManager, for tests).
+fn observe_network_manager() -> Option<NetworkManagerObs> {
+    if !nm::nm_running(std::path::Path::new("/")) {
+        return None;
+    }
+    let dir = std::env::var_os("VBRIDGE_NM_CONF_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(nm::CONF_DIR));
+    Some(NetworkManagerObs {
+        conf_dir: dir.display().to_string(),
+        taps_unmanaged: nm::nm_leaves_taps_unmanaged(&dir),
+    })
 }

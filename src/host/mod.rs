@@ -20,7 +20,7 @@ pub mod sysctl;
 pub mod sysfs;
 pub mod tun;
 
-pub use program::{program_output, run_program};
+pub use program::{program_output, run_program, run_program_with_input};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -140,7 +140,18 @@ pub struct Route {
     pub metric: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefsrc: Option<IpAddr>,
+    /// rtm_flags that are configuration, not state: RTNH_F_ONLINK (ifupdown2 adds its
+    /// gateway routes `onlink`; moved without it, the route would not be the same).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flags: u32,
 }
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// RTNH_F_ONLINK: the gateway is on the link even if no address says so.
+pub const RTNH_F_ONLINK: u32 = 4;
 
 impl Route {
     pub fn is_default(&self) -> bool {

@@ -2,8 +2,8 @@
 //! validate it with the real `netplan generate --root-dir` on a staged copy of the
 //! configuration, then write it with mode 0600, backing up the file it replaces.
 
-use crate::error::{Error, ErrorKind, Result};
-use serde::{Deserialize, Serialize};
+use crate::error::{Error, Result};
+use serde::Serialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -267,105 +267,8 @@ fn write_0600(path: &Path, text: &str) -> Result<()> {
     )
 }
 
-/// A netplan file to put back on revert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetplanUndo {
-    pub path: PathBuf,
-    /// The backup to restore; None means the file did not exist before and is removed.
-    pub backup: Option<PathBuf>,
-}
-
-/// What writing the file did.
-#[derive(Debug, Clone, Serialize)]
-pub struct WriteOutcome {
-    pub path: PathBuf,
-    pub changed: bool,
-    /// Where the replaced file was saved, when there was one with other content.
-    pub backup: Option<PathBuf>,
-}
-
-impl WriteOutcome {
-    pub fn undo(&self) -> NetplanUndo {
-        NetplanUndo {
-            path: self.path.clone(),
-            backup: self.backup.clone(),
-        }
-    }
-}
-
-/// Render, validate on a staged copy, and write vbridge's file under `root` (0600). An
-/// identical file is left alone; a different one is backed up first.
-pub fn write(root: &Path, cfg: &Config, dry_run: bool) -> Result<(WriteOutcome, String)> {
-    let yaml = render(cfg)?;
-    let path = file_path(root, &cfg.bridge);
-    let old = std::fs::read_to_string(&path).ok();
-    if old.as_deref() == Some(yaml.as_str()) {
-        return Ok((
-            WriteOutcome {
-                path,
-                changed: false,
-                backup: None,
-            },
-            yaml,
-        ));
-    }
-    validate(root, cfg, &yaml)?;
-    if dry_run {
-        return Ok((
-            WriteOutcome {
-                path,
-                changed: true,
-                backup: None,
-            },
-            yaml,
-        ));
-    }
-    let backup = match old {
-        Some(_) => {
-            let b = path.with_extension(format!("yaml.vbridge-bak-{}", super::now_ms()));
-            std::fs::copy(&path, &b)
-                .map_err(|e| Error::io(format!("cannot back up {}", path.display()), e))?;
-            Some(b)
-        }
-        None => None,
-    };
-    write_0600(&path, &yaml)?;
-    Ok((
-        WriteOutcome {
-            path,
-            changed: true,
-            backup,
-        },
-        yaml,
-    ))
-}
-
-/// `netplan apply`.
-pub fn apply() -> Result<()> {
-    super::run_program("netplan", &["apply"]).map_err(|e| match e.kind {
-        ErrorKind::Host => {
-            e.with_hint("netplan apply needs systemd-networkd or NetworkManager running")
-        }
-        _ => e,
-    })?;
-    Ok(())
-}
-
-/// Put the previous file back (or remove ours) and apply again.
-pub fn restore(undo: &NetplanUndo) -> Result<()> {
-    match &undo.backup {
-        Some(b) => std::fs::rename(b, &undo.path),
-        None => match std::fs::remove_file(&undo.path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            r => r,
-        },
-    }
-    .map_err(|e| Error::io(format!("cannot restore {}", undo.path.display()), e))?;
-    apply()
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub fn dhcp() -> Config {
@@ -429,7 +332,7 @@ mod tests {
     }
 
     /// Whether netplan is installed; without it a test skips, except in CI, where it fails.
-    fn netplan_or_skip() -> bool {
+    pub(crate) fn netplan_or_skip() -> bool {
         if have_netplan() {
             return true;
         }
@@ -442,7 +345,7 @@ mod tests {
     }
 
     /// The user's own netplan file under `root`, with `text`; its path.
-    fn user_file(root: &Path, text: &str) -> PathBuf {
+    pub(crate) fn user_file(root: &Path, text: &str) -> PathBuf {
         let user = root.join("etc/netplan/50-cloud-init.yaml");
         std::fs::create_dir_all(user.parent().unwrap()).unwrap();
         std::fs::write(&user, text).unwrap();
@@ -482,55 +385,5 @@ mod tests {
         );
         assert!(port_addressing("[Network]\nDHCP=no\nBridge=br0\n").is_empty());
         assert_eq!(port_addressing("DHCP=ipv4\n"), ["DHCP=ipv4"]);
-    }
-
-    #[test]
-    fn a_user_file_that_addresses_the_nic_is_refused() {
-        if !netplan_or_skip() {
-            return;
-        }
-        let root = tempfile::tempdir().unwrap();
-        let text = "network:\n  version: 2\n  ethernets:\n    enp3s0:\n      addresses: [192.168.1.10/24]\n      routes:\n        - to: default\n          via: 192.168.1.1\n";
-        let user = user_file(root.path(), text);
-        let e = write(root.path(), &fixed(), false).unwrap_err();
-        assert!(e.message.contains("50-cloud-init.yaml"), "{}", e.message);
-        assert!(e.message.contains("Address="), "{}", e.message);
-        assert!(e.hint.as_deref().unwrap().contains("back up"));
-        assert!(!file_path(root.path(), "br0").exists(), "written anyway");
-        assert_eq!(std::fs::read_to_string(&user).unwrap(), text);
-    }
-
-    #[test]
-    fn write_is_idempotent_and_backs_up() {
-        if !netplan_or_skip() {
-            return;
-        }
-        use std::os::unix::fs::PermissionsExt;
-        let root = tempfile::tempdir().unwrap();
-        let user_text = "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n";
-        let user = user_file(root.path(), user_text);
-        let (w, _) = write(root.path(), &dhcp(), false).unwrap();
-        assert!(w.changed && w.backup.is_none());
-        let mode = std::fs::metadata(&w.path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let (w2, _) = write(root.path(), &dhcp(), false).unwrap();
-        assert!(!w2.changed);
-        let (w3, _) = write(root.path(), &fixed(), false).unwrap();
-        assert!(w3.changed);
-        let b = w3.backup.unwrap();
-        assert_eq!(
-            std::fs::read_to_string(b).unwrap(),
-            render(&dhcp()).unwrap()
-        );
-        assert_eq!(
-            std::fs::read_to_string(&user).unwrap(),
-            user_text,
-            "the user's file changed"
-        );
-        // A file of the user's that netplan rejects stops the write: nothing is written.
-        std::fs::write(&user, "network:\n  version: 3\n").unwrap();
-        let before = std::fs::read_to_string(&w3.path).unwrap();
-        assert!(write(root.path(), &dhcp(), false).is_err());
-        assert_eq!(std::fs::read_to_string(&w3.path).unwrap(), before);
     }
 }

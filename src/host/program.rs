@@ -4,7 +4,8 @@
 
 use crate::error::{Error, ErrorKind, Result, NEED_ROOT_HINT};
 use std::ffi::OsStr;
-use std::process::{Command, Output};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
 /// Run `program args...` and return its stdout; a non-zero exit is an error.
 pub fn run_program<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String> {
@@ -21,12 +22,44 @@ pub fn program_output<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<Outp
     Command::new(program)
         .args(args)
         .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                Error::not_found(format!("{program} is not installed (not found on PATH)"))
-            }
-            _ => Error::io(format!("cannot run {program}"), e),
-        })
+        .map_err(|e| not_started(program, e))
+}
+
+/// [`run_program`] with `input` written to the program's stdin (e.g. a keyfile for
+/// `nmcli --offline`, which reads it from there).
+pub fn run_program_with_input<S: AsRef<OsStr>>(
+    program: &str,
+    args: &[S],
+    input: &str,
+) -> Result<String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| not_started(program, e))?;
+    if let Some(mut pipe) = child.stdin.take() {
+        // A program that exits without reading all of it closes the pipe: its exit status
+        // and stderr say why, so a broken pipe here is no error of its own.
+        let _ = pipe.write_all(input.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::io(format!("cannot run {program}"), e))?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    Err(failed(program, args, &out))
+}
+
+fn not_started(program: &str, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::not_found(format!("{program} is not installed (not found on PATH)"))
+        }
+        _ => Error::io(format!("cannot run {program}"), e),
+    }
 }
 
 /// The error for a program that ran and failed: `PROGRAM ARGS failed: FIRST STDERR LINE`,
@@ -87,6 +120,13 @@ mod tests {
             "{}",
             e.message
         );
+        assert_eq!(
+            run_program_with_input("cat", &["-"], "in\n").unwrap(),
+            "in\n"
+        );
+        let e = run_program_with_input("sh", &["-c", "read x; echo \"bad $x\" >&2; exit 1"], "y\n")
+            .unwrap_err();
+        assert!(e.message.ends_with("failed: bad y"), "{}", e.message);
         let e = run_program::<&str>("vbridge-no-such-program", &[]).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NotFound);
         assert!(e.message.contains("not installed"), "{}", e.message);

@@ -36,6 +36,26 @@ pub fn write_bridge_attr(bridge: &str, attr: &str, value: &str) -> Result<()> {
     std::fs::write(&p, value).map_err(|e| Error::io(format!("cannot set {attr} of {bridge}"), e))
 }
 
+/// `net.ipv6.conf.DEV.disable_ipv6` (by path: a device name may hold dots).
+fn ipv6_disable_path(dev: &str) -> PathBuf {
+    Path::new("/proc/sys/net/ipv6/conf")
+        .join(dev)
+        .join("disable_ipv6")
+}
+
+/// Whether IPv6 is switched off on `dev` (ifupdown2 switches it off on bridge ports).
+pub fn ipv6_disabled(dev: &str) -> bool {
+    std::fs::read_to_string(ipv6_disable_path(dev)).is_ok_and(|v| v.trim() == "1")
+}
+
+/// Switch IPv6 on or off on `dev`; switched on, the kernel makes its link-local address again.
+pub fn set_ipv6_disabled(dev: &str, disabled: bool) -> Result<()> {
+    crate::validate::interface_name(dev)?;
+    let v = if disabled { "1" } else { "0" };
+    std::fs::write(ipv6_disable_path(dev), v)
+        .map_err(|e| Error::io(format!("cannot set disable_ipv6={v} on {dev}"), e))
+}
+
 /// The text of a sysctl.d drop-in that sets `key` to `value` at boot.
 pub fn dropin(key: &str, value: &str, why: &str) -> String {
     format!("# Written by `vbridge doctor --fix --persist`: {why}\n{key} = {value}\n")

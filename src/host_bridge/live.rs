@@ -63,14 +63,15 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
             mode: "live".into(),
             bridge: o.bridge.clone(),
             nic: o.nic.clone(),
-            undo: undo.clone(),
-            netplan: None,
+            undo,
+            files: vec![],
+            reload: vec![],
             revert_at_ms: revert_at_ms.unwrap_or_default(),
             reverter_pid: None,
             reverter_unit: None,
             before: Some(outcome.before.clone()),
         };
-        leave_pending(o, &p, &mut rep, window, |_| bridge::revert(net, &undo))?;
+        leave_pending(o, &p, &mut rep, window, |p| pending::undo_change(p, net))?;
     }
     Ok(rep)
 }
@@ -126,8 +127,26 @@ pub fn live(
     rollback_after: Duration,
     probe: ProbeFn<'_>,
 ) -> Result<LiveOutcome> {
+    live_with(
+        net,
+        |state| bridge::plan_live(state, req),
+        probe_override,
+        rollback_after,
+        probe,
+    )
+}
+
+/// [`live`] with any planner of live steps (`plan_live` on the way in, `plan_unbridge` on
+/// the way back): observe, plan, apply, probe, roll back exactly when unanswered.
+pub fn live_with(
+    net: &mut dyn Net,
+    make_plan: impl FnOnce(&State) -> Result<Plan>,
+    probe_override: Option<IpAddr>,
+    rollback_after: Duration,
+    probe: ProbeFn<'_>,
+) -> Result<LiveOutcome> {
     let state = net.observe()?;
-    let plan = bridge::plan_live(&state, req)?;
+    let plan = make_plan(&state)?;
     let start = Instant::now();
     if plan.steps.is_empty() {
         return Ok(LiveOutcome::unchanged(plan, state));

@@ -1,16 +1,20 @@
 //! The `host-bridge` command as one library call: validate, then the live way ([`live`]:
-//! netlink, probe, rollback) or the netplan way ([`netplan`]: file, optional `netplan
-//! apply` under the same guard), either one optionally left pending under a confirm window
-//! ([`pending`]).
+//! netlink, probe, rollback), the persistent way ([`persist`]: the files of the host's
+//! network stack as a file plan, optionally applied by the stack under the same guard), or
+//! the way back ([`remove`]: the NIC gets the bridge's addresses again, vbridge's files go);
+//! each one optionally left pending under a confirm window ([`pending`]).
 
 pub mod live;
-pub mod netplan;
 pub mod pending;
+pub mod persist;
+pub mod remove;
 
 pub use live::{run_live, ProbeResult};
-pub use netplan::run_netplan;
+pub use persist::run_persist;
+pub use remove::run_remove;
 
 use crate::error::{Error, Result};
+use crate::host::backends::Backend;
 use crate::host::bridge::{self, LiveRequest, NetlinkNet};
 use pending::Pending;
 use serde::Serialize;
@@ -22,9 +26,34 @@ use std::time::Duration;
 pub enum Mode {
     /// Now, through netlink.
     Live,
-    /// Write the netplan file under `root` ("/" for the real system); `apply` runs
-    /// `netplan apply` under the probe/rollback guard.
-    Netplan { root: PathBuf, apply: bool },
+    /// Write the bridge into the network stack's files under `root` ("/" for the real
+    /// system): `backend` None detects the stack. `apply` makes the running stack read them
+    /// (`netplan apply`, `networkctl reload`, ...) under the probe/rollback guard.
+    Persist {
+        backend: Option<Backend>,
+        root: PathBuf,
+        apply: bool,
+    },
+    /// Take the NIC off the bridge live (the bridge's addresses and routes back on the NIC,
+    /// probe, rollback) and remove vbridge's files under `root` (of `backend`, or of every
+    /// stack), putting back the user's files vbridge edited. `apply` first has the running
+    /// stack read its files again (it takes down what it made), under the same guard.
+    Remove {
+        backend: Option<Backend>,
+        root: PathBuf,
+        apply: bool,
+    },
+}
+
+impl Mode {
+    /// `--netplan`'s mode: the netplan backend.
+    pub fn netplan(root: PathBuf, apply: bool) -> Mode {
+        Mode::Persist {
+            backend: Some(Backend::Netplan),
+            root,
+            apply,
+        }
+    }
 }
 
 /// Everything `vbridge host-bridge` was asked, parsed and typed.
@@ -78,6 +107,18 @@ pub struct Report {
     pub netplan_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<PathBuf>,
+    /// The network stacks whose files were written or removed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<String>,
+    /// The files written, edited or removed (or that would be, with `--dry-run`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<PathBuf>,
+    /// Where each user file vbridge edited was saved first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<PathBuf>,
+    /// With `--dry-run`: the file changes as unified diffs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
     /// The detached reverter's pid, when a confirm window is open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reverter_pid: Option<u32>,
@@ -111,6 +152,10 @@ impl Report {
             probe: None,
             netplan_file: None,
             backup: None,
+            backends: vec![],
+            files: vec![],
+            backups: vec![],
+            diff: None,
             reverter_pid: None,
             reverter_unit: None,
             confirm_within: None,
@@ -145,19 +190,42 @@ pub fn check_options(o: &Options) -> Result<()> {
             "--dhcp cannot be honoured with --live: vbridge runs no DHCP client, so nothing would renew a lease on the bridge",
         )
         .with_hint(
-            "use --netplan --dhcp --apply (the network service runs DHCP on the bridge, under the same rollback and --confirm-within guard), or --live without --dhcp to move the current addresses as they are",
+            "use --persist --dhcp --apply (--netplan --dhcp --apply on a netplan host: the network service runs DHCP on the bridge, under the same rollback and --confirm-within guard), or --live without --dhcp to move the current addresses as they are",
         ));
+    }
+    if let Mode::Remove { root, apply, .. } = &o.mode {
+        if o.dhcp || o.address.is_some() || o.gateway.is_some() || !o.dns.is_empty() {
+            return Err(Error::invalid(
+                "--remove takes no addressing: the NIC gets back what the bridge has",
+            ));
+        }
+        if *apply && root != &PathBuf::from("/") {
+            return Err(Error::invalid(
+                "--apply works on the running system only, not with --root-dir",
+            ));
+        }
+        crate::validate::interface_name(&o.bridge)?;
+        if !o.nic.is_empty() {
+            bridge::check_names(&o.nic, &o.bridge)?;
+        }
+        return Ok(());
     }
     bridge::check_names(&o.nic, &o.bridge)?;
     if o.dhcp && o.address.is_some() {
         return Err(Error::invalid("--dhcp and --address exclude each other"));
     }
-    if let Mode::Netplan { root, apply } = &o.mode {
+    if let Mode::Persist {
+        backend,
+        root,
+        apply,
+    } = &o.mode
+    {
         if !o.dhcp && o.address.is_none() {
-            return Err(
-                Error::invalid("netplan needs to know how the bridge gets its address")
-                    .with_hint("add --dhcp, or --address CIDR [--gateway IP] [--dns IP,...]"),
-            );
+            let who = backend.map_or("the persistent configuration", Backend::name);
+            return Err(Error::invalid(format!(
+                "{who} needs to know how the bridge gets its address"
+            ))
+            .with_hint("add --dhcp, or --address CIDR [--gateway IP] [--dns IP,...]"));
         }
         if *apply && root != &PathBuf::from("/") {
             return Err(Error::invalid(
@@ -180,7 +248,8 @@ pub fn run(o: &Options) -> Result<Report> {
     check_options(o)?;
     match &o.mode {
         Mode::Live => run_live(o, &mut NetlinkNet::open()?),
-        Mode::Netplan { .. } => run_netplan(o),
+        Mode::Persist { .. } => run_persist(o, &mut NetlinkNet::open()?),
+        Mode::Remove { .. } => run_remove(o, &mut NetlinkNet::open()?),
     }
 }
 
@@ -199,7 +268,7 @@ pub(crate) fn leave_pending(
     p: &Pending,
     rep: &mut Report,
     window: Duration,
-    undo_now: impl FnOnce(&Pending) -> Vec<Error>,
+    undo_now: impl FnOnce(&Pending) -> Vec<String>,
 ) -> Result<()> {
     let started = pending::write(&o.state_dir, p)
         .and_then(|_| pending::spawn_reverter(&o.reverter, &o.state_dir, &p.id, window));

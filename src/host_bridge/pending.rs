@@ -5,9 +5,10 @@
 //! and a revert can never both win.
 
 use crate::error::{Error, Result};
+use crate::host::backends::{FileApplier, FileStep};
 use crate::host::bridge::{self, Net, Step};
-use crate::host::netplan::{self, NetplanUndo};
 use crate::host::{now_ms, run_program};
+use crate::plan::Applier;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
@@ -24,8 +25,12 @@ pub struct Pending {
     pub nic: String,
     /// Steps that restore the previous links, addresses and routes, in order.
     pub undo: Vec<Step>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netplan: Option<NetplanUndo>,
+    /// File steps that put the network stack's files back (the file plan's undo), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileStep>,
+    /// The programs that make the running stack read its files again, run after `files`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reload: Vec<Vec<String>>,
     /// When the reverter acts, in milliseconds since the Unix epoch (for people and for
     /// spotting a stale file; the reverter itself sleeps on a monotonic clock).
     pub revert_at_ms: u64,
@@ -233,6 +238,46 @@ fn spawn_setsid(program: &Path, dir: &Path, args: &[&str]) -> Result<Started> {
     })
 }
 
+/// Undo a change, whatever its mode: the files put back, the stack reloaded, the live undo
+/// steps run; then the NIC and bridge are compared with (and, after a stack's reload, put
+/// back to) what was observed before. Returns what is not as before; empty means restored.
+pub fn undo_change(p: &Pending, net: &mut dyn Net) -> Vec<String> {
+    let mut problems: Vec<String> = Vec::new();
+    // Each file on its own: one the user changed meanwhile is refused, the others go back.
+    for s in &p.files {
+        if let Err(e) = FileApplier.apply_step(s) {
+            problems.push(e.message);
+        }
+    }
+    for c in &p.reload {
+        if let Some((program, args)) = c.split_first() {
+            if let Err(e) = run_program(program, args) {
+                problems.push(e.message);
+            }
+        }
+    }
+    problems.extend(bridge::revert(net, &p.undo).into_iter().map(|e| e.message));
+    let Some(before) = &p.before else {
+        return problems;
+    };
+    // A stack applied the change: it has no undo list, so the NIC and the bridge are put
+    // back from the observation (the reload above may have done part of it already).
+    if p.undo.is_empty() && !(p.files.is_empty() && p.reload.is_empty()) {
+        match net.observe() {
+            Ok(now) => {
+                let steps = bridge::plan_restore(before, &now, &p.nic, &p.bridge);
+                problems.extend(bridge::revert(net, &steps).into_iter().map(|e| e.message));
+            }
+            Err(e) => problems.push(e.message),
+        }
+    }
+    match net.observe() {
+        Ok(now) => problems.extend(bridge::differences_on(before, &now, &[&p.nic, &p.bridge])),
+        Err(e) => problems.push(format!("cannot observe the result: {}", e.message)),
+    }
+    problems
+}
+
 /// What the reverter did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RevertRecord {
@@ -285,16 +330,7 @@ pub fn run_reverter(
         let _ = std::fs::rename(&claimed, dir.join(PENDING_FILE));
         return Ok(None);
     }
-    let mut problems: Vec<String> = Vec::new();
-    if let Some(np) = &p.netplan {
-        if let Err(e) = netplan::restore(np) {
-            problems.push(e.message);
-        }
-    }
-    problems.extend(bridge::revert(net, &p.undo).into_iter().map(|e| e.message));
-    if let Some(before) = &p.before {
-        problems.extend(bridge::restore_differences(net, before, &p.undo));
-    }
+    let problems = undo_change(&p, net);
     let rec = RevertRecord {
         id: p.id.clone(),
         bridge: p.bridge.clone(),
@@ -319,7 +355,8 @@ mod tests {
             bridge: "br0".into(),
             nic: "eth1".into(),
             undo: vec![Step::DeleteLink { name: "br0".into() }],
-            netplan: None,
+            files: vec![],
+            reload: vec![],
             revert_at_ms: at,
             reverter_pid: None,
             reverter_unit: None,

@@ -65,7 +65,7 @@ pub fn tool_or_skip(test: &str, program: &str, package: &str) -> bool {
 }
 
 /// Write files (relative path -> text) under a new temp root.
-fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+pub(crate) fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     for (p, t) in files {
         let f = d.path().join(p);
@@ -76,7 +76,7 @@ fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 /// Every file under `root`: relative path -> (mode, bytes).
-fn snapshot(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
+pub(crate) fn snapshot(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
     fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, (u32, Vec<u8>)>) {
         for e in std::fs::read_dir(d).unwrap().flatten() {
             let p = e.path();
@@ -98,13 +98,14 @@ fn apply_all(plan: &Plan<backends::FileStep>) {
     apply(&plan.steps, &mut FileApplier).unwrap_or_else(|s| panic!("{}", s.error.message));
 }
 
-const INTERFACES: &str = "# The loopback network interface\nauto lo\niface lo inet loopback\n\n# comment kept\nsource /etc/network/interfaces.d/*\n\nallow-hotplug enp3s0\niface  enp3s0 inet   static # odd spacing kept\n\taddress 192.168.1.10/24\n\tgateway 192.168.1.1\n\tmtu 1500\n    dns-nameservers 192.168.1.1\n\niface enp3s0 inet6 auto\n\n# other stanza untouched\nauto eth9\niface eth9 inet dhcp\n";
+pub(crate) const INTERFACES: &str = "# The loopback network interface\nauto lo\niface lo inet loopback\n\n# comment kept\nsource /etc/network/interfaces.d/*\n\nallow-hotplug enp3s0\niface  enp3s0 inet   static # odd spacing kept\n\taddress 192.168.1.10/24\n\tgateway 192.168.1.1\n\tmtu 1500\n    dns-nameservers 192.168.1.1\n\niface enp3s0 inet6 auto\n\n# other stanza untouched\nauto eth9\niface eth9 inet dhcp\n";
 
-const NETWORKD_USER: &str = "[Match]\nName=enp3s0\n\n[Network]\nDHCP=yes\n";
+pub(crate) const NETWORKD_USER: &str = "[Match]\nName=enp3s0\n\n[Network]\nDHCP=yes\n";
 
-const NM_USER: &str = "[connection]\nid=Wired\nuuid=0c52b4c8-8010-4a1d-9f00-809e9ded7d16\ntype=ethernet\ninterface-name=enp3s0\nautoconnect-priority=5\n\n[ipv4]\nmethod=auto\n";
+pub(crate) const NM_USER: &str = "[connection]\nid=Wired\nuuid=0c52b4c8-8010-4a1d-9f00-809e9ded7d16\ntype=ethernet\ninterface-name=enp3s0\nautoconnect-priority=5\n\n[ipv4]\nmethod=auto\n";
 
-const NETPLAN_USER: &str = "network:\n  version: 2\n  ethernets:\n    enp3s0:\n      dhcp4: true\n";
+pub(crate) const NETPLAN_USER: &str =
+    "network:\n  version: 2\n  ethernets:\n    enp3s0:\n      dhcp4: true\n";
 
 #[test]
 fn rendered_files_match_the_golden_files() {
@@ -538,8 +539,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The NIC inside the host namespace (a veth whose peer is the LAN's lan0).
-const NIC: &str = "enp9s0";
-const NIC_MAC: &str = "52:54:00:9a:bc:de";
+pub(crate) const NIC: &str = "enp9s0";
+pub(crate) const NIC_MAC: &str = "52:54:00:9a:bc:de";
 
 /// Runs a program inside `ns` in a private mount namespace prepared by `script` (fixed
 /// text, arguments passed as "$@"): nothing of the host's mounts changes.
@@ -612,7 +613,7 @@ impl Drop for Networkd {
 }
 
 /// Host and LAN namespaces joined by NIC <-> lan0, the LAN at 10.77.SUBNET.1 with dnsmasq.
-fn wire_nic(subnet: u8, dir: &Path) -> (Netns, Netns, Dhcp) {
+pub(crate) fn wire_nic(subnet: u8, dir: &Path) -> (Netns, Netns, Dhcp) {
     let host = Netns::new("vbkh");
     let lan = Netns::new("vbkl");
     host.ip(&[
@@ -650,7 +651,7 @@ fn addrs_of(ns: &Netns, dev: &str) -> String {
 }
 
 /// Wait until `f` holds, up to `secs`.
-fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(secs) {
         if f() {

@@ -44,53 +44,9 @@ impl Lab {
         format!("10.88.{}.1", self.net)
     }
 
-    /// Links (name, mac, master, up), addresses and routes of the host namespace, in a form
-    /// that compares equal exactly when nothing that matters differs.
+    /// Links (name, mac, master, up), addresses and routes of the host namespace.
     fn snapshot(&self) -> Value {
-        let j = |args: &[&str]| -> Value {
-            let mut v = vec!["-j"];
-            v.extend_from_slice(args);
-            serde_json::from_str(&self.host.ip(&v)).unwrap()
-        };
-        let links: Vec<Value> = j(&["link", "show"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                let up = l["flags"]
-                    .as_array()
-                    .is_some_and(|f| f.iter().any(|x| x == "UP"));
-                serde_json::json!({"ifname": l["ifname"], "address": l["address"],
-                    "master": l["master"], "up": up})
-            })
-            .collect();
-        let addrs: Vec<Value> = j(&["addr", "show"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                let infos: Vec<Value> = l["addr_info"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| {
-                        serde_json::json!({"family": a["family"], "local": a["local"],
-                            "prefixlen": a["prefixlen"], "broadcast": a["broadcast"],
-                            "scope": a["scope"], "label": a["label"],
-                            "secondary": a["secondary"], "dynamic": a["dynamic"],
-                            "valid_life_time": a["valid_life_time"],
-                            "preferred_life_time": a["preferred_life_time"]})
-                    })
-                    .collect();
-                serde_json::json!({"ifname": l["ifname"], "addr": infos})
-            })
-            .collect();
-        serde_json::json!({
-            "links": links,
-            "addrs": addrs,
-            "routes4": j(&["-4", "route", "show", "table", "main"]),
-            "routes6": j(&["-6", "route", "show", "table", "main"]),
-        })
+        net_snapshot(&self.host)
     }
 
     /// The IPv4 and global IPv6 addresses of `dev` as `snapshot` shows them, in order.
@@ -120,6 +76,55 @@ impl Lab {
         let out = self.host.exec("cat", &[path]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
+}
+
+/// Links (name, mac, master, up), addresses and routes of a namespace, in a form that
+/// compares equal exactly when nothing that matters differs.
+pub(crate) fn net_snapshot(ns: &Netns) -> Value {
+    let j = |args: &[&str]| -> Value {
+        let mut v = vec!["-j"];
+        v.extend_from_slice(args);
+        serde_json::from_str(&ns.ip(&v)).unwrap()
+    };
+    let links: Vec<Value> = j(&["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let up = l["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "UP"));
+            serde_json::json!({"ifname": l["ifname"], "address": l["address"],
+                "master": l["master"], "up": up})
+        })
+        .collect();
+    let addrs: Vec<Value> = j(&["addr", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let infos: Vec<Value> = l["addr_info"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    serde_json::json!({"family": a["family"], "local": a["local"],
+                        "prefixlen": a["prefixlen"], "broadcast": a["broadcast"],
+                        "scope": a["scope"], "label": a["label"],
+                        "secondary": a["secondary"], "dynamic": a["dynamic"],
+                        "valid_life_time": a["valid_life_time"],
+                        "preferred_life_time": a["preferred_life_time"]})
+                })
+                .collect();
+            serde_json::json!({"ifname": l["ifname"], "addr": infos})
+        })
+        .collect();
+    serde_json::json!({
+        "links": links,
+        "addrs": addrs,
+        "routes4": j(&["-4", "route", "show", "table", "main"]),
+        "routes6": j(&["-6", "route", "show", "table", "main"]),
+    })
 }
 
 /// A lab on 10.88.`net`.0/24 and a private state directory for `test`; None (the test is
@@ -161,7 +166,7 @@ fn split_lifetimes(v: &Value, out: &mut Vec<(String, u64)>) -> Value {
 
 /// Two snapshots are the same: equal but for lifetimes, and those within a few seconds
 /// (a forever lifetime only matches forever).
-fn assert_same(now: &Value, before: &Value, what: &str) {
+pub(crate) fn assert_same(now: &Value, before: &Value, what: &str) {
     let (mut ln, mut lb) = (Vec::new(), Vec::new());
     let (n, b) = (
         split_lifetimes(now, &mut ln),

@@ -1,6 +1,7 @@
 //! vbridge's integration tests, compiled into one binary.
 
 mod backends;
+mod backends_ns;
 mod bench;
 mod bench_latency;
 mod common;

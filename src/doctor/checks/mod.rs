@@ -16,6 +16,7 @@
 mod bridge;
 mod domain;
 mod firewall;
+mod network_manager;
 
 use super::{Action, Finding, Observation, Severity};
 use std::collections::BTreeMap;
@@ -80,6 +81,7 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
                 bridge::bridge_checks(&mut out, host, b, need);
             }
             firewall::firewall_checks(&mut out, host, &needs);
+            network_manager::network_manager_checks(&mut out, host);
         }
         None => {
             let why = obs

@@ -3,8 +3,8 @@
 //! stays byte-identical, with a backup that `remove` puts back.
 
 use super::{
-    backup_path, create, delete_ours, glob_match, list_dir, planned, read, run_tool, under, Config,
-    FileStep, MARK,
+    backup_path, create, delete_ours, glob_match, list_dir, planned, read, under, Config, FileStep,
+    MARK,
 };
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -429,17 +429,19 @@ pub fn validate(root: &Path, cfg: &Config, plan: &Plan<FileStep>) -> Result<()> 
     let f = dir.path().join("interfaces");
     std::fs::write(&f, &flat).map_err(|e| Error::io("cannot stage the interfaces file", e))?;
     let file = f.to_string_lossy();
-    let (stdout, stderr) = run_tool(
-        "ifquery",
-        &["-i", &file, "-a"],
-        None,
-        "install ifupdown2 (its ifquery checks the stanzas)",
-    )
-    .map_err(|e| Error::invalid(e.message.replace(&*file, "interfaces")))?;
-    if let Some(l) = stderr.lines().find(|l| l.starts_with("error")) {
+    let out = crate::host::program_output("ifquery", &["-i", &file, "-a"])
+        .map_err(|e| e.with_hint("install ifupdown2 (its ifquery checks the stanzas)"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&*file, "interfaces");
+    // ifquery reports a bad stanza with an "error:" line, with or without a failing exit.
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error"))
+        .or_else(|| (!out.status.success()).then(|| stderr.lines().next().unwrap_or("")));
+    if let Some(l) = error {
         return Err(Error::invalid(format!(
             "ifquery refused the configuration: {}",
-            l.replace(&*file, "interfaces")
+            l.trim()
         )));
     }
     let port = format!("bridge-ports {}", cfg.nic);

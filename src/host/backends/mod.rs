@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 pub use super::netplan::Config;
 pub use detect::detect;
@@ -83,16 +82,44 @@ impl Backend {
 
     /// The programs that make the running stack read the files again (argument vectors).
     pub fn reload_commands(self, cfg: &Config) -> Vec<Vec<String>> {
+        self.reload_commands_for(&cfg.nic, &cfg.bridge)
+    }
+
+    /// [`Backend::reload_commands`] for the bridge `bridge` with the port `nic`.
+    pub fn reload_commands_for(self, nic: &str, bridge: &str) -> Vec<Vec<String>> {
         let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         match self {
             Backend::Netplan => vec![v(&["netplan", "apply"])],
-            Backend::Networkd => vec![v(&["networkctl", "reload"])],
+            // A link networkd once failed to configure (its bridge vanished) is left alone by
+            // a reload: reconfigure names the NIC so it is configured anew either way.
+            Backend::Networkd => vec![
+                v(&["networkctl", "reload"]),
+                v(&["networkctl", "reconfigure", nic]),
+            ],
             Backend::Ifupdown => vec![v(&["ifreload", "-a"])],
             Backend::Nm => vec![
                 v(&["nmcli", "connection", "reload"]),
-                v(&["nmcli", "connection", "up", &nm::port_id(cfg)]),
+                v(&["nmcli", "connection", "up", &nm::port_id_for(bridge, nic)]),
             ],
         }
+    }
+}
+
+impl Backend {
+    /// The programs that make the running stack forget vbridge's removed files and give
+    /// `nic` (when known) its own configuration again.
+    pub fn reload_commands_after_remove(self, nic: &str) -> Vec<Vec<String>> {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut out = match self {
+            Backend::Netplan => vec![v(&["netplan", "apply"])],
+            Backend::Networkd => vec![v(&["networkctl", "reload"])],
+            Backend::Ifupdown => vec![v(&["ifreload", "-a"])],
+            Backend::Nm => vec![v(&["nmcli", "connection", "reload"])],
+        };
+        if self == Backend::Networkd && !nic.is_empty() {
+            out.push(v(&["networkctl", "reconfigure", nic]));
+        }
+        out
     }
 }
 
@@ -445,39 +472,6 @@ pub(crate) fn planned<'a>(plan: &'a Plan<FileStep>, path: &Path) -> Option<Optio
         .rev()
         .find(|s| s.path() == path)
         .map(|s| s.texts().1)
-}
-
-/// Run a stack's tool with an argument vector (and optional stdin): (stdout, stderr). Its
-/// stderr becomes the error when it fails; `missing` is the hint when it is not installed.
-pub(crate) fn run_tool(
-    program: &str,
-    args: &[&str],
-    stdin: Option<&str>,
-    missing: &str,
-) -> Result<(String, String)> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io(format!("cannot run {program}"), e).with_hint(missing))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(|e| Error::io(format!("cannot write to {program}"), e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::io(format!("cannot run {program}"), e))?;
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    if !out.status.success() {
-        return Err(Error::invalid(format!("{program} refused it: {stderr}")));
-    }
-    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), stderr))
 }
 
 /// The `key=value` entries of an ini-style file (systemd units, NM keyfiles) with their

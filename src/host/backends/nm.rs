@@ -3,9 +3,7 @@
 //! autoconnect-priority beats the NIC's existing profile, which stays as it is. Also the
 //! doctor's `nm-manages-taps` check and its conf.d fix.
 
-use super::{
-    create, delete_ours, ini_entries, ini_get, list_dir, run_tool, under, Config, FileStep, MARK,
-};
+use super::{create, delete_ours, ini_entries, ini_get, list_dir, under, Config, FileStep, MARK};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use std::net::IpAddr;
@@ -16,6 +14,10 @@ pub const DIR: &str = "/etc/NetworkManager/system-connections";
 pub const DIRS: [&str; 2] = [DIR, "/run/NetworkManager/system-connections"];
 /// NM refuses keyfiles others can read.
 pub const MODE: u32 = 0o600;
+/// NetworkManager's configuration directory.
+pub const CONF_DIR: &str = "/etc/NetworkManager";
+/// Where NetworkManager writes its pid while it runs.
+pub const PID_FILE: &str = "/run/NetworkManager/NetworkManager.pid";
 /// The conf.d file of the doctor's fix.
 pub const TAPS_CONF: &str = "/etc/NetworkManager/conf.d/90-vbridge-unmanaged-taps.conf";
 
@@ -24,7 +26,11 @@ pub fn bridge_id(bridge: &str) -> String {
 }
 
 pub fn port_id(cfg: &Config) -> String {
-    format!("vbridge-{}-port-{}", cfg.bridge, cfg.nic)
+    port_id_for(&cfg.bridge, &cfg.nic)
+}
+
+pub fn port_id_for(bridge: &str, nic: &str) -> String {
+    format!("vbridge-{bridge}-port-{nic}")
 }
 
 pub fn file_paths(root: &Path, cfg: &Config) -> [PathBuf; 2] {
@@ -234,14 +240,45 @@ pub fn validate(plan: &Plan<FileStep>) -> Result<()> {
 }
 
 /// `nmcli --offline connection modify connection.id ID < keyfile`: the normalised keyfile.
+/// nmcli prints warnings ("Warning: master=... doesn't refer to any existing profile") on
+/// stdout before the keyfile: only the keyfile, from its first section on, is returned, so
+/// its output can never be taken for a keyfile with a stray line in it.
 pub fn nmcli_offline(keyfile: &str, id: &str) -> Result<String> {
-    run_tool(
+    let out = crate::host::run_program_with_input(
         "nmcli",
         &["--offline", "connection", "modify", "connection.id", id],
-        Some(keyfile),
-        "install network-manager (nmcli >= 1.40 reads keyfiles offline)",
+        keyfile,
     )
-    .map(|(out, _)| out)
+    .map_err(|e| match e.kind {
+        crate::error::ErrorKind::NotFound => {
+            e.with_hint("install network-manager (nmcli >= 1.40 reads keyfiles offline)")
+        }
+        _ => Error::invalid(e.message),
+    })?;
+    Ok(keyfile_part(&out).to_string())
+}
+
+/// The keyfile in nmcli's output: from the first `[section]` line on.
+pub fn keyfile_part(out: &str) -> &str {
+    let mut at = 0;
+    for l in out.split_inclusive('\n') {
+        if l.starts_with('[') {
+            return &out[at..];
+        }
+        at += l.len();
+    }
+    ""
+}
+
+/// Whether NetworkManager runs: its pid file under `root` names a live NetworkManager
+/// process. (Its profiles count for detection only then: without the daemon nothing
+/// applies them.)
+pub fn nm_running(root: &Path) -> bool {
+    let pid = std::fs::read_to_string(under(root, PID_FILE)).unwrap_or_default();
+    let Ok(pid) = pid.trim().parse::<u32>() else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "NetworkManager")
 }
 
 /// vbridge's keyfiles for `bridge` removed; the user's profiles were never touched.
@@ -273,8 +310,31 @@ pub fn unmanaged_taps_conf() -> String {
 
 /// The doctor's fix: write [`unmanaged_taps_conf`] under `root` (or nothing when it is there).
 pub fn unmanaged_taps_plan(root: &Path) -> Result<Plan<FileStep>> {
+    unmanaged_taps_plan_in(&under(root, CONF_DIR))
+}
+
+/// The conf.d file of the doctor's fix in NetworkManager's configuration directory.
+pub fn unmanaged_taps_file(conf_dir: &Path) -> PathBuf {
+    conf_dir.join("conf.d").join(
+        Path::new(TAPS_CONF)
+            .file_name()
+            .expect("TAPS_CONF names a file"),
+    )
+}
+
+/// [`unmanaged_taps_plan`] for a configuration directory (/etc/NetworkManager).
+pub fn unmanaged_taps_plan_in(conf_dir: &Path) -> Result<Plan<FileStep>> {
     Ok(Plan::new(
-        create(under(root, TAPS_CONF), unmanaged_taps_conf(), 0o644)?
+        create(unmanaged_taps_file(conf_dir), unmanaged_taps_conf(), 0o644)?
+            .into_iter()
+            .collect(),
+    ))
+}
+
+/// Undoing the doctor's fix: vbridge's conf.d file removed (nothing when it is gone).
+pub fn unmanaged_taps_removal(conf_dir: &Path) -> Result<Plan<FileStep>> {
+    Ok(Plan::new(
+        delete_ours(&unmanaged_taps_file(conf_dir))?
             .into_iter()
             .collect(),
     ))

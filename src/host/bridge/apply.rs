@@ -35,7 +35,7 @@ impl Net for NetlinkNet {
     fn apply_step(&mut self, step: &Step) -> std::result::Result<(), NlError> {
         match step {
             Step::CreateBridge { name, mac } => self.nl.create_bridge(name, mac.as_deref()),
-            Step::DeleteLink { name } => {
+            Step::DeleteLink { name } | Step::DeleteBridge { name, .. } => {
                 let i = self.nl.index_of(name)?;
                 self.nl.delete_link(i, name)
             }
@@ -62,6 +62,13 @@ impl Net for NetlinkNet {
                 self.nl
                     .route(matches!(step, Step::AddRoute { .. }), i, route)
             }
+            Step::SetIpv6 { dev, enabled } => {
+                self.nl.index_of(dev)?;
+                crate::host::sysctl::set_ipv6_disabled(dev, !enabled).map_err(|error| NlError {
+                    errno: libc::EIO,
+                    error,
+                })
+            }
         }
     }
 }
@@ -75,11 +82,17 @@ pub fn observe_with(nl: &mut Netlink) -> Result<State> {
         .filter(|l| sysfs::is_wireless(&l.name))
         .map(|l| l.name.clone())
         .collect();
+    let ipv6_disabled = links
+        .iter()
+        .filter(|l| crate::host::sysctl::ipv6_disabled(&l.name))
+        .map(|l| l.name.clone())
+        .collect();
     Ok(State {
         links,
         addrs,
         routes,
         wireless,
+        ipv6_disabled,
     })
 }
 
@@ -179,17 +192,25 @@ pub fn differences(before: &State, now: &State, steps: &[Step]) -> Vec<String> {
     let mut devs: Vec<&str> = Vec::new();
     for s in steps {
         let d = match s {
-            Step::CreateBridge { name, .. } | Step::DeleteLink { name } => name,
+            Step::CreateBridge { name, .. }
+            | Step::DeleteLink { name }
+            | Step::DeleteBridge { name, .. } => name,
             Step::SetMaster { dev, .. } | Step::SetUp { dev, .. } => dev,
             Step::AddAddr { addr } | Step::DelAddr { addr } => &addr.dev,
             Step::AddRoute { route } | Step::DelRoute { route } => &route.dev,
+            Step::SetIpv6 { dev, .. } => dev,
         };
         if !devs.contains(&d.as_str()) {
             devs.push(d);
         }
     }
+    differences_on(before, now, &devs)
+}
+
+/// [`differences`] on the devices named.
+pub fn differences_on(before: &State, now: &State, devs: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
-    for dev in devs {
+    for &dev in devs {
         let (b, n) = (before.link(dev), now.link(dev));
         match (b, n) {
             (None, None) => continue,
@@ -209,6 +230,13 @@ pub fn differences(before: &State, now: &State, steps: &[Step]) -> Vec<String> {
                 }
                 if b.up != n.up {
                     out.push(format!("{dev} is {}", if n.up { "up" } else { "down" }));
+                }
+                let off = |s: &State| s.ipv6_disabled.iter().any(|d| d == dev);
+                if off(before) != off(now) {
+                    out.push(format!(
+                        "IPv6 is {} on {dev}",
+                        if off(now) { "off" } else { "on" }
+                    ));
                 }
             }
         }
@@ -254,7 +282,7 @@ pub fn differences(before: &State, now: &State, steps: &[Step]) -> Vec<String> {
         let rkey = |r: &Route| {
             (
                 r.family, r.dst, r.dst_len, r.gateway, r.metric, r.prefsrc, r.protocol, r.scope,
-                r.kind,
+                r.kind, r.flags,
             )
         };
         let mut br: Vec<_> = before.routes_of(dev).map(rkey).collect();

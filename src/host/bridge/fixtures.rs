@@ -46,6 +46,7 @@ pub fn route(dev: &str, dst: Option<(&str, u8)>, gw: Option<&str>, proto: u8) ->
         kind: 1,
         metric: None,
         prefsrc: None,
+        flags: 0,
     }
 }
 
@@ -71,6 +72,7 @@ pub fn host() -> State {
             route("eth1", Some(("10.99.0.0", 16)), Some("10.88.1.254"), 4),
         ],
         wireless: vec![],
+        ipv6_disabled: vec![],
     }
 }
 
@@ -135,6 +137,195 @@ impl Net for Recorder {
             });
         }
         self.done.push(step.clone());
+        Ok(())
+    }
+}
+
+/// A small simulated kernel: applies steps to a [`State`] the way rtnetlink would (prefix
+/// routes follow IPv4 addresses, a second address of a subnet is secondary, deleting a
+/// link releases its ports and drops its addresses and routes).
+pub struct Sim {
+    pub state: State,
+}
+
+fn nl_err(errno: i32, what: &str) -> NlError {
+    NlError {
+        errno,
+        error: Error::host(what.to_string()),
+    }
+}
+
+fn subnet(a: &Addr) -> Option<(std::net::Ipv4Addr, u8)> {
+    match a.ip {
+        std::net::IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - a.prefix as u32).unwrap_or(0);
+            Some((std::net::Ipv4Addr::from(u32::from(v4) & mask), a.prefix))
+        }
+        _ => None,
+    }
+}
+
+impl Sim {
+    /// The state with the kernel's prefix route of every IPv4 address added.
+    pub fn new(state: State) -> Sim {
+        let mut sim = Sim { state };
+        for a in sim.state.addrs.clone() {
+            sim.prefix_route(&a);
+        }
+        sim
+    }
+
+    fn prefix_route(&mut self, a: &Addr) {
+        let Some((net, len)) = subnet(a) else { return };
+        if len >= 32 {
+            return;
+        }
+        let has = self.state.routes.iter().any(|r| {
+            r.dev == a.dev && r.dst == Some(net.into()) && r.dst_len == len && r.protocol == 2
+        });
+        if !has {
+            self.state
+                .routes
+                .push(route(&a.dev, Some((&net.to_string(), len)), None, 2));
+        }
+    }
+
+    fn index(&self, name: &str) -> std::result::Result<u32, NlError> {
+        self.state
+            .link(name)
+            .map(|l| l.index)
+            .ok_or_else(|| nl_err(libc::ENODEV, name))
+    }
+}
+
+impl Net for Sim {
+    fn observe(&mut self) -> Result<State> {
+        Ok(self.state.clone())
+    }
+
+    fn apply_step(&mut self, step: &Step) -> std::result::Result<(), NlError> {
+        match step {
+            Step::CreateBridge { name, mac } => {
+                let s = &mut self.state;
+                if s.link(name).is_some() {
+                    return Err(nl_err(libc::EEXIST, name));
+                }
+                let index = s.links.iter().map(|l| l.index).max().unwrap_or(0) + 1;
+                let mut l = link(index, name, Some("bridge"), None);
+                l.up = false;
+                l.mac = mac.clone();
+                s.links.push(l);
+            }
+            Step::DeleteLink { name } | Step::DeleteBridge { name, .. } => {
+                let i = self.index(name)?;
+                let s = &mut self.state;
+                s.links.retain(|l| l.index != i);
+                for l in &mut s.links {
+                    if l.master == Some(i) {
+                        l.master = None;
+                    }
+                }
+                s.addrs.retain(|a| &a.dev != name);
+                s.routes.retain(|r| &r.dev != name);
+            }
+            Step::SetMaster { dev, master, .. } => {
+                let m = match master {
+                    Some(m) => Some(self.index(m)?),
+                    None => None,
+                };
+                self.index(dev)?;
+                let s = &mut self.state;
+                s.links.iter_mut().find(|l| &l.name == dev).unwrap().master = m;
+            }
+            Step::SetUp { dev, up } => {
+                self.index(dev)?;
+                let s = &mut self.state;
+                s.links.iter_mut().find(|l| &l.name == dev).unwrap().up = *up;
+            }
+            Step::AddAddr { addr } => {
+                self.index(&addr.dev)?;
+                let s = &mut self.state;
+                if s.addrs_of(&addr.dev).any(|a| a.ip == addr.ip) {
+                    return Err(nl_err(libc::EEXIST, "address exists"));
+                }
+                let mut a = addr.clone();
+                a.flags &= super::ADDR_FLAGS_SETTABLE;
+                if a.valid_until_ms.is_none() {
+                    a.flags |= 0x80;
+                }
+                if subnet(&a).is_some()
+                    && s.addrs_of(&a.dev)
+                        .any(|x| subnet(x) == subnet(&a) && x.flags & 0x01 == 0)
+                {
+                    a.flags |= 0x01;
+                }
+                if a.ip.is_ipv6() {
+                    // The kernel lists the newest IPv6 address first.
+                    let at = s
+                        .addrs
+                        .iter()
+                        .position(|x| x.dev == a.dev && x.ip.is_ipv6())
+                        .unwrap_or(s.addrs.len());
+                    s.addrs.insert(at, a.clone());
+                } else {
+                    s.addrs.push(a.clone());
+                }
+                // A dump lists every IPv4 address before the IPv6 ones.
+                s.addrs.sort_by_key(|x| x.ip.is_ipv6());
+                self.prefix_route(&a);
+            }
+            Step::DelAddr { addr } => {
+                let s = &mut self.state;
+                let Some(i) = s
+                    .addrs
+                    .iter()
+                    .position(|a| a.dev == addr.dev && a.ip == addr.ip)
+                else {
+                    return Err(nl_err(libc::EADDRNOTAVAIL, "no such address"));
+                };
+                let gone = s.addrs.remove(i);
+                if let Some(net) = subnet(&gone) {
+                    if !s.addrs_of(&gone.dev).any(|x| subnet(x) == Some(net)) {
+                        s.routes.retain(|r| {
+                            !(r.dev == gone.dev
+                                && r.protocol == 2
+                                && r.dst == Some(net.0.into())
+                                && r.dst_len == net.1)
+                        });
+                    }
+                }
+            }
+            Step::AddRoute { route } => {
+                self.index(&route.dev)?;
+                let s = &mut self.state;
+                if s.routes
+                    .iter()
+                    .any(|r| super::plan::same_route(r, route) && r.dev == route.dev)
+                {
+                    return Err(nl_err(libc::EEXIST, "route exists"));
+                }
+                s.routes.push(route.clone());
+            }
+            Step::SetIpv6 { dev, enabled } => {
+                self.index(dev)?;
+                let s = &mut self.state;
+                s.ipv6_disabled.retain(|d| d != dev);
+                if !enabled {
+                    s.ipv6_disabled.push(dev.clone());
+                }
+            }
+            Step::DelRoute { route } => {
+                let s = &mut self.state;
+                let Some(i) = s
+                    .routes
+                    .iter()
+                    .position(|r| super::plan::same_route(r, route) && r.dev == route.dev)
+                else {
+                    return Err(nl_err(libc::ESRCH, "no such route"));
+                };
+                s.routes.remove(i);
+            }
+        }
         Ok(())
     }
 }

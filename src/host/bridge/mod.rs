@@ -6,12 +6,14 @@ mod apply;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod plan;
+mod unbridge;
 
 pub use apply::{
-    apply, apply_from, differences, observe, observe_with, restore_differences, revert, rollback,
-    Net, NetlinkNet,
+    apply, apply_from, differences, differences_on, observe, observe_with, restore_differences,
+    revert, rollback, Net, NetlinkNet,
 };
 pub use plan::{check_names, check_request, plan_live};
+pub use unbridge::{plan_restore, plan_unbridge};
 
 use super::{Addr, Link, Route};
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,9 @@ pub struct State {
     /// Names of wireless links (from sysfs).
     #[serde(default)]
     pub wireless: Vec<String>,
+    /// Names of links with IPv6 switched off (`disable_ipv6`: ifupdown2 does it to ports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipv6_disabled: Vec<String>,
 }
 
 impl State {
@@ -77,6 +82,12 @@ pub enum Step {
     DeleteLink {
         name: String,
     },
+    /// Delete a bridge being taken apart (`--remove`): unlike `DeleteLink` its inverse
+    /// creates it again, with its MAC, so a remove rolls back.
+    DeleteBridge {
+        name: String,
+        mac: Option<String>,
+    },
     SetMaster {
         dev: String,
         master: Option<String>,
@@ -98,6 +109,11 @@ pub enum Step {
     DelRoute {
         route: Route,
     },
+    /// Switch IPv6 on or off on a link (`disable_ipv6`).
+    SetIpv6 {
+        dev: String,
+        enabled: bool,
+    },
 }
 
 impl crate::plan::Step for Step {
@@ -108,6 +124,7 @@ impl crate::plan::Step for Step {
                 None => format!("create bridge {name} (stp off, forward delay 0)"),
             },
             Step::DeleteLink { name } => format!("delete {name}"),
+            Step::DeleteBridge { name, .. } => format!("delete bridge {name}"),
             Step::SetMaster {
                 dev,
                 master: Some(m),
@@ -121,6 +138,10 @@ impl crate::plan::Step for Step {
             Step::DelAddr { addr } => format!("delete address {} on {}", addr.cidr(), addr.dev),
             Step::AddRoute { route } => format!("add route {}", route.describe()),
             Step::DelRoute { route } => format!("delete route {}", route.describe()),
+            Step::SetIpv6 { dev, enabled } => format!(
+                "{} IPv6 on {dev}",
+                if *enabled { "enable" } else { "disable" }
+            ),
         }
     }
 
@@ -130,6 +151,10 @@ impl crate::plan::Step for Step {
             Step::CreateBridge { name, .. } => Step::DeleteLink { name: name.clone() },
             // Deleting is never planned forward; its inverse is itself (a no-op once gone).
             Step::DeleteLink { name } => Step::DeleteLink { name: name.clone() },
+            Step::DeleteBridge { name, mac } => Step::CreateBridge {
+                name: name.clone(),
+                mac: mac.clone(),
+            },
             Step::SetMaster {
                 dev,
                 master,
@@ -150,6 +175,10 @@ impl crate::plan::Step for Step {
             },
             Step::DelRoute { route } => Step::AddRoute {
                 route: route.clone(),
+            },
+            Step::SetIpv6 { dev, enabled } => Step::SetIpv6 {
+                dev: dev.clone(),
+                enabled: !enabled,
             },
         })
     }
@@ -178,9 +207,22 @@ pub(crate) fn movable_addr(a: &Addr) -> bool {
 /// Routes worth moving: the ones the kernel does not derive from addresses or RAs.
 pub(crate) fn movable_route(r: &Route) -> bool {
     r.table == RT_TABLE_MAIN
-        && r.protocol != RTPROT_KERNEL
+        && !kernel_derived(r)
         && r.protocol != RTPROT_RA
         && r.kind == RTN_UNICAST
+}
+
+/// A prefix route the kernel made for an address: `proto kernel`, no gateway, and the
+/// kernel's own metric (none for IPv4, 256 for IPv6). Stacks also add routes as `proto
+/// kernel` (ifupdown2 its default route, NetworkManager the prefix route of an address it
+/// sets with `noprefixroute`, metric 425): those carry a gateway or their own metric, and
+/// nothing derives them again once moved, so they move.
+fn kernel_derived(r: &Route) -> bool {
+    let kernel_metric = match r.family as i32 {
+        libc::AF_INET6 => r.metric == Some(256),
+        _ => matches!(r.metric, None | Some(0)),
+    };
+    r.protocol == RTPROT_KERNEL && r.gateway.is_none() && kernel_metric
 }
 
 /// Flags the kernel accepts back on RTM_NEWADDR; the rest (secondary, tentative,

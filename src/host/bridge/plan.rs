@@ -217,6 +217,7 @@ pub fn plan_live(state: &State, req: &LiveRequest) -> Result<Plan> {
                 kind: RTN_UNICAST,
                 metric: None,
                 prefsrc: None,
+                flags: 0,
             });
         }
     }
@@ -255,7 +256,7 @@ pub fn plan_live(state: &State, req: &LiveRequest) -> Result<Plan> {
     })
 }
 
-fn family_of(ip: &IpAddr) -> u8 {
+pub(super) fn family_of(ip: &IpAddr) -> u8 {
     (if ip.is_ipv4() {
         libc::AF_INET
     } else {
@@ -267,12 +268,12 @@ fn family_of(ip: &IpAddr) -> u8 {
 /// (a primary comes before its secondaries, and the kernel makes an address secondary when
 /// one of its subnet is there already); IPv6 reversed (the kernel lists the newest address
 /// of a scope first).
-fn add_order<'a>(addrs: impl Iterator<Item = &'a Addr>) -> Vec<Addr> {
+pub(super) fn add_order<'a>(addrs: impl Iterator<Item = &'a Addr>) -> Vec<Addr> {
     let (v4, v6): (Vec<Addr>, Vec<Addr>) = addrs.cloned().partition(|a| a.ip.is_ipv4());
     v4.into_iter().chain(v6.into_iter().rev()).collect()
 }
 
-fn same_route(a: &Route, b: &Route) -> bool {
+pub(super) fn same_route(a: &Route, b: &Route) -> bool {
     a.family == b.family
         && a.dst == b.dst
         && a.dst_len == b.dst_len

@@ -303,6 +303,7 @@ impl Netlink {
                     kind: p[7],
                     metric: None,
                     prefsrc: None,
+                    flags: u32_of(&p[8..12]) & crate::host::RTNH_F_ONLINK,
                 };
                 for (at, v) in parse_attrs(&p[12..]) {
                     match at {
@@ -431,7 +432,7 @@ impl Netlink {
         let mut body = vec![
             r.family, r.dst_len, 0, 0, table, r.protocol, r.scope, r.kind,
         ];
-        body.extend_from_slice(&0u32.to_ne_bytes());
+        body.extend_from_slice(&(r.flags & crate::host::RTNH_F_ONLINK).to_ne_bytes());
         let mut at = Attrs::default();
         if let Some(d) = &r.dst {
             at.put(RTA_DST, &ip_bytes(d));
