@@ -39,6 +39,8 @@ fn new_nic(mac: &Mac, bridge: &BridgeName) -> Nic {
         source: BTreeMap::from([("bridge".to_string(), bridge.to_string())]),
         model: Some("virtio".into()),
         target_dev: None,
+        mtu: None,
+        queues: None,
         span: 0..0,
     }
 }
