@@ -10,8 +10,8 @@ mod rewrite;
 mod scan;
 
 pub use options::{
-    element_by_mac, live_link, live_move, live_restore, nic_of_element, rewrite_nics, Link,
-    NicOptions, Target,
+    describe_source, element_by_mac, link_of, live_link, live_move, live_restore, nic_of_element,
+    rewrite_nics, Link, NicOptions, Target,
 };
 
 use crate::error::{Error, Result};

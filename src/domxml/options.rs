@@ -258,6 +258,23 @@ pub fn live_restore(element: &str) -> Result<String> {
     Ok(edits.apply(element))
 }
 
+/// The `<link state>` of a lone `<interface>` element, if it says one.
+pub fn link_of(element: &str) -> Option<String> {
+    let el = parse_element(element).ok()?;
+    el.child("link")?.attr("state").map(str::to_string)
+}
+
+/// Where a NIC is, in words: "bridge br0", "network default", "macvtap on eth1", "user".
+pub fn describe_source(nic: &Nic) -> String {
+    let src = |k: &str| nic.source.get(k).map(String::as_str).unwrap_or("?");
+    match nic.kind.as_str() {
+        "bridge" => format!("bridge {}", src("bridge")),
+        "network" => format!("network {}", src("network")),
+        "direct" => format!("macvtap on {}", src("dev")),
+        other => other.to_string(),
+    }
+}
+
 /// A lone `<interface>` element read as a [`Nic`] (index 0, span within the element).
 pub fn nic_of_element(element: &str) -> Result<Nic> {
     let el = parse_element(element)?;
