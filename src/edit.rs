@@ -204,7 +204,15 @@ impl DomainStep {
                 domain,
                 before,
                 after,
-            } => Some(unified_diff(&format!("{domain}.live"), before, after)),
+            } => {
+                // Elements, not files: end them with a line break so the diff reads cleanly.
+                let line = |x: &str| format!("{}\n", x.trim_end());
+                Some(unified_diff(
+                    &format!("{domain}.live"),
+                    &line(before),
+                    &line(after),
+                ))
+            }
             _ => None,
         }
     }

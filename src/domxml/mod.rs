@@ -11,7 +11,7 @@ mod scan;
 
 pub use options::{
     describe_source, element_by_mac, link_of, live_link, live_move, live_restore, nic_of_element,
-    rewrite_nics, Link, NicOptions, Target,
+    rewrite_nics, with_options, Link, NicOptions, Target,
 };
 
 use crate::error::{Error, Result};

@@ -96,7 +96,7 @@ pub fn rewrite_nics(
             Target::Direct { dev, mode } => to_direct(rewritten, dev, *mode)?,
             Target::Bridge(_) => rewritten.to_string(),
         };
-        text = apply_options(&text, options)?;
+        text = with_options(&text, options)?;
         out.push_str(&base.xml[cursor..c.after.span.start]);
         out.push_str(&text);
         cursor = c.after.span.end;
@@ -155,7 +155,7 @@ fn to_direct(element: &str, dev: &BridgeName, mode: DirectMode) -> Result<String
 }
 
 /// The element with `<mtu size>` and `<driver queues>` as `options` ask, others kept.
-pub(crate) fn apply_options(element: &str, options: &NicOptions) -> Result<String> {
+pub fn with_options(element: &str, options: &NicOptions) -> Result<String> {
     if options.is_empty() {
         return Ok(element.to_string());
     }
@@ -448,16 +448,16 @@ mod tests {
             mtu: Some(Mtu::new(9000).unwrap()),
             queues: Some(Queues::new(4).unwrap()),
         };
-        let out = apply_options(el, &o).unwrap();
+        let out = with_options(el, &o).unwrap();
         assert_eq!(out, "<interface type='bridge'>\n  <source bridge='br0'/>\n  <model type='virtio'/>\n  <driver name='qemu' txmode='iothread' queues='4'>\n    <host csum='off'/>\n  </driver>\n  <mtu size='9000'/>\n</interface>");
-        assert_eq!(apply_options(&out, &o).unwrap(), out, "twice is once");
+        assert_eq!(with_options(&out, &o).unwrap(), out, "twice is once");
         let one_line = "<interface type=\"bridge\"><source bridge=\"br0\"/><model type=\"virtio\"/><mtu size=\"1500\"/></interface>";
         assert_eq!(
-            apply_options(one_line, &o).unwrap(),
+            with_options(one_line, &o).unwrap(),
             "<interface type=\"bridge\"><source bridge=\"br0\"/><model type=\"virtio\"/><driver queues=\"4\"/><mtu size=\"9000\"/></interface>"
         );
         assert_eq!(
-            apply_options(one_line, &NicOptions::default()).unwrap(),
+            with_options(one_line, &NicOptions::default()).unwrap(),
             one_line
         );
     }
