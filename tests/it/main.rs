@@ -8,6 +8,7 @@ mod lab;
 mod lab_core;
 mod lab_doctor;
 mod lab_e2e;
+mod lab_live;
 mod lab_smoke;
 mod rewrite;
 mod testdriver;

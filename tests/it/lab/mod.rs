@@ -53,7 +53,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-pub use guest::{GuestSpec, Nic};
+pub use guest::{Dhcp as GuestDhcp, GuestSpec, Nic};
 
 use crate::common::{run_status, unique, vbridge_bin, Netns};
 use daemon::Daemon;
