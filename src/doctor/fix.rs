@@ -38,6 +38,7 @@ impl Step for Action {
             Action::StartNetwork { network } => format!("virsh net-start {network}"),
             Action::AutostartNetwork { network } => format!("virsh net-autostart {network}"),
             Action::AttachTap { tap, bridge } => format!("ip link set {tap} master {bridge} up"),
+            Action::SetMtu { dev, mtu, .. } => format!("ip link set {dev} mtu {mtu}"),
             Action::BridgeDown { bridge } => format!("ip link set {bridge} down"),
             Action::BridgeNfOn => format!("sysctl -w {}=1", sysctl::BRIDGE_NF_CALL_IPTABLES),
             Action::RemoveAcceptBridged { chain, bridge } => {
@@ -82,6 +83,11 @@ impl Step for Action {
             Action::NoAutostartNetwork { network } => Action::AutostartNetwork {
                 network: network.clone(),
             },
+            Action::SetMtu { dev, mtu, was } => Action::SetMtu {
+                dev: dev.clone(),
+                mtu: *was,
+                was: *mtu,
+            },
             Action::StpOff { .. } | Action::AttachTap { .. } => return None,
         })
     }
@@ -102,6 +108,7 @@ impl Action {
             | Action::StopNetwork { network }
             | Action::NoAutostartNetwork { network } => network.clone(),
             Action::AttachTap { tap, .. } => tap.clone(),
+            Action::SetMtu { dev, .. } => dev.clone(),
         }
     }
 }
@@ -205,6 +212,9 @@ fn persist_hint(a: &Action, opts: &FixOptions) -> Option<String> {
         Action::AttachTap { .. } => {
             Some("libvirt attaches the tap itself at the next VM start".into())
         }
+        Action::SetMtu { .. } => Some(
+            "lost when the device is recreated: a tap takes the NIC's <mtu> at the next VM start; set a bridge's MTU in its config (netplan `mtu:`, or `vbridge host-bridge --mtu`)".into(),
+        ),
         Action::BridgeDown { .. } => None,
         Action::StartNetwork { .. } | Action::AutostartNetwork { .. } => None,
         // Undoing a fix leaves the host as it was before doctor: nothing to persist.
@@ -306,6 +316,11 @@ fn apply_one(
             let b = nl.index_of(bridge)?;
             nl.set_master(t, b, tap)?;
             nl.set_up(t, true, tap)?;
+        }
+        Action::SetMtu { dev, mtu, .. } => {
+            let nl = netlink(nl)?;
+            let i = nl.index_of(dev)?;
+            nl.set_mtu(i, *mtu, dev)?;
         }
     }
     Ok(Vec::new())

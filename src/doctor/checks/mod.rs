@@ -16,6 +16,8 @@
 mod bridge;
 mod domain;
 mod firewall;
+mod macvtap;
+mod mtu;
 
 use super::{Action, Finding, Observation, Severity};
 use std::collections::BTreeMap;
@@ -67,11 +69,13 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
     let mut needs: BTreeMap<String, Need> = BTreeMap::new();
     domain::network_checks(&mut out, obs, &mut needs);
     domain::domain_checks(&mut out, obs, &mut needs);
+    macvtap::macvtap_checks(&mut out, obs);
     match &obs.host {
         Some(host) => {
             for (b, need) in &needs {
                 bridge::bridge_checks(&mut out, host, b, need);
             }
+            mtu::mtu_checks(&mut out, obs, host, &needs);
             firewall::firewall_checks(&mut out, host, &needs);
         }
         None => {
