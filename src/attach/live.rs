@@ -282,3 +282,192 @@ pub(super) fn confirm_or_revert(
     failed.live = Some(live);
     failed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domxml::Selection;
+    use crate::validate::{BridgeName, DirectMode, Mtu};
+
+    const PERSISTENT: &str = "<domain type='kvm'>\n  <name>web</name>\n  <vcpu>2</vcpu>\n  <devices>\n    <interface type='network'>\n      <mac address='52:54:00:00:00:01'/>\n      <source network='default'/>\n      <model type='virtio'/>\n    </interface>\n    <interface type='user'>\n      <mac address='52:54:00:00:00:02'/>\n      <model type='e1000'/>\n    </interface>\n  </devices>\n</domain>\n";
+    const LIVE: &str = "<domain type='kvm' id='3'>\n  <name>web</name>\n  <devices>\n    <interface type='network'>\n      <mac address='52:54:00:00:00:01'/>\n      <source network='default' portid='11' bridge='virbr0'/>\n      <target dev='vnet0'/>\n      <model type='virtio'/>\n      <alias name='net0'/>\n    </interface>\n    <interface type='user'>\n      <mac address='52:54:00:00:00:02'/>\n      <model type='e1000'/>\n      <alias name='net1'/>\n    </interface>\n  </devices>\n</domain>\n";
+
+    fn br0() -> Target {
+        Target::Bridge(BridgeName::parse("br0").unwrap())
+    }
+
+    fn planned(xml: &str, live_xml: &str, sel: Selection, opts: LiveOptions) -> Result<LivePlan> {
+        let rw = domxml::rewrite_nics(xml, &br0(), &sel, &NicOptions::default())?;
+        plan("web", live_xml, &rw, &br0(), &NicOptions::default(), &opts)
+    }
+
+    #[test]
+    fn a_network_nic_moves_with_a_flap_and_is_verified() {
+        let p = planned(
+            PERSISTENT,
+            LIVE,
+            Selection::Index(1),
+            LiveOptions::default(),
+        )
+        .unwrap();
+        let d: Vec<String> = p.steps.iter().map(Step::describe).collect();
+        assert_eq!(
+            d,
+            [
+                "move web's NIC 52:54:00:00:00:01 from network default to bridge br0, link down (live)",
+                "hold web's NIC link down for 1000 ms",
+                "set web's NIC 52:54:00:00:00:01 link up (live)",
+            ]
+        );
+        // The way back names the network only: libvirt gives it a new port.
+        let DomainStep::UpdateDevice { before, .. } = &p.steps[0] else {
+            panic!()
+        };
+        assert!(before.contains("<source network='default'/>"), "{before}");
+        assert!(before.contains("<alias name='net0'/>"));
+        assert_eq!(p.verify, [Mac::parse("52:54:00:00:00:01").unwrap()]);
+        assert_eq!(p.report.moved[0].from, "network default");
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+    }
+
+    #[test]
+    fn without_a_flap_or_a_check_it_is_one_update() {
+        let opts = LiveOptions {
+            flap: Duration::ZERO,
+            verify_within: None,
+        };
+        let p = planned(PERSISTENT, LIVE, Selection::Index(1), opts).unwrap();
+        assert_eq!(p.steps.len(), 1);
+        assert!(p.verify.is_empty());
+        let DomainStep::UpdateDevice { after, .. } = &p.steps[0] else {
+            panic!()
+        };
+        assert!(!after.contains("<link"), "{after}");
+    }
+
+    #[test]
+    fn a_user_nic_is_refused_before_anything_changes() {
+        let e = planned(
+            PERSISTENT,
+            LIVE,
+            Selection::Index(2),
+            LiveOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, crate::error::ErrorKind::Unsupported);
+        assert!(
+            e.message.contains("type 'user' in the running VM"),
+            "{}",
+            e.message
+        );
+        assert!(e.hint.unwrap().contains("--hotplug"));
+    }
+
+    #[test]
+    fn a_nic_already_on_the_bridge_live_stays() {
+        let live = LIVE.replace(
+            "type='network'>\n      <mac address='52:54:00:00:00:01'/>\n      <source network='default' portid='11' bridge='virbr0'/>",
+            "type='bridge'>\n      <mac address='52:54:00:00:00:01'/>\n      <source bridge='br0'/>",
+        );
+        let p = planned(
+            PERSISTENT,
+            &live,
+            Selection::Index(1),
+            LiveOptions::default(),
+        )
+        .unwrap();
+        assert!(p.steps.is_empty() && p.report.moved.is_empty() && p.verify.is_empty());
+    }
+
+    #[test]
+    fn what_libvirt_cannot_change_live_is_a_note() {
+        let xml = PERSISTENT.replace(
+            "<model type='virtio'/>\n    </interface>\n    <interface type='user'>",
+            "<model type='e1000'/>\n    </interface>\n    <interface type='user'>",
+        );
+        let live = LIVE.replace(
+            "<model type='virtio'/>\n      <alias name='net0'/>",
+            "<model type='e1000'/>\n      <alias name='net0'/>",
+        );
+        let o = NicOptions {
+            mtu: Some(Mtu::new(9000).unwrap()),
+            queues: None,
+        };
+        let rw = domxml::rewrite_nics(&xml, &br0(), &Selection::Index(1), &o).unwrap();
+        let p = plan("web", &live, &rw, &br0(), &o, &LiveOptions::default()).unwrap();
+        assert_eq!(p.report.moved.len(), 1);
+        assert_eq!(p.notes.len(), 2, "{:?}", p.notes);
+        assert!(p.notes[0].contains("stays model e1000"), "{:?}", p.notes);
+        assert!(
+            p.notes[1].contains("9000 takes effect after a full power-off"),
+            "{:?}",
+            p.notes
+        );
+    }
+
+    #[test]
+    fn a_nic_only_in_the_definition_waits_for_the_next_start() {
+        let live = LIVE.replace("52:54:00:00:00:01", "52:54:00:00:00:09");
+        let p = planned(
+            PERSISTENT,
+            &live,
+            Selection::Index(1),
+            LiveOptions::default(),
+        )
+        .unwrap();
+        assert!(p.steps.is_empty());
+        assert!(
+            p.notes[0].contains("not in the running VM"),
+            "{:?}",
+            p.notes
+        );
+    }
+
+    #[test]
+    fn a_running_nic_cannot_become_macvtap() {
+        let t = Target::Direct {
+            dev: BridgeName::parse("eth1").unwrap(),
+            mode: DirectMode::Bridge,
+        };
+        let rw = domxml::rewrite_nics(PERSISTENT, &t, &Selection::Index(1), &NicOptions::default())
+            .unwrap();
+        let e = plan(
+            "web",
+            LIVE,
+            &rw,
+            &t,
+            &NicOptions::default(),
+            &LiveOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains("cannot turn a running NIC into a macvtap"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn several_nics_share_one_pause() {
+        let two = PERSISTENT.replace(
+            "<interface type='user'>\n      <mac address='52:54:00:00:00:02'/>\n      <model type='e1000'/>",
+            "<interface type='network'>\n      <mac address='52:54:00:00:00:02'/>\n      <source network='default'/>\n      <model type='virtio'/>",
+        );
+        let live = LIVE.replace(
+            "<interface type='user'>\n      <mac address='52:54:00:00:00:02'/>\n      <model type='e1000'/>",
+            "<interface type='network'>\n      <mac address='52:54:00:00:00:02'/>\n      <source network='default'/>\n      <model type='virtio'/>",
+        );
+        let p = planned(&two, &live, Selection::All, LiveOptions::default()).unwrap();
+        let kinds: Vec<&str> = p
+            .steps
+            .iter()
+            .map(|s| match s {
+                DomainStep::Wait { .. } => "wait",
+                _ => "update",
+            })
+            .collect();
+        assert_eq!(kinds, ["update", "update", "wait", "update", "update"]);
+        assert_eq!(p.verify.len(), 2);
+    }
+}

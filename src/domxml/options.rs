@@ -164,8 +164,13 @@ pub fn with_options(element: &str, options: &NicOptions) -> Result<String> {
     let mut edits = Edits::default();
     if let Some(queues) = options.queues {
         let n = queues.to_string();
+        // One queue is virtio's default: libvirt drops `queues='1'` from what it stores,
+        // so no <driver queues> at all already means 1.
+        let default = queues.get() == 1;
         match el.child("driver") {
             Some(d) if d.attr("queues") == Some(n.as_str()) => {}
+            Some(d) if default && d.attr("queues").is_none() => {}
+            None if default => {}
             // Merged into the <driver> there is: its other attributes and children stay.
             Some(d) => edits.set_attr(element, d, "queues", &n, q),
             None => edits.append_child(
@@ -460,6 +465,16 @@ mod tests {
             with_options(one_line, &NicOptions::default()).unwrap(),
             one_line
         );
+        let one = NicOptions {
+            mtu: None,
+            queues: Some(Queues::new(1).unwrap()),
+        };
+        assert_eq!(
+            with_options(one_line, &one).unwrap(),
+            one_line,
+            "1 is the default"
+        );
+        assert!(with_options(&out, &one).unwrap().contains("queues='1'"));
     }
 
     #[test]

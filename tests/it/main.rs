@@ -10,5 +10,6 @@ mod lab_doctor;
 mod lab_e2e;
 mod lab_live;
 mod lab_smoke;
+mod live_testdriver;
 mod rewrite;
 mod testdriver;
