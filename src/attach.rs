@@ -105,7 +105,6 @@ pub fn plan_request_domain(
     live_xml: Option<&str>,
     req: &AttachRequest,
 ) -> Result<(DomainResult, Plan<DomainStep>, Vec<Mac>)> {
-    req.nic.check_against(&domxml::facts(original)?)?;
     let rewritten = domxml::rewrite_nics(original, &req.target, &req.selection, &req.nic)?;
     let changed = rewritten.changed();
     let live = match (live_xml, &req.live) {
@@ -422,7 +421,6 @@ pub fn rewrite_document(
 /// [`rewrite_document`] for a full request (macvtap, MTU, queues); `live` plays no part.
 pub fn rewrite_document_request(xml: &str, req: &AttachRequest) -> Result<domxml::Rewritten> {
     check_selection(&req.selection)?;
-    req.nic.check_against(&domxml::facts(xml)?)?;
     domxml::rewrite_nics(xml, &req.target, &req.selection, &req.nic)
 }
 

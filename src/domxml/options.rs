@@ -71,12 +71,14 @@ impl NicOptions {
 
 /// Rewrite the selected interfaces onto `target` with `options`, changing nothing else.
 /// A NIC already on the target changes only if an option asks for something it lacks.
+/// More queues than the domain has vCPUs are refused.
 pub fn rewrite_nics(
     xml: &str,
     target: &Target,
     selection: &Selection,
     options: &NicOptions,
 ) -> Result<Rewritten> {
+    options.check_against(&super::facts(xml)?)?;
     // macvtap is the bridge rewrite with another source: it keeps every rule of that
     // rewrite (what is dropped, what is kept, the layout) and only swaps the source.
     let (lookalike, selection) = match target {
