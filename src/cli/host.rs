@@ -31,6 +31,9 @@ pub struct HostBridgeArgs {
     /// DNS servers, comma separated
     #[arg(long, value_name = "IP,...", value_delimiter = ',')]
     pub dns: Vec<String>,
+    /// The MTU of the NIC and the bridge (68-65535), live and in the netplan file
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<String>,
     /// Write a netplan file (the persistent way)
     #[arg(long, conflicts_with = "live")]
     pub netplan: bool,
@@ -128,6 +131,11 @@ fn host_bridge_options(
         address,
         gateway,
         dns,
+        mtu: a
+            .mtu
+            .as_deref()
+            .map(|m| vbridge::validate::Mtu::parse(m).map(|m| m.get()))
+            .transpose()?,
         mode,
         probe,
         rollback_after: Duration::from_secs(a.rollback_after),

@@ -34,6 +34,7 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
         address: o.address,
         gateway: o.gateway,
         dns: o.dns.clone(),
+        mtu: o.mtu,
     };
     let (w, _yaml) = netplan::write(root, &cfg, o.dry_run)?;
     rep.changed = w.changed;

@@ -62,6 +62,10 @@ impl Net for NetlinkNet {
                 self.nl
                     .route(matches!(step, Step::AddRoute { .. }), i, route)
             }
+            Step::SetMtu { dev, mtu, .. } => {
+                let i = self.nl.index_of(dev)?;
+                self.nl.set_mtu(i, *mtu, dev)
+            }
         }
     }
 }
@@ -180,7 +184,7 @@ pub fn differences(before: &State, now: &State, steps: &[Step]) -> Vec<String> {
     for s in steps {
         let d = match s {
             Step::CreateBridge { name, .. } | Step::DeleteLink { name } => name,
-            Step::SetMaster { dev, .. } | Step::SetUp { dev, .. } => dev,
+            Step::SetMaster { dev, .. } | Step::SetUp { dev, .. } | Step::SetMtu { dev, .. } => dev,
             Step::AddAddr { addr } | Step::DelAddr { addr } => &addr.dev,
             Step::AddRoute { route } | Step::DelRoute { route } => &route.dev,
         };

@@ -80,6 +80,7 @@ pub fn req() -> LiveRequest {
         bridge: "br0".into(),
         address: None,
         gateway: None,
+        mtu: None,
     }
 }
 

@@ -63,6 +63,8 @@ pub struct LiveRequest {
     pub address: Option<(IpAddr, u8)>,
     /// A default route to add when none is moved.
     pub gateway: Option<IpAddr>,
+    /// The MTU the NIC and the bridge get (`--mtu`); None leaves them as they are.
+    pub mtu: Option<u32>,
 }
 
 /// One system change. Links are named, not indexed: a bridge's index is known only once it
@@ -98,6 +100,12 @@ pub enum Step {
     DelRoute {
         route: Route,
     },
+    /// `ip link set DEV mtu MTU`; `previous` is the MTU it had.
+    SetMtu {
+        dev: String,
+        mtu: u32,
+        previous: u32,
+    },
 }
 
 impl crate::plan::Step for Step {
@@ -121,6 +129,7 @@ impl crate::plan::Step for Step {
             Step::DelAddr { addr } => format!("delete address {} on {}", addr.cidr(), addr.dev),
             Step::AddRoute { route } => format!("add route {}", route.describe()),
             Step::DelRoute { route } => format!("delete route {}", route.describe()),
+            Step::SetMtu { dev, mtu, .. } => format!("set {dev} mtu {mtu}"),
         }
     }
 
@@ -150,6 +159,11 @@ impl crate::plan::Step for Step {
             },
             Step::DelRoute { route } => Step::AddRoute {
                 route: route.clone(),
+            },
+            Step::SetMtu { dev, mtu, previous } => Step::SetMtu {
+                dev: dev.clone(),
+                mtu: *previous,
+                previous: *mtu,
             },
         })
     }
