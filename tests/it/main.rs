@@ -1,6 +1,7 @@
 //! vbridge's integration tests, compiled into one binary.
 
 mod bench;
+mod bench_live;
 mod common;
 mod corpus;
 mod host;
