@@ -84,6 +84,30 @@ fn a_live_step_libvirt_refuses_puts_the_definition_back() {
     assert_eq!(tmp.state.latest_backup("web").unwrap(), None);
 }
 
+/// Several VMs in one call: each its own result; the one libvirt refuses does not stop the
+/// shut-off one, whose definition changes.
+#[test]
+fn one_failing_vm_does_not_stop_the_others() {
+    let c = conn();
+    let tmp = StateTmp::new();
+    let r = attach::attach_request(
+        &c,
+        &["web".into(), "db".into()],
+        &request(Some(LiveOptions::default())),
+        &tmp.state,
+        None,
+    )
+    .unwrap();
+    assert!(r.domains[0].error.is_some(), "{r:?}");
+    assert!(
+        r.domains[1].error.is_none() && r.domains[1].changed,
+        "{r:?}"
+    );
+    assert!(!r.ok());
+    let db = domxml::nics(&c.domain("db").unwrap().persistent_xml().unwrap()).unwrap();
+    assert!(db[0].is_on_bridge("br0"));
+}
+
 #[test]
 fn dry_run_shows_the_live_and_the_persistent_change() {
     let tmp = StateTmp::new();
