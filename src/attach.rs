@@ -533,3 +533,39 @@ pub fn undo(conn: &Conn, name: &str, state: &StateDir, dry_run: bool) -> Result<
     }
     Ok(result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ON_BR0: &str = "<domain type='kvm'>\n  <name>web</name>\n  <devices>\n    <interface type='bridge'>\n      <mac address='52:54:00:00:00:01'/>\n      <source bridge='br0'/>\n      <model type='virtio'/>\n    </interface>\n  </devices>\n</domain>\n";
+
+    /// `attach` without `--live` earlier, `--live` now: only the running NIC moves.
+    #[test]
+    fn a_definition_already_done_moves_only_the_running_nic() {
+        let live = ON_BR0.replace(
+            "<interface type='bridge'>\n      <mac address='52:54:00:00:00:01'/>\n      <source bridge='br0'/>",
+            "<interface type='network'>\n      <mac address='52:54:00:00:00:01'/>\n      <source network='default'/>",
+        );
+        let req = AttachRequest {
+            target: Target::Bridge(BridgeName::parse("br0").unwrap()),
+            selection: Selection::Auto,
+            nic: NicOptions::default(),
+            live: Some(LiveOptions::default()),
+            dry_run: false,
+        };
+        let (r, p, verify) = plan_request_domain("web", ON_BR0, Some(&live), &req).unwrap();
+        assert!(r.changed);
+        assert!(!r.interfaces[0].changed, "the definition stays");
+        assert!(p
+            .steps
+            .iter()
+            .all(|s| matches!(s, DomainStep::UpdateDevice { .. } | DomainStep::Wait { .. })));
+        assert_eq!(p.steps.len(), 3);
+        assert_eq!(verify.len(), 1);
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+        // Both done: nothing at all.
+        let (r, p, _) = plan_request_domain("web", ON_BR0, Some(ON_BR0), &req).unwrap();
+        assert!(!r.changed && p.is_empty());
+    }
+}

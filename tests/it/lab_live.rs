@@ -168,6 +168,17 @@ fn lab_live_move_flap_and_revert() {
         "[{name}] moved to a dead bridge: reverted in {took:?} (verify-within 4 s), NAT lease {ip} again: {msg}"
     );
 
+    // A bridge that does not exist: refused before anything changes.
+    let before = inactive(&lab, &dom);
+    let (out, r) = lab.vbridge_json(
+        state.path(),
+        &["attach", &dom, "--live", "--bridge", "nobr9"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{r}");
+    assert!(r.to_string().contains("nobr9 does not exist"), "{r}");
+    assert_eq!(inactive(&lab, &dom), before);
+    assert_eq!(live_nic(&lab, &dom).kind, "network");
+
     // 3. The real move, with the flap and verification (the defaults).
     let from = lab.console(&dom).len().max(seen);
     let t = Instant::now();
