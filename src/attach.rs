@@ -3,18 +3,24 @@
 //! back up every domain's definition with one flush, then define each after checking nobody
 //! changed it meanwhile.
 //!
+//! With `--live` ([`live`]) the running VM's NIC moves too, now, and is verified.
+//!
 //! [`Define`]: crate::edit::DomainStep::Define
+
+pub mod live;
 
 use crate::backup::StateDir;
 use crate::domain;
-use crate::domxml::{self, Selection};
+use crate::domxml::{self, NicOptions, Selection, Target};
 use crate::edit::{self, DomainApplier, DomainStep, Keep};
 use crate::error::{Error, ErrorKind, Result};
-use crate::fanout::parallel;
+use crate::fanout::{parallel, parallel_with, WORKERS};
 use crate::libvirt::{Conn, Dom};
-use crate::plan::{self, Plan};
+use crate::plan::{self, Applier, Plan, Step};
 use crate::report::{AttachReport, DomainResult, NicResult};
-use crate::validate::BridgeName;
+use crate::validate::{BridgeName, Mac};
+use live::{Confirm, LiveOptions};
+use std::time::{Duration, Instant};
 
 /// Options for `attach` without `--hotplug`, checked where they entered (the types).
 #[derive(Debug, Clone)]
@@ -26,6 +32,33 @@ pub struct AttachOptions {
     pub persist: bool,
 }
 
+/// Everything `attach` (without `--hotplug`) can be asked: where the NICs go, which, with
+/// what options, and whether the running VM moves now.
+#[derive(Debug, Clone)]
+pub struct AttachRequest {
+    pub target: Target,
+    pub selection: Selection,
+    pub nic: NicOptions,
+    /// Move the running VM's NICs now (`--live`); None leaves them to the next power-off.
+    pub live: Option<LiveOptions>,
+    pub dry_run: bool,
+    /// Make a transient VM persistent (its persistent rewrite is refused otherwise).
+    pub persist: bool,
+}
+
+impl From<&AttachOptions> for AttachRequest {
+    fn from(o: &AttachOptions) -> AttachRequest {
+        AttachRequest {
+            target: Target::Bridge(o.bridge.clone()),
+            selection: o.selection.clone(),
+            nic: NicOptions::default(),
+            live: None,
+            dry_run: o.dry_run,
+            persist: o.persist,
+        }
+    }
+}
+
 /// The one check the types cannot make: `--index` counts from 1.
 fn check_selection(selection: &Selection) -> Result<()> {
     match selection {
@@ -35,16 +68,21 @@ fn check_selection(selection: &Selection) -> Result<()> {
 }
 
 /// One domain's part of an attach: its report so far and, when it is to change, the domain
-/// and the plan to apply.
+/// and the plan to apply, and the NICs to verify once it ran (`--live`).
 pub struct DomainPlan {
     pub result: DomainResult,
     pub todo: Option<(Dom, Plan<DomainStep>)>,
+    pub verify: Vec<Mac>,
 }
 
 /// What `attach` would do to each domain, computed from what was read. Changes nothing.
 pub struct AttachPlan {
     pub dry_run: bool,
     pub domains: Vec<DomainPlan>,
+    /// How long a moved NIC has to answer (`--live` with verification).
+    pub verify_within: Option<Duration>,
+    /// Domains changed at once.
+    pub workers: usize,
 }
 
 /// The plan of rewriting one domain's persistent definition `original`. Pure.
@@ -55,58 +93,135 @@ pub fn plan_domain(
     bridge: &BridgeName,
     selection: &Selection,
 ) -> Result<(DomainResult, Plan<DomainStep>)> {
-    let rewritten = domxml::rewrite_to_bridge(original, bridge, selection)?;
+    let req = AttachRequest::from(&AttachOptions {
+        bridge: bridge.clone(),
+        selection: selection.clone(),
+        dry_run: false,
+        persist: false,
+    });
+    let (r, p, _) = plan_request_domain(domain, original, running.then_some(""), &req)?;
+    Ok((r, p))
+}
+
+/// The plan of one domain for a request: the persistent rewrite and, with `--live` and the
+/// running VM's XML in `live_xml` (`Some` when it runs), the live move. Pure. Returns the
+/// NICs to verify after the plan ran.
+pub fn plan_request_domain(
+    domain: &str,
+    original: &str,
+    live_xml: Option<&str>,
+    req: &AttachRequest,
+) -> Result<(DomainResult, Plan<DomainStep>, Vec<Mac>)> {
+    let rewritten = domxml::rewrite_nics(original, &req.target, &req.selection, &req.nic)?;
     let changed = rewritten.changed();
-    let interfaces = rewritten.changes.into_iter().map(NicResult::from).collect();
-    let mut result = DomainResult::new(domain, changed, interfaces);
-    if changed && running {
+    let live = match (live_xml, &req.live) {
+        (Some(xml), Some(opts)) => Some(live::plan(
+            domain,
+            xml,
+            &rewritten,
+            &req.target,
+            &req.nic,
+            opts,
+        )?),
+        _ => None,
+    };
+    let interfaces = rewritten
+        .changes
+        .iter()
+        .cloned()
+        .map(NicResult::from)
+        .collect();
+    let moved = live.as_ref().is_some_and(|l| !l.steps.is_empty());
+    let mut result = DomainResult::new(domain, changed || moved, interfaces);
+    if changed && live_xml.is_some() && live.is_none() {
         result.notes.push(format!(
-            "{domain} is running: the new NIC setup takes effect after a full power-off (virsh shutdown, then start; a reboot inside the guest is not enough), or use --hotplug to add a NIC now"
+            "{domain} is running: the new NIC setup takes effect after a full power-off (virsh shutdown, then start; a reboot inside the guest is not enough), or use --live to move it now, or --hotplug to add a NIC now"
         ));
     }
-    let steps = if changed {
-        vec![DomainStep::Define {
+    let mut steps = Vec::new();
+    if changed {
+        steps.push(DomainStep::Define {
             domain: domain.to_string(),
             before: Some(original.to_string()),
             after: rewritten.xml,
             keep: Keep::Backup,
-        }]
-    } else {
-        Vec::new()
-    };
-    Ok((result, Plan::new(steps)))
+        });
+    }
+    let mut verify = Vec::new();
+    if let Some(l) = live {
+        steps.extend(l.steps);
+        result.notes.extend(l.notes);
+        result.live = Some(l.report);
+        verify = l.verify;
+    }
+    Ok((result, Plan::new(steps), verify))
 }
 
 /// Observe each domain and plan its rewrite. One connection; a domain that cannot be read
 /// or rewritten gets its error and the others go on. The same VM named twice (or by name and
 /// by UUID) is planned once, at its first mention, or it would be defined twice.
 pub fn plan(conn: &Conn, domains: &[String], opts: &AttachOptions) -> Result<AttachPlan> {
-    check_selection(&opts.selection)?;
-    let host_warning = host_bridge_warning(conn, &opts.bridge);
+    plan_request(conn, domains, &AttachRequest::from(opts))
+}
+
+/// [`plan`] for a full request (macvtap, MTU, queues, `--live`).
+pub fn plan_request(conn: &Conn, domains: &[String], req: &AttachRequest) -> Result<AttachPlan> {
+    check_selection(&req.selection)?;
+    let host_warning = host_warning(conn, &req.target)?;
+    // A bridge a libvirt network owns (virbr0) is a note, not a reason to refuse.
+    let owner = match &req.target {
+        Target::Bridge(b) => crate::topology::bridge_owner_notes(conn, b.as_str()),
+        Target::Direct { .. } => Vec::new(),
+    };
     let planned: Vec<(Option<String>, DomainPlan)> = parallel(domains.iter().collect(), |name| {
         let observed = conn.domain(name).and_then(|dom| {
             let original = dom.persistent_xml()?;
-            Ok((dom, original))
-        });
-        let planned = observed.and_then(|(dom, original)| {
             // The id libvirt returned with the lookup: no extra round trip per VM.
             let running = dom.is_running_at_lookup();
-            let (r, p) = plan_domain(
-                dom.name(),
-                &original,
-                running,
-                &opts.bridge,
-                &opts.selection,
-            )?;
-            Ok((dom, r, p))
+            // The live XML only when the running NIC is to move: one read more per VM.
+            let live_xml = match (running, req.live.is_some()) {
+                (true, true) => Some(dom.live_xml()?),
+                (true, false) => Some(String::new()),
+                _ => None,
+            };
+            Ok((dom, original, live_xml))
+        });
+        let planned = observed.and_then(|(dom, original, live_xml)| {
+            if live_xml.as_deref().is_some_and(|x| !x.is_empty()) {
+                if let Some(w) = host_warning.first() {
+                    // A live move onto a bridge that is not there fails in libvirt: refuse
+                    // before anything changes.
+                    return Err(Error::not_found(w.clone()));
+                }
+            }
+            let (r, p, v) = plan_request_domain(dom.name(), &original, live_xml.as_deref(), req)?;
+            Ok((dom, r, p, v))
         });
         match planned {
-            Ok((dom, mut r, p)) => {
+            Ok((dom, mut r, mut p, verify)) => {
                 if r.changed {
-                    match dom
-                        .is_persistent()
-                        .and_then(|p| domain::persistent_rewrite(dom.name(), p, opts.persist))
-                    {
+                    let defines = p
+                        .steps
+                        .iter()
+                        .any(|s| matches!(s, DomainStep::Define { .. }));
+                    let moves_live = p
+                        .steps
+                        .iter()
+                        .any(|s| !matches!(s, DomainStep::Define { .. }));
+                    let persistent = if defines {
+                        dom.is_persistent()
+                    } else {
+                        Ok(true)
+                    };
+                    let decision = persistent.and_then(|persistent| {
+                        if !persistent && !req.persist && moves_live {
+                            // --live on a transient VM: move the running NIC, define nothing.
+                            p.steps.retain(|s| !matches!(s, DomainStep::Define { .. }));
+                            return Ok(Some(domain::transient_live_only(dom.name())));
+                        }
+                        domain::persistent_rewrite(dom.name(), persistent, req.persist)
+                    });
+                    match decision {
                         Ok(note) => r.notes.extend(note),
                         Err(e) => {
                             return (
@@ -114,24 +229,34 @@ pub fn plan(conn: &Conn, domains: &[String], opts: &AttachOptions) -> Result<Att
                                 DomainPlan {
                                     result: DomainResult::failed(name, e),
                                     todo: None,
+                                    verify: Vec::new(),
                                 },
                             )
                         }
                     }
                     r.notes.extend(host_warning.iter().cloned());
+                    r.notes.extend(owner.iter().cloned());
                 }
-                if opts.dry_run {
-                    r.diff = p.steps.first().and_then(DomainStep::diff);
+                if req.dry_run {
+                    r.diff = dry_run_diff(&p);
                 }
                 let uuid = dom.uuid().ok();
-                let todo = (!p.is_empty() && !opts.dry_run).then_some((dom, p));
-                (uuid, DomainPlan { result: r, todo })
+                let todo = (!p.is_empty() && !req.dry_run).then_some((dom, p));
+                (
+                    uuid,
+                    DomainPlan {
+                        result: r,
+                        todo,
+                        verify,
+                    },
+                )
             }
             Err(e) => (
                 None,
                 DomainPlan {
                     result: DomainResult::failed(name, e),
                     todo: None,
+                    verify: Vec::new(),
                 },
             ),
         }
@@ -143,18 +268,53 @@ pub fn plan(conn: &Conn, domains: &[String], opts: &AttachOptions) -> Result<Att
         .map(|(_, p)| p)
         .collect();
     Ok(AttachPlan {
-        dry_run: opts.dry_run,
+        dry_run: req.dry_run,
         domains,
+        verify_within: req.live.and_then(|l| l.verify_within),
+        workers: if req.live.is_some() {
+            live::MOVERS
+        } else {
+            WORKERS
+        },
     })
+}
+
+/// What `--dry-run` shows: the persistent diff, then each live change and pause.
+fn dry_run_diff(p: &Plan<DomainStep>) -> Option<String> {
+    let mut out = String::new();
+    for s in &p.steps {
+        match s {
+            DomainStep::Define { .. } => out.push_str(&s.diff().unwrap_or_default()),
+            DomainStep::UpdateDevice { .. } => {
+                out.push_str(&format!("# {}\n", s.describe()));
+                out.push_str(&s.diff().unwrap_or_default());
+            }
+            _ => out.push_str(&format!("# {}\n", s.describe())),
+        }
+    }
+    (!p.is_empty()).then_some(out)
 }
 
 /// Apply an attach plan: back up every definition to replace and flush them once, then
 /// define each domain (in parallel) after checking nobody edited it since it was read.
 /// Each domain gets its own result; a failure in one does not stop the others.
 pub fn apply(conn: &Conn, plan: AttachPlan, state: &StateDir) -> AttachReport {
+    apply_confirmed(conn, plan, state, None)
+}
+
+/// [`apply`], then for `--live` ask `confirm` whether each moved NIC reaches the LAN, and
+/// put back the domains where one does not ([`live::confirm_or_revert`]). A domain whose
+/// plan stops part way has the steps already made undone.
+pub fn apply_confirmed(
+    conn: &Conn,
+    plan: AttachPlan,
+    state: &StateDir,
+    confirm: Option<Confirm>,
+) -> AttachReport {
     struct Slot {
         result: DomainResult,
         todo: Option<(Dom, Plan<DomainStep>)>,
+        verify: Vec<Mac>,
         backup: Option<std::path::PathBuf>,
     }
     let mut slots: Vec<Slot> = plan
@@ -163,6 +323,7 @@ pub fn apply(conn: &Conn, plan: AttachPlan, state: &StateDir) -> AttachReport {
         .map(|d| Slot {
             result: d.result,
             todo: d.todo,
+            verify: d.verify,
             backup: None,
         })
         .collect();
@@ -193,18 +354,52 @@ pub fn apply(conn: &Conn, plan: AttachPlan, state: &StateDir) -> AttachReport {
             }
         }
     }
-    let domains = parallel(slots, |s| {
+    let within = plan.verify_within;
+    let domains = parallel_with(slots, plan.workers, |s| {
         let Some((dom, p)) = s.todo else {
             return s.result;
         };
+        let started = Instant::now();
         let mut by = DomainApplier::with_backup(conn, Some(&dom), Some(state), s.backup);
         match plan::apply(&p.steps, &mut by) {
             Ok(()) => {
                 let mut r = s.result;
                 r.backup = by.backup().cloned();
-                r
+                match (confirm, within) {
+                    (Some(confirm), Some(within)) if !s.verify.is_empty() => {
+                        live::confirm_or_revert(
+                            &dom, &mut by, &p.steps, &s.verify, within, confirm, started, r,
+                        )
+                    }
+                    _ => {
+                        if let Some(l) = r.live.as_mut() {
+                            l.seconds = Some(started.elapsed().as_secs_f64());
+                        }
+                        r
+                    }
+                }
             }
-            Err(stopped) => DomainResult::failed(&s.result.domain, stopped.error),
+            Err(stopped) if stopped.applied == 0 => {
+                DomainResult::failed(&s.result.domain, stopped.error)
+            }
+            Err(stopped) => {
+                // A live step failed after the definition changed: put back what was done.
+                let problems: Vec<String> = p
+                    .undo_of(stopped.applied)
+                    .iter()
+                    .filter_map(|st| by.apply_step(st).err().map(|e| e.message))
+                    .collect();
+                let hint = if problems.is_empty() {
+                    by.discard_backup();
+                    "nothing was changed: the steps already made were undone".to_string()
+                } else {
+                    format!(
+                        "undoing the steps already made did not go through: {}",
+                        problems.join("; ")
+                    )
+                };
+                DomainResult::failed(&s.result.domain, stopped.error.with_hint(hint))
+            }
         }
     });
     AttachReport {
@@ -225,15 +420,39 @@ pub fn attach(
     Ok(apply(conn, planned, state))
 }
 
-fn host_bridge_warning(conn: &Conn, bridge: &BridgeName) -> Vec<String> {
-    if conn.shares_host() {
-        crate::topology::bridge_warnings(bridge.as_str())
-    } else {
-        Vec::new()
+/// `vbridge attach VM...` for a full request: [`plan_request`], then [`apply_confirmed`]
+/// with `confirm` as the check of each NIC moved live.
+pub fn attach_request(
+    conn: &Conn,
+    domains: &[String],
+    req: &AttachRequest,
+    state: &StateDir,
+    confirm: Option<Confirm>,
+) -> Result<AttachReport> {
+    let planned = plan_request(conn, domains, req)?;
+    Ok(apply_confirmed(conn, planned, state, confirm))
+}
+
+/// Why the target cannot take a NIC on this host, checked before anything changes: a
+/// macvtap's host NIC must exist (an error); a bridge that is missing is a note, and
+/// refuses a live move.
+fn host_warning(conn: &Conn, target: &Target) -> Result<Vec<String>> {
+    if !conn.shares_host() {
+        return Ok(Vec::new());
     }
-    .into_iter()
-    .chain(crate::topology::bridge_owner_notes(conn, bridge.as_str()))
-    .collect()
+    match target {
+        Target::Bridge(b) => Ok(crate::topology::bridge_warnings(b.as_str())),
+        Target::Direct { dev, .. } => {
+            if crate::host::sysfs::exists(dev.as_str()) {
+                Ok(Vec::new())
+            } else {
+                Err(Error::not_found(format!(
+                    "{dev} does not exist on this host: a macvtap NIC needs the host NIC it sits on"
+                ))
+                .with_hint("name an existing NIC (`ip -br link` lists them)"))
+            }
+        }
+    }
 }
 
 /// Rewrite a document given as text (`attach --xml`): no libvirt involved.
@@ -244,6 +463,12 @@ pub fn rewrite_document(
 ) -> Result<domxml::Rewritten> {
     check_selection(selection)?;
     domxml::rewrite_to_bridge(xml, bridge, selection)
+}
+
+/// [`rewrite_document`] for a full request (macvtap, MTU, queues); `live` plays no part.
+pub fn rewrite_document_request(xml: &str, req: &AttachRequest) -> Result<domxml::Rewritten> {
+    check_selection(&req.selection)?;
+    domxml::rewrite_nics(xml, &req.target, &req.selection, &req.nic)
 }
 
 /// What undo found: the domain (None when it no longer exists), its definition now, and
@@ -354,4 +579,41 @@ pub fn undo(conn: &Conn, name: &str, state: &StateDir, dry_run: bool) -> Result<
         ));
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ON_BR0: &str = "<domain type='kvm'>\n  <name>web</name>\n  <devices>\n    <interface type='bridge'>\n      <mac address='52:54:00:00:00:01'/>\n      <source bridge='br0'/>\n      <model type='virtio'/>\n    </interface>\n  </devices>\n</domain>\n";
+
+    /// `attach` without `--live` earlier, `--live` now: only the running NIC moves.
+    #[test]
+    fn a_definition_already_done_moves_only_the_running_nic() {
+        let live = ON_BR0.replace(
+            "<interface type='bridge'>\n      <mac address='52:54:00:00:00:01'/>\n      <source bridge='br0'/>",
+            "<interface type='network'>\n      <mac address='52:54:00:00:00:01'/>\n      <source network='default'/>",
+        );
+        let req = AttachRequest {
+            target: Target::Bridge(BridgeName::parse("br0").unwrap()),
+            selection: Selection::Auto,
+            nic: NicOptions::default(),
+            live: Some(LiveOptions::default()),
+            dry_run: false,
+            persist: false,
+        };
+        let (r, p, verify) = plan_request_domain("web", ON_BR0, Some(&live), &req).unwrap();
+        assert!(r.changed);
+        assert!(!r.interfaces[0].changed, "the definition stays");
+        assert!(p
+            .steps
+            .iter()
+            .all(|s| matches!(s, DomainStep::UpdateDevice { .. } | DomainStep::Wait { .. })));
+        assert_eq!(p.steps.len(), 3);
+        assert_eq!(verify.len(), 1);
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+        // Both done: nothing at all.
+        let (r, p, _) = plan_request_domain("web", ON_BR0, Some(ON_BR0), &req).unwrap();
+        assert!(!r.changed && p.is_empty());
+    }
 }

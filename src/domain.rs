@@ -26,6 +26,14 @@ pub fn persistent_rewrite(name: &str, persistent: bool, persist: bool) -> Result
     )))
 }
 
+/// The note of a live move on a transient domain: the running NIC moved, and nothing was
+/// defined, so the domain stays transient.
+pub fn transient_live_only(name: &str) -> String {
+    format!(
+        "{name} is transient: its running NIC was moved and no persistent definition was written (--persist would make it persistent)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

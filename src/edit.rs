@@ -3,6 +3,7 @@
 //! hotplug, detach and undo, which plan in these steps and never import each other.
 
 use crate::backup::StateDir;
+use crate::domxml;
 use crate::error::{Error, Result};
 use crate::libvirt::{Conn, Dom};
 use crate::plan::{Applier, Step};
@@ -47,6 +48,16 @@ pub enum DomainStep {
         config: bool,
         live: bool,
     },
+    /// `virsh update-device --live`: the running NIC, which is `before`, becomes `after`
+    /// (another source, another link state). Its inverse makes it `before` again.
+    UpdateDevice {
+        domain: String,
+        before: String,
+        after: String,
+    },
+    /// Hold still for `ms` milliseconds: a NIC's link stays down long enough for the guest
+    /// to notice. A pause undoes itself, so a rollback flaps the link too.
+    Wait { domain: String, ms: u64 },
 }
 
 fn where_(config: bool, live: bool) -> &'static str {
@@ -80,6 +91,14 @@ impl Step for DomainStep {
                 live,
                 ..
             } => format!("detach a NIC from {domain} ({})", where_(*config, *live)),
+            DomainStep::UpdateDevice {
+                domain,
+                before,
+                after,
+            } => describe_update(domain, before, after),
+            DomainStep::Wait { domain, ms } => {
+                format!("hold {domain}'s NIC link down for {ms} ms")
+            }
         }
     }
 
@@ -122,8 +141,52 @@ impl Step for DomainStep {
                 config,
                 live,
             }),
+            DomainStep::UpdateDevice {
+                domain,
+                before,
+                after,
+            } => Some(DomainStep::UpdateDevice {
+                domain,
+                before: after,
+                after: before,
+            }),
+            wait @ DomainStep::Wait { .. } => Some(wait),
         }
     }
+}
+
+/// "move web's NIC 52:54:00:3a:10:01 from network default to bridge br0, link down (live)".
+fn describe_update(domain: &str, before: &str, after: &str) -> String {
+    let (Ok(b), Ok(a)) = (
+        domxml::nic_of_element(before),
+        domxml::nic_of_element(after),
+    ) else {
+        return format!("update a NIC of {domain} (live)");
+    };
+    let mac = a.mac.as_deref().unwrap_or("(no MAC)");
+    let mut what = Vec::new();
+    if (&b.kind, &b.source) != (&a.kind, &a.source) {
+        what.push(format!(
+            "from {} to {}",
+            domxml::describe_source(&b),
+            domxml::describe_source(&a)
+        ));
+    }
+    let (lb, la) = (domxml::link_of(before), domxml::link_of(after));
+    if lb != la {
+        if let Some(l) = la {
+            what.push(format!("link {l}"));
+        }
+    }
+    if what.is_empty() {
+        return format!("update {domain}'s NIC {mac} (live)");
+    }
+    let verb = if what[0].starts_with("from") {
+        "move"
+    } else {
+        "set"
+    };
+    format!("{verb} {domain}'s NIC {mac} {} (live)", what.join(", "))
 }
 
 impl DomainStep {
@@ -137,6 +200,19 @@ impl DomainStep {
                 ..
             } => Some(unified_diff(domain, before.as_deref().unwrap_or(""), after)),
             DomainStep::AttachDevice { xml, .. } => Some(xml.clone()),
+            DomainStep::UpdateDevice {
+                domain,
+                before,
+                after,
+            } => {
+                // Elements, not files: end them with a line break so the diff reads cleanly.
+                let line = |x: &str| format!("{}\n", x.trim_end());
+                Some(unified_diff(
+                    &format!("{domain}.live"),
+                    &line(before),
+                    &line(after),
+                ))
+            }
             _ => None,
         }
     }
@@ -297,6 +373,11 @@ impl Applier<DomainStep> for DomainApplier<'_> {
             DomainStep::DetachDevice {
                 xml, config, live, ..
             } => self.dom()?.detach_device(xml, *config, *live),
+            DomainStep::UpdateDevice { after, .. } => self.dom()?.update_device(after, false, true),
+            DomainStep::Wait { ms, .. } => {
+                std::thread::sleep(std::time::Duration::from_millis(*ms));
+                Ok(())
+            }
         }
     }
 }
@@ -340,5 +421,33 @@ mod tests {
         );
         assert_eq!(plan.steps[1].diff().as_deref(), Some("<interface/>"));
         assert!(plan.steps[0].diff().unwrap().contains("-<a/>"));
+    }
+
+    #[test]
+    fn a_live_move_and_its_flap_undo_as_a_move_back_with_a_flap() {
+        let nat = "<interface type='network'><mac address='52:54:00:00:00:01'/><source network='default'/><model type='virtio'/></interface>";
+        let br0 = crate::validate::BridgeName::parse("br0").unwrap();
+        let down = domxml::live_move(nat, &br0, Some(domxml::Link::Down)).unwrap();
+        let up = domxml::live_link(&down, domxml::Link::Up).unwrap();
+        let step = |before: &str, after: &str| DomainStep::UpdateDevice {
+            domain: "web".into(),
+            before: before.into(),
+            after: after.into(),
+        };
+        let wait = DomainStep::Wait {
+            domain: "web".into(),
+            ms: 1000,
+        };
+        let plan = Plan::new(vec![step(nat, &down), wait.clone(), step(&down, &up)]);
+        assert_eq!(
+            plan.describe(),
+            vec![
+                "move web's NIC 52:54:00:00:00:01 from network default to bridge br0, link down (live)",
+                "hold web's NIC link down for 1000 ms",
+                "set web's NIC 52:54:00:00:00:01 link up (live)",
+            ]
+        );
+        assert_eq!(plan.undo(), vec![step(&up, &down), wait, step(&down, nat)]);
+        assert!(plan.steps[0].diff().unwrap().contains("+++ b/web.live.xml"));
     }
 }

@@ -7,14 +7,24 @@ pub const WORKERS: usize = 4;
 
 /// Map `f` over `items` on up to [`WORKERS`] threads, keeping the order.
 pub fn parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    if items.len() <= 1 {
+    parallel_with(items, WORKERS, f)
+}
+
+/// [`parallel`] on up to `workers` threads: for work that mostly waits (a NIC's link held
+/// down, a guest asked for an address), where more in flight costs libvirtd nothing.
+pub fn parallel_with<T: Send, R: Send>(
+    items: Vec<T>,
+    workers: usize,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    if items.len() <= 1 || workers <= 1 {
         return items.into_iter().map(f).collect();
     }
     let n = items.len();
     let queue = std::sync::Mutex::new(items.into_iter().enumerate());
     let out = std::sync::Mutex::new((0..n).map(|_| None).collect::<Vec<Option<R>>>());
     std::thread::scope(|s| {
-        for _ in 0..WORKERS.min(n) {
+        for _ in 0..workers.min(n) {
             s.spawn(|| loop {
                 let next = queue.lock().expect("queue lock").next();
                 let Some((i, item)) = next else { break };

@@ -2,7 +2,7 @@
 //! in the running VM and its persistent config (`virsh attach-interface --config --live`).
 //! Each observes the domain, plans [`DomainStep`]s (pure), applies them, reports.
 
-use crate::domxml::{self, DomainFacts, Nic};
+use crate::domxml::{self, DomainFacts, Nic, NicOptions};
 use crate::edit::{DomainApplier, DomainStep};
 use crate::error::{Error, Result};
 use crate::libvirt::{Conn, Dom};
@@ -39,6 +39,8 @@ fn new_nic(mac: &Mac, bridge: &BridgeName) -> Nic {
         source: BTreeMap::from([("bridge".to_string(), bridge.to_string())]),
         model: Some("virtio".into()),
         target_dev: None,
+        mtu: None,
+        queues: None,
         span: 0..0,
     }
 }
@@ -114,6 +116,7 @@ fn plan_hotplug(
     v: &MacView,
     asked: &str,
     bridge: &BridgeName,
+    options: &NicOptions,
 ) -> Result<(DomainResult, Plan<DomainStep>)> {
     let (name, mac) = (asked, &v.mac);
     for (nic, _) in v.config.iter().chain(v.live.iter()) {
@@ -131,6 +134,9 @@ fn plan_hotplug(
     let add_config = v.persistent && v.config.is_none();
     let add_live = v.running && v.live.is_none();
     let changed = add_config || add_live;
+    let mut after = new_nic(mac, bridge);
+    after.mtu = options.mtu.map(|m| m.get());
+    after.queues = options.queues.map(|q| q.get());
     let mut result = DomainResult::new(
         &v.name,
         changed,
@@ -138,12 +144,13 @@ fn plan_hotplug(
             mac: Some(mac.to_string()),
             changed,
             before: v.before(),
-            after: Some(new_nic(mac, bridge)),
+            after: Some(after),
         }],
     );
     if !changed {
         return Ok((result, Plan::default()));
     }
+    options.check_against(&v.facts)?;
     if add_live {
         if let Some(err) = v.facts.hotplug_blocker() {
             return Err(err);
@@ -156,6 +163,7 @@ fn plan_hotplug(
         template::INTERFACE_BRIDGE,
         &[("mac", mac.as_str()), ("bridge", bridge.as_str())],
     )?;
+    let device = domxml::with_options(&device, options)?;
     if !v.persistent {
         result.notes.push(format!(
             "{name} is transient: the NIC was added to the running VM only and goes away when it stops"
@@ -222,6 +230,19 @@ pub fn hotplug(
     mac: Option<&Mac>,
     dry_run: bool,
 ) -> Result<DomainResult> {
+    hotplug_with(conn, name, bridge, mac, &NicOptions::default(), dry_run)
+}
+
+/// [`hotplug`] of a NIC with an MTU or several queues (`--mtu`, `--queues`); a VM with
+/// fewer vCPUs than queues is refused before anything changes.
+pub fn hotplug_with(
+    conn: &Conn,
+    name: &str,
+    bridge: &BridgeName,
+    mac: Option<&Mac>,
+    options: &NicOptions,
+    dry_run: bool,
+) -> Result<DomainResult> {
     let (dom, mut v) = observe_mac(conn, name, |uuid| {
         mac.cloned().unwrap_or_else(|| derive_mac(uuid, bridge))
     })?;
@@ -230,7 +251,7 @@ pub fn hotplug(
             .into_iter()
             .next();
     }
-    let (mut result, p) = plan_hotplug(&v, name, bridge)?;
+    let (mut result, p) = plan_hotplug(&v, name, bridge, options)?;
     if dry_run {
         result.diff = p.steps.first().and_then(DomainStep::diff);
         return Ok(result);
@@ -248,19 +269,33 @@ pub fn hotplug_many(
     mac: Option<&Mac>,
     dry_run: bool,
 ) -> AttachReport {
+    hotplug_many_with(conn, domains, bridge, mac, &NicOptions::default(), dry_run)
+}
+
+/// [`hotplug_many`] with NIC options.
+pub fn hotplug_many_with(
+    conn: &Conn,
+    domains: &[String],
+    bridge: &BridgeName,
+    mac: Option<&Mac>,
+    options: &NicOptions,
+    dry_run: bool,
+) -> AttachReport {
     // Whether a libvirt network owns the bridge: asked once for the whole call.
     let owner = crate::topology::bridge_owner_notes(conn, bridge.as_str());
     let domains = domains
         .iter()
-        .map(|d| match hotplug(conn, d, bridge, mac, dry_run) {
-            Ok(mut r) => {
-                if r.changed {
-                    r.notes.extend(owner.iter().cloned());
+        .map(
+            |d| match hotplug_with(conn, d, bridge, mac, options, dry_run) {
+                Ok(mut r) => {
+                    if r.changed {
+                        r.notes.extend(owner.iter().cloned());
+                    }
+                    r
                 }
-                r
-            }
-            Err(e) => DomainResult::failed(d, e),
-        })
+                Err(e) => DomainResult::failed(d, e),
+            },
+        )
         .collect();
     AttachReport { dry_run, domains }
 }

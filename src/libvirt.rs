@@ -341,6 +341,16 @@ impl Dom {
             .map_err(|e| e.context(format!("domain {}", self.name)))
     }
 
+    /// Change a device in place (`virsh update-device`), in the persistent config and/or the
+    /// running VM; libvirt finds the device by its MAC (a NIC) and refuses what it cannot
+    /// change there.
+    pub fn update_device(&self, xml: &str, config: bool, live: bool) -> Result<()> {
+        self.inner
+            .update_device_flags(xml, affect(config, live))
+            .map_err(map)
+            .map_err(|e| e.context(format!("domain {}", self.name)))
+    }
+
     /// Addresses libvirt knows for the guest's NICs from one source.
     pub fn addresses(&self, source: AddressSource) -> Result<Vec<GuestAddress>> {
         let src = match source {

@@ -43,6 +43,42 @@ pub struct DomainResult {
     /// With --dry-run: the unified diff of the persistent XML.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// With `attach --live`: what happened to the running VM's NICs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveReport>,
+}
+
+/// A running NIC moved (or, dry run, to be moved) by `attach --live`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveMove {
+    pub mac: String,
+    /// Where it was: "network default", "bridge virbr0".
+    pub from: String,
+    /// Where it went: "bridge br0".
+    pub to: String,
+}
+
+/// The running VM's side of `attach --live`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveReport {
+    /// The running NICs moved, each from where to where.
+    pub moved: Vec<LiveMove>,
+    /// How long each moved NIC's link was held down (0: no flap).
+    pub flap_ms: u64,
+    /// The LAN address that answered on each moved NIC, when verified.
+    pub verified: Vec<VerifiedNic>,
+    /// Nothing answered in time, so the moves and the definition were put back.
+    pub reverted: bool,
+    /// Seconds from the first change to the verdict (the move, flap and verification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+}
+
+/// A moved NIC and the LAN address that answered on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifiedNic {
+    pub mac: String,
+    pub ip: String,
 }
 
 impl DomainResult {
@@ -56,6 +92,7 @@ impl DomainResult {
             backup: None,
             notes: Vec::new(),
             diff: None,
+            live: None,
         }
     }
 

@@ -166,6 +166,135 @@ pub fn same_ip_version(gateway: Option<IpAddr>, address: Option<(IpAddr, u8)>) -
     }
 }
 
+/// A NIC's MTU, checked once where it enters: 68 (the IPv4 minimum) to 65535 (the largest
+/// an IP packet can be; libvirt and the kernel refuse more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Mtu(u32);
+
+impl Mtu {
+    pub const MIN: u32 = 68;
+    pub const MAX: u32 = 65535;
+
+    pub fn new(mtu: u32) -> Result<Mtu> {
+        if (Mtu::MIN..=Mtu::MAX).contains(&mtu) {
+            Ok(Mtu(mtu))
+        } else {
+            Err(Error::invalid(format!(
+                "MTU {mtu} is out of range: it must be {} to {}",
+                Mtu::MIN,
+                Mtu::MAX
+            ))
+            .with_hint("1500 is Ethernet's usual MTU, 9000 a jumbo-frame LAN's"))
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Mtu> {
+        let n: u32 = text.trim().parse().map_err(|_| {
+            Error::invalid(format!("MTU {text:?} is not a number"))
+                .with_hint("give it in bytes, e.g. --mtu 9000")
+        })?;
+        Mtu::new(n)
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Mtu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The number of queue pairs of a virtio NIC (`<driver queues='N'/>`): at least 1. Whether
+/// the VM has enough vCPUs for them is checked against its definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Queues(u32);
+
+impl Queues {
+    /// virtio-net's limit on queue pairs in QEMU.
+    pub const MAX: u32 = 256;
+
+    pub fn new(n: u32) -> Result<Queues> {
+        if n == 0 {
+            Err(Error::invalid("--queues 0: a NIC needs at least one queue")
+                .with_hint("use one queue per vCPU, e.g. --queues 4 on a 4-vCPU VM"))
+        } else if n > Queues::MAX {
+            Err(Error::invalid(format!(
+                "--queues {n}: virtio-net has at most {} queues",
+                Queues::MAX
+            )))
+        } else {
+            Ok(Queues(n))
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Queues> {
+        let n: u32 = text.trim().parse().map_err(|_| {
+            Error::invalid(format!("queues {text:?} is not a number"))
+                .with_hint("give a count, e.g. --queues 4")
+        })?;
+        Queues::new(n)
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// How a macvtap NIC (`type='direct'`) shares its host NIC (`<source mode>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectMode {
+    /// Guests on the same NIC talk to each other inside the host; the usual choice.
+    Bridge,
+    /// Every frame goes out to the switch (which must reflect it: 802.1Qbg).
+    Vepa,
+    /// Like vepa, but guests on the NIC never reach each other.
+    Private,
+    /// The NIC is given to one guest alone.
+    Passthrough,
+}
+
+impl DirectMode {
+    pub fn parse(text: &str) -> Result<DirectMode> {
+        match text {
+            "bridge" => Ok(DirectMode::Bridge),
+            "vepa" => Ok(DirectMode::Vepa),
+            "private" => Ok(DirectMode::Private),
+            "passthrough" => Ok(DirectMode::Passthrough),
+            _ => Err(Error::invalid(format!(
+                "unknown macvtap mode {text:?}: use bridge, vepa, private or passthrough"
+            ))
+            .with_hint("bridge is the usual choice")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirectMode::Bridge => "bridge",
+            DirectMode::Vepa => "vepa",
+            DirectMode::Private => "private",
+            DirectMode::Passthrough => "passthrough",
+        }
+    }
+}
+
+impl std::fmt::Display for DirectMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 pub fn format_mac(b: &[u8; 6]) -> String {
     format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
@@ -228,6 +357,34 @@ mod tests {
         assert_eq!(m.as_str(), "52:54:00:ab:cd:01");
         assert_eq!(serde_json::to_value(&m).unwrap(), "52:54:00:ab:cd:01");
         assert!("01:00:5e:00:00:01".parse::<Mac>().is_err());
+    }
+
+    #[test]
+    fn mtus_queues_and_modes() {
+        assert_eq!(Mtu::parse("9000").unwrap().get(), 9000);
+        Mtu::new(68).unwrap();
+        Mtu::new(65535).unwrap();
+        for bad in ["67", "65536", "0", "-1", "jumbo", ""] {
+            let e = Mtu::parse(bad).unwrap_err();
+            assert_eq!(e.kind, crate::error::ErrorKind::InvalidInput, "{bad:?}");
+            assert!(!e.message.contains('\n'), "{bad:?}: one line");
+        }
+        assert_eq!(Queues::parse("4").unwrap().get(), 4);
+        assert!(Queues::parse("0")
+            .unwrap_err()
+            .message
+            .contains("at least one"));
+        assert!(Queues::parse("257").is_err());
+        assert!(Queues::parse("x").is_err());
+        for m in ["bridge", "vepa", "private", "passthrough"] {
+            assert_eq!(DirectMode::parse(m).unwrap().as_str(), m);
+        }
+        assert!(DirectMode::parse("Bridge")
+            .unwrap_err()
+            .message
+            .contains("use bridge"));
+        assert_eq!(serde_json::to_value(Mtu::new(9000).unwrap()).unwrap(), 9000);
+        assert_eq!(serde_json::to_value(DirectMode::Vepa).unwrap(), "vepa");
     }
 
     #[test]

@@ -5,14 +5,17 @@ use clap::{ArgGroup, Args};
 use serde::Serialize;
 use std::io::Read;
 use std::path::PathBuf;
-use vbridge::attach::{self, AttachOptions};
+use std::time::Duration;
+use vbridge::attach::live::{self, LiveOptions};
+use vbridge::attach::{self, AttachRequest};
 use vbridge::backup::StateDir;
-use vbridge::domxml::{Nic, Selection};
+use vbridge::domxml::{Nic, NicOptions, Selection, Target};
 use vbridge::error::Error;
 use vbridge::hotplug;
 use vbridge::libvirt::Conn;
 use vbridge::report::{AttachReport, DomainResult, NicResult};
-use vbridge::validate::{BridgeName, Mac};
+use vbridge::validate::{BridgeName, DirectMode, Mac, Mtu, Queues};
+use vbridge::verify::{self, VerifyOptions};
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("select").args(["mac", "index", "all"])))]
@@ -41,6 +44,30 @@ pub struct AttachArgs {
     /// Let the rewrite make a transient VM persistent
     #[arg(long, conflicts_with_all = ["hotplug", "xml"])]
     pub persist: bool,
+    /// Also move the running VM's NIC now (no power-off), flap its link and verify it
+    #[arg(long, conflicts_with_all = ["hotplug", "xml"])]
+    pub live: bool,
+    /// With --live: how long the link stays down after the move, in ms (0: no flap)
+    #[arg(long, value_name = "MS", requires = "live", default_value_t = 1000)]
+    pub flap_ms: u64,
+    /// With --live: seconds a moved NIC has to answer on the LAN before it is moved back
+    #[arg(long, value_name = "S", requires = "live", value_parser = super::verify::seconds)]
+    pub verify_within: Option<f64>,
+    /// With --live: keep the move without checking that a LAN address answers
+    #[arg(long, requires = "live", conflicts_with = "verify_within")]
+    pub no_verify: bool,
+    /// Set the NIC's MTU (68-65535), written as <mtu size='N'/>
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<String>,
+    /// Give the virtio NIC N queue pairs (at most the VM's vCPUs): <driver queues='N'/>
+    #[arg(long, value_name = "N")]
+    pub queues: Option<String>,
+    /// Put the NIC on this host NIC as macvtap (type='direct') instead of on a bridge
+    #[arg(long, value_name = "NIC", conflicts_with_all = ["bridge", "hotplug"])]
+    pub direct: Option<String>,
+    /// With --direct: bridge, vepa, private or passthrough
+    #[arg(long, requires = "direct", default_value = "bridge")]
+    pub mode: String,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +100,45 @@ impl AttachArgs {
         };
         Ok((bridge, selection))
     }
+
+    /// `--mtu` and `--queues`, checked where they enter.
+    fn nic_options(&self) -> Result<NicOptions, Error> {
+        Ok(NicOptions {
+            mtu: self.mtu.as_deref().map(Mtu::parse).transpose()?,
+            queues: self.queues.as_deref().map(Queues::parse).transpose()?,
+        })
+    }
+
+    /// The whole request, every value checked before anything is looked up or changed.
+    fn request(&self, dry_run: bool) -> Result<AttachRequest, Error> {
+        let (bridge, selection) = self.checked()?;
+        let target = match &self.direct {
+            Some(dev) => Target::Direct {
+                dev: BridgeName::parse(dev)?,
+                mode: DirectMode::parse(&self.mode)?,
+            },
+            None => Target::Bridge(bridge),
+        };
+        let live = self.live.then(|| LiveOptions {
+            flap: Duration::from_millis(self.flap_ms),
+            verify_within: if self.no_verify {
+                None
+            } else {
+                Some(
+                    self.verify_within
+                        .map_or(live::DEFAULT_VERIFY_WITHIN, Duration::from_secs_f64),
+                )
+            },
+        });
+        Ok(AttachRequest {
+            target,
+            selection,
+            nic: self.nic_options()?,
+            live,
+            dry_run,
+            persist: self.persist,
+        })
+    }
 }
 
 /// `attach --xml`: the rewritten document and what changed in it.
@@ -87,31 +153,62 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
     if let Some(path) = &a.xml {
         return attach_xml(a, path);
     }
+    if a.hotplug {
+        let conn = Conn::open(g.connect.as_deref())?;
+        return Ok(report(
+            hotplug_many(&conn, a, g.dry_run),
+            render,
+            AttachReport::ok,
+        ));
+    }
+    // Every value is checked before libvirt is asked anything.
+    let req = a.request(g.dry_run)?;
     let conn = Conn::open(g.connect.as_deref())?;
-    let r = if a.hotplug {
-        hotplug_many(&conn, a, g.dry_run)
-    } else {
-        let (bridge, selection) = a.checked()?;
-        let opts = AttachOptions {
-            bridge,
-            selection,
-            dry_run: g.dry_run,
-            persist: a.persist,
-        };
-        attach::attach(&conn, &a.domains, &opts, &StateDir::from_env())?
-    };
+    // `verify` is a command of its own: the binary hands its check to attach.
+    let confirm = |dom: &str, mac: &Mac, within: Duration| confirm_lan(&conn, dom, mac, within);
+    let r = attach::attach_request(
+        &conn,
+        &a.domains,
+        &req,
+        &StateDir::from_env(),
+        Some(&confirm),
+    )?;
     Ok(report(r, render, AttachReport::ok))
 }
 
-/// A bad bridge or MAC fails each named VM, as it always has with `--hotplug`.
+/// The LAN address that answers on the NIC, by `vbridge verify`, or why there is none.
+fn confirm_lan(conn: &Conn, dom: &str, mac: &Mac, within: Duration) -> Result<String, String> {
+    let opts = VerifyOptions {
+        timeout: within,
+        mac: Some(mac.to_string()),
+    };
+    let r = verify::verify(conn, dom, &opts).map_err(|e| e.message)?;
+    let nic = r.interfaces.iter().find(|i| i.mac == mac.as_str());
+    match nic {
+        Some(i) if i.reachable && i.lan => Ok(i.ips.first().cloned().unwrap_or_default()),
+        Some(i) if i.reachable => Err(format!(
+            "{} answers, but {} is not the LAN",
+            i.ips.first().map_or("an address", String::as_str),
+            i.bridge
+        )),
+        Some(i) => Err(i
+            .reason
+            .clone()
+            .unwrap_or_else(|| "no address answered".into())),
+        None => Err("verify did not find the NIC on a bridge".into()),
+    }
+}
+
+/// A bad bridge, MAC, MTU or queue count fails each named VM, as it always has with
+/// `--hotplug`.
 fn hotplug_many(conn: &Conn, a: &AttachArgs, dry_run: bool) -> AttachReport {
     let checked = BridgeName::parse(&a.bridge).and_then(|b| {
         let mac = a.mac.as_deref().map(Mac::parse).transpose()?;
-        Ok((b, mac))
+        Ok((b, mac, a.nic_options()?))
     });
     match checked {
-        Ok((bridge, mac)) => {
-            hotplug::hotplug_many(conn, &a.domains, &bridge, mac.as_ref(), dry_run)
+        Ok((bridge, mac, nic)) => {
+            hotplug::hotplug_many_with(conn, &a.domains, &bridge, mac.as_ref(), &nic, dry_run)
         }
         Err(e) => AttachReport {
             dry_run,
@@ -132,8 +229,8 @@ fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
         std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut xml))
     };
     read.map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-    let (bridge, selection) = a.checked()?;
-    let rw = attach::rewrite_document(&xml, &bridge, &selection)?;
+    let req = a.request(false)?;
+    let rw = attach::rewrite_document_request(&xml, &req)?;
     let r = XmlReport {
         changed: rw.changed(),
         interfaces: rw.changes.into_iter().map(NicResult::from).collect(),
@@ -182,8 +279,15 @@ fn describe(n: &Nic) -> String {
     } else {
         "no source".to_string()
     };
+    let mut extra = String::new();
+    if let Some(m) = n.mtu {
+        extra.push_str(&format!(", MTU {m}"));
+    }
+    if let Some(q) = n.queues {
+        extra.push_str(&format!(", {q} queues"));
+    }
     format!(
-        "{} ({src}, model {})",
+        "{} ({src}, model {}{extra})",
         n.kind,
         n.model.as_deref().unwrap_or("default")
     )
@@ -217,6 +321,29 @@ fn render(r: &AttachReport, g: &Globals) -> String {
                 _ => format!("NIC {mac}: unchanged"),
             };
             out.push_str(&format!("  {line}\n"));
+        }
+        if let Some(l) = &d.live {
+            let moved = if r.dry_run { "would move" } else { "moved" };
+            for m in &l.moved {
+                let flap = if l.flap_ms > 0 {
+                    format!(", link held down {} ms", l.flap_ms)
+                } else {
+                    String::new()
+                };
+                out.push_str(&format!(
+                    "  live: NIC {} {moved} from {} to {}{flap}\n",
+                    m.mac, m.from, m.to
+                ));
+            }
+            for v in &l.verified {
+                out.push_str(&format!(
+                    "  live: NIC {} answers on the LAN at {}\n",
+                    v.mac, v.ip
+                ));
+            }
+            if let Some(t) = l.seconds {
+                out.push_str(&format!("  live: done in {t:.1} s\n"));
+            }
         }
         if let Some(b) = &d.backup {
             out.push_str(&format!("  backup: {}\n", b.display()));

@@ -32,6 +32,9 @@ pub struct HostBridgeArgs {
     /// DNS servers, comma separated
     #[arg(long, value_name = "IP,...", value_delimiter = ',')]
     pub dns: Vec<String>,
+    /// The MTU of the NIC and the bridge (68-65535), live and in the persistent configuration
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<String>,
     /// Write the bridge into the host's network configuration (survives a reboot)
     #[arg(long, conflicts_with = "live")]
     pub persist: bool,
@@ -177,6 +180,11 @@ fn host_bridge_options(
         address,
         gateway,
         dns,
+        mtu: a
+            .mtu
+            .as_deref()
+            .map(|m| vbridge::validate::Mtu::parse(m).map(|m| m.get()))
+            .transpose()?,
         mode,
         probe,
         rollback_after: Duration::from_secs(a.rollback_after),

@@ -19,7 +19,7 @@ pub struct VerifyArgs {
 }
 
 /// A timeout in seconds: a usage error (exit 2) unless it is a number from 0 to 86400.
-fn seconds(s: &str) -> Result<f64, String> {
+pub(super) fn seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(t) if t.is_finite() && (0.0..=86_400.0).contains(&t) => Ok(t),
         _ => Err(format!("{s:?}: give a number of seconds from 0 to 86400")),

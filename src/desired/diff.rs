@@ -379,6 +379,8 @@ fn wanted(want: &NicWant) -> Vec<Difference> {
             model: None,
             target_dev: None,
             span: 0..0,
+            mtu: None,
+            queues: None,
         },
         mtu: None,
         queues: None,

@@ -60,6 +60,7 @@ impl Step for Action {
                 crate::shell::quote(conf)
             ),
             Action::BridgeDown { bridge } => join(["ip", "link", "set", bridge, "down"]),
+            Action::SetMtu { dev, mtu, .. } => join(["ip", "link", "set", dev, "mtu", &mtu.to_string()]),
             Action::BridgeNfOn => format!("sysctl -w {}=1", sysctl::BRIDGE_NF_CALL_IPTABLES),
             Action::RemoveAcceptBridged { chain, bridge } => join([
                 "iptables", "-D", chain, "-i", bridge, "-o", bridge, "-j", "ACCEPT",
@@ -105,6 +106,11 @@ impl Step for Action {
             },
             Action::NmUnmanageTaps { conf } => Action::NmRemoveUnmanagedTaps { conf: conf.clone() },
             Action::NmRemoveUnmanagedTaps { conf } => Action::NmUnmanageTaps { conf: conf.clone() },
+            Action::SetMtu { dev, mtu, was } => Action::SetMtu {
+                dev: dev.clone(),
+                mtu: *was,
+                was: *mtu,
+            },
             Action::StpOff { .. } | Action::AttachTap { .. } => return None,
         })
     }
@@ -128,6 +134,7 @@ impl Action {
             Action::NmUnmanageTaps { .. } | Action::NmRemoveUnmanagedTaps { .. } => {
                 "NetworkManager".into()
             }
+            Action::SetMtu { dev, .. } => dev.clone(),
         }
     }
 }
@@ -231,6 +238,9 @@ fn persist_hint(a: &Action, opts: &FixOptions) -> Option<String> {
         Action::AttachTap { .. } => {
             Some("libvirt attaches the tap itself at the next VM start".into())
         }
+        Action::SetMtu { .. } => Some(
+            "lost when the device is recreated: a tap takes the NIC's <mtu> at the next VM start; set a bridge's MTU in its config (netplan `mtu:`, or `vbridge host-bridge --mtu`)".into(),
+        ),
         Action::BridgeDown { .. } => None,
         // The conf.d file is the persistent form itself.
         Action::NmUnmanageTaps { .. } | Action::NmRemoveUnmanagedTaps { .. } => None,
@@ -367,6 +377,11 @@ fn apply_one(
             let b = nl.index_of(bridge)?;
             nl.set_master(t, b, tap)?;
             nl.set_up(t, true, tap)?;
+        }
+        Action::SetMtu { dev, mtu, .. } => {
+            let nl = netlink(nl)?;
+            let i = nl.index_of(dev)?;
+            nl.set_mtu(i, *mtu, dev)?;
         }
     }
     Ok(Vec::new())

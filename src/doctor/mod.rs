@@ -72,6 +72,8 @@ pub enum Action {
     NmUnmanageTaps { conf: String },
     /// `ip link set TAP master BRIDGE up`
     AttachTap { tap: String, bridge: String },
+    /// `ip link set DEV mtu MTU` (a tap or a bridge; `was` is the MTU it had).
+    SetMtu { dev: String, mtu: u32, was: u32 },
     // The inverses: never planned from a finding, only to undo a fix.
     /// `ip link set BRIDGE down`
     BridgeDown { bridge: String },
@@ -154,6 +156,14 @@ pub struct NicObs {
     /// `<target dev>`: the TAP of a running VM.
     pub tap: Option<String>,
     pub model: Option<String>,
+    /// `<mtu size>`: the MTU the guest's NIC is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// A macvtap NIC's host NIC and mode (`<source dev mode>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// The host side, for the network namespace vbridge runs in.
@@ -203,6 +213,8 @@ pub struct Iface {
     /// Global IPv4 addresses, CIDR.
     #[serde(default)]
     pub ipv4: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 impl HostState {

@@ -104,6 +104,13 @@ pub fn domain_obs(name: &str, running: bool, xml: &str) -> Result<DomainObs> {
             bridge: n.source.get("bridge").cloned(),
             tap: if running { n.target_dev } else { None },
             model: n.model,
+            mtu: n.mtu,
+            dev: (n.kind == "direct")
+                .then(|| n.source.get("dev").cloned())
+                .flatten(),
+            mode: (n.kind == "direct")
+                .then(|| n.source.get("mode").cloned())
+                .flatten(),
             kind: n.kind,
         })
         .collect();
@@ -135,6 +142,7 @@ pub fn observe_host() -> HostState {
             stp_state: is_bridge.then(|| sysfs::stp_state(&name)).flatten(),
             forward_delay: is_bridge.then(|| sysfs::forward_delay(&name)).flatten(),
             ipv4: Vec::new(),
+            mtu: sysfs::mtu(&name),
         };
         interfaces.insert(name, iface);
     }

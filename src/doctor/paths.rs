@@ -31,6 +31,25 @@ pub fn paths(obs: &Observation, findings: &[Finding]) -> Vec<NicPath> {
                     .unwrap_or_else(|| "(default model)".into()),
                 mark: "ok",
             }];
+            if let ("direct", Some(dev)) = (nic.kind.as_str(), &nic.dev) {
+                // A macvtap sits on its host NIC: no tap, no bridge; the LAN is not probed.
+                hops.push(Hop {
+                    kind: "macvtap",
+                    name: dev.clone(),
+                    mark: "ok",
+                });
+                hops.push(Hop {
+                    kind: "lan",
+                    name: "LAN".into(),
+                    mark: "unknown",
+                });
+                out.push(NicPath {
+                    domain: d.name.clone(),
+                    mac: nic.mac.clone(),
+                    hops,
+                });
+                continue;
+            }
             let Some(b) = bridge else {
                 let what = match (&nic.kind[..], &nic.network) {
                     ("network", Some(n)) => format!("network {n} (NAT, not bridged)"),
@@ -62,7 +81,10 @@ pub fn paths(obs: &Observation, findings: &[Finding]) -> Vec<NicPath> {
             let tap_mark = if !d.running {
                 "off"
             } else {
-                unknown(!has(&["tap-detached"], &tap))
+                let mtu = findings.iter().any(|f| {
+                    f.id == "mtu-mismatch" && f.subject == tap && f.severity == Severity::Error
+                });
+                unknown(!has(&["tap-detached"], &tap) && !mtu)
             };
             hops.push(Hop {
                 kind: "tap",
@@ -73,7 +95,7 @@ pub fn paths(obs: &Observation, findings: &[Finding]) -> Vec<NicPath> {
             let br_fail = has(&["bridge-missing", "not-a-bridge", "bridge-down"], &b);
             // An info-level STP finding (delay 0) does not slow the bridge: no mark for it.
             let br_warn = findings.iter().any(|f| {
-                ["stp-forward-delay", "bridge-mac-unstable"].contains(&f.id)
+                ["stp-forward-delay", "bridge-mac-unstable", "mtu-mismatch"].contains(&f.id)
                     && f.subject == b
                     && f.severity <= Severity::Warning
             });
@@ -100,7 +122,7 @@ pub fn paths(obs: &Observation, findings: &[Finding]) -> Vec<NicPath> {
                 ("(none)".to_string(), "fail")
             } else if uplinks
                 .iter()
-                .any(|u| has(&["uplink-wireless", "uplink-down"], u))
+                .any(|u| has(&["uplink-wireless", "uplink-down", "mtu-mismatch"], u))
             {
                 (uplinks.join("+"), "fail")
             } else if uplinks.iter().any(|u| has(&["uplink-has-ip"], u)) {

@@ -17,6 +17,7 @@ pub(super) fn facts(root: &Element, doc: &str) -> Result<DomainFacts> {
         acpi: root
             .child("features")
             .is_some_and(|f| f.child("acpi").is_some()),
+        vcpus: root.child("vcpu").and_then(|v| v.text(doc).parse().ok()),
         ..DomainFacts::default()
     };
 

@@ -5,8 +5,14 @@
 //! string at those ranges, so everything not edited stays byte-identical.
 
 mod facts;
+mod options;
 mod rewrite;
 mod scan;
+
+pub use options::{
+    describe_source, element_by_mac, link_of, live_link, live_move, live_restore, nic_of_element,
+    rewrite_nics, with_options, Link, NicOptions, Target,
+};
 
 use crate::error::{Error, Result};
 use crate::validate::{BridgeName, Mac};
@@ -30,6 +36,12 @@ pub struct Nic {
     pub model: Option<String>,
     /// `<target dev>`.
     pub target_dev: Option<String>,
+    /// `<mtu size>`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// `<driver queues>`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queues: Option<u32>,
     /// Byte range of the whole element in the document it was read from.
     #[serde(skip)]
     pub span: Range<usize>,
@@ -94,6 +106,9 @@ pub struct DomainFacts {
     pub pcie_root_ports: usize,
     /// Root ports no device address uses as its bus.
     pub free_pcie_root_ports: usize,
+    /// `<vcpu>`: the most vCPUs the VM can have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
 }
 
 impl DomainFacts {
@@ -201,6 +216,8 @@ fn nic_from(el: &scan::Element, index: usize) -> Nic {
             .unwrap_or_default(),
         model: child_attr("model", "type"),
         target_dev: child_attr("target", "dev"),
+        mtu: child_attr("mtu", "size").and_then(|v| v.trim().parse().ok()),
+        queues: child_attr("driver", "queues").and_then(|v| v.trim().parse().ok()),
         span: el.span.clone(),
     }
 }

@@ -18,6 +18,8 @@ pub struct Config {
     pub address: Option<(IpAddr, u8)>,
     pub gateway: Option<IpAddr>,
     pub dns: Vec<IpAddr>,
+    /// `mtu:` on the NIC and the bridge.
+    pub mtu: Option<u32>,
 }
 
 /// The file vbridge owns for a bridge: etc/netplan/90-vbridge-BRIDGE.yaml under `root`.
@@ -72,10 +74,16 @@ pub fn render(cfg: &Config) -> Result<String> {
         "    {}:\n      dhcp4: false\n      dhcp6: false\n",
         q(&cfg.nic)
     ));
+    if let Some(m) = cfg.mtu {
+        y.push_str(&format!("      mtu: {m}\n"));
+    }
     y.push_str("  bridges:\n");
     y.push_str(&format!("    {}:\n", q(&cfg.bridge)));
     y.push_str(&format!("      interfaces: [{}]\n", q(&cfg.nic)));
     y.push_str(&format!("      macaddress: {}\n", q(&mac)));
+    if let Some(m) = cfg.mtu {
+        y.push_str(&format!("      mtu: {m}\n"));
+    }
     if cfg.dhcp {
         y.push_str("      dhcp4: true\n");
     } else {
@@ -280,6 +288,7 @@ pub(crate) mod tests {
             address: None,
             gateway: None,
             dns: vec![],
+            mtu: None,
         }
     }
 
@@ -304,6 +313,11 @@ pub(crate) mod tests {
     fn golden_yaml() {
         golden("dhcp.yaml", &render(&dhcp()).unwrap());
         golden("static.yaml", &render(&fixed()).unwrap());
+        let jumbo = Config {
+            mtu: Some(9000),
+            ..dhcp()
+        };
+        golden("jumbo.yaml", &render(&jumbo).unwrap());
     }
 
     #[test]
@@ -371,6 +385,18 @@ pub(crate) mod tests {
             net.contains("DNS=192.168.1.1") && net.contains("DNS=9.9.9.9"),
             "{net}"
         );
+        let jumbo = Config {
+            mtu: Some(9000),
+            ..dhcp()
+        };
+        let j = validate(root.path(), &jumbo, &render(&jumbo).unwrap()).unwrap();
+        for (file, key) in [
+            ("10-netplan-br0.netdev", "MTUBytes=9000"),
+            ("10-netplan-enp3s0.network", "MTUBytes=9000"),
+        ] {
+            let text = j.get(file).unwrap();
+            assert!(text.contains(key), "{file}: {text}");
+        }
         let port = g.get("10-netplan-enp3s0.network").unwrap();
         assert!(port.contains("Bridge=br0"), "{port}");
         assert!(!port.contains("Address="), "{port}");

@@ -99,6 +99,11 @@ pub fn is_up(iface: &str) -> bool {
         .is_some_and(|f| f & 1 != 0)
 }
 
+/// The interface's MTU in bytes.
+pub fn mtu(iface: &str) -> Option<u32> {
+    attr(iface, "mtu")?.parse().ok()
+}
+
 /// How the MAC address was assigned (0 permanent, 1 random, 2 stolen, 3 set by user space).
 /// A bridge whose MAC was not set follows its ports' MACs, so it can change under DHCP.
 pub fn addr_assign_type(iface: &str) -> Option<u32> {

@@ -65,6 +65,8 @@ pub struct Options {
     pub address: Option<(IpAddr, u8)>,
     pub gateway: Option<IpAddr>,
     pub dns: Vec<IpAddr>,
+    /// The MTU the NIC and the bridge get (`--mtu`), live and in netplan.
+    pub mtu: Option<u32>,
     pub mode: Mode,
     /// The address that must answer after the change (default: the default gateway).
     pub probe: Option<IpAddr>,
@@ -85,6 +87,7 @@ impl Options {
             bridge: self.bridge.clone(),
             address: self.address,
             gateway: self.gateway,
+            mtu: self.mtu,
         }
     }
 }

@@ -82,6 +82,7 @@ pub fn run_persist(o: &Options, net: &mut dyn Net) -> Result<Report> {
         address: o.address,
         gateway: o.gateway,
         dns: o.dns.clone(),
+        mtu: o.mtu,
     };
     let backend = choose_backend(*backend, root, &o.nic)?;
     let mut rep = Report::new(o, backend.name());

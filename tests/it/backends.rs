@@ -18,6 +18,7 @@ pub fn dhcp() -> Config {
         address: None,
         gateway: None,
         dns: vec![],
+        mtu: None,
     }
 }
 
@@ -641,6 +642,7 @@ fn ns_cfg(subnet: u8, static_addr: bool) -> Config {
         address: static_addr.then(|| (topology::addr(subnet, 7, false).parse().unwrap(), 24)),
         gateway: static_addr.then(|| topology::addr(subnet, 1, false).parse().unwrap()),
         dns: vec![],
+        mtu: None,
     }
 }
 

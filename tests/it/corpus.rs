@@ -73,6 +73,16 @@ impl Libvirt {
         )
     }
 
+    /// A test driver of its own (an empty node file gives fresh state per connection), so
+    /// two tests defining the same corpus names at once cannot collide.
+    fn private() -> Libvirt {
+        virt::error::clear_error_callback();
+        let node = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(node.path(), "<node/>").unwrap();
+        let uri = format!("test://{}", node.path().display());
+        Libvirt(virt::connect::Connect::open(Some(&uri)).expect("open a private test driver"))
+    }
+
     fn define(&self, xml: &str) -> Result<(), String> {
         let dom = self.0.define_domain_xml(xml).map_err(|e| e.to_string())?;
         // Several corpus files share a domain name.
@@ -169,5 +179,72 @@ fn test_driver_checks_interfaces() {
     assert!(
         lv.define(&bad).is_err(),
         "a bridge NIC without a source was accepted"
+    );
+}
+
+/// Issue 9's rewrites over the same corpus: every convertible NIC made a macvtap NIC with
+/// an MTU, and every NIC put on the bridge with an MTU: lossless outside the changed
+/// interfaces, MACs kept, each changed NIC on its target with the MTU, and libvirt's test
+/// driver takes the result wherever it took the original.
+#[test]
+fn corpus_macvtap_and_mtu_rewrites_are_lossless_and_accepted_by_libvirt() {
+    use vbridge::domxml::{NicOptions, Target};
+    use vbridge::validate::{DirectMode, Mtu};
+    let dir = corpus_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+        .collect();
+    files.sort();
+    let lv = Libvirt::private();
+    let options = NicOptions {
+        mtu: Some(Mtu::new(9000).unwrap()),
+        queues: None,
+    };
+    let targets = [
+        Target::Direct {
+            dev: BridgeName::parse("eth1").unwrap(),
+            mode: DirectMode::Bridge,
+        },
+        Target::Bridge(BridgeName::parse(BRIDGE).unwrap()),
+    ];
+    let (mut rewritten, mut rejected) = (0, Vec::new());
+    for path in &files {
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        let input = std::fs::read_to_string(path).unwrap();
+        let nics = domxml::nics(&input).unwrap();
+        let original_ok = lv.define(&input).is_ok();
+        for target in &targets {
+            for n in nics.iter().filter(|n| convertible(n)) {
+                let r = domxml::rewrite_nics(&input, target, &Selection::Index(n.index), &options)
+                    .unwrap_or_else(|e| panic!("{file}: interface {}: {e}", n.index));
+                common::assert_same_outside_changes(&file, &input, &r);
+                let after = domxml::nics(&r.xml).unwrap();
+                assert_eq!(after.len(), nics.len(), "{file}");
+                for (b, a) in nics.iter().zip(&after) {
+                    assert_eq!(b.mac, a.mac, "{file}: MAC of interface {}", b.index);
+                }
+                let c = &r.changes[0];
+                assert!(target.holds(&c.after), "{file}: {:?}", c.after);
+                assert_eq!(c.after.mtu, Some(9000), "{file}: {:?}", c.after);
+                if c.changed {
+                    common::assert_no_blank_line_gained(&file, &input, &r, c);
+                }
+                rewritten += 1;
+                if original_ok {
+                    if let Err(e) = lv.define(&r.xml) {
+                        rejected.push(format!("{file} ({}): {e}", target.describe()));
+                    }
+                }
+            }
+        }
+    }
+    println!("corpus: {rewritten} macvtap/bridge NIC rewrites with an MTU");
+    assert!(rewritten > 0);
+    assert!(
+        rejected.is_empty(),
+        "libvirt rejected:\n{}",
+        rejected.join("\n")
     );
 }

@@ -6,8 +6,8 @@
 use crate::common;
 use std::fs;
 use std::path::{Path, PathBuf};
-use vbridge::domxml::{self, Rewritten, Selection};
-use vbridge::validate::{BridgeName, Mac};
+use vbridge::domxml::{self, NicOptions, Rewritten, Selection, Target};
+use vbridge::validate::{BridgeName, DirectMode, Mac, Mtu, Queues};
 use vbridge::Result;
 
 /// The rewrite with the bridge name checked first, as every caller checks it on entry.
@@ -19,10 +19,19 @@ fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rewrite")
 }
 
-/// `args`: lines `select auto|all|index N|mac M` and `bridge NAME` (default: auto, br0).
-fn args(dir: &Path) -> (Selection, String) {
+/// What a case asks beyond the selection and the bridge: a macvtap target, NIC options.
+#[derive(Default)]
+struct Extra {
+    direct: Option<(String, String)>,
+    options: NicOptions,
+}
+
+/// `args`: lines `select auto|all|index N|mac M`, `bridge NAME` (default: auto, br0), and
+/// `direct DEV MODE`, `mtu N`, `queues N` for the target and options of issue 9.
+fn args(dir: &Path) -> (Selection, String, Extra) {
     let mut selection = Selection::Auto;
     let mut bridge = "br0".to_string();
+    let mut extra = Extra::default();
     let text = fs::read_to_string(dir.join("args")).unwrap_or_default();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -32,15 +41,29 @@ fn args(dir: &Path) -> (Selection, String) {
             ["select", "index", n] => selection = Selection::Index(n.parse().unwrap()),
             ["select", "mac", m] => selection = Selection::Mac(Mac::parse(m).unwrap()),
             ["bridge", b] => bridge = b.to_string(),
+            ["direct", dev, mode] => extra.direct = Some((dev.to_string(), mode.to_string())),
+            ["mtu", n] => extra.options.mtu = Some(Mtu::parse(n).unwrap()),
+            ["queues", n] => extra.options.queues = Some(Queues::parse(n).unwrap()),
             _ => panic!("{}: bad args line {line:?}", dir.display()),
         }
     }
-    (selection, bridge)
+    (selection, bridge, extra)
+}
+
+/// The target of a case: the bridge, or the macvtap `direct` names.
+fn target(bridge: &str, extra: &Extra) -> Result<Target> {
+    Ok(match &extra.direct {
+        Some((dev, mode)) => Target::Direct {
+            dev: BridgeName::parse(dev)?,
+            mode: DirectMode::parse(mode)?,
+        },
+        None => Target::Bridge(BridgeName::parse(bridge)?),
+    })
 }
 
 /// Holds for every successful rewrite: text outside the changed interfaces is
-/// byte-identical, every MAC is kept, and every changed NIC is on the bridge.
-fn check_invariants(case: &str, input: &str, bridge: &str, r: &Rewritten) {
+/// byte-identical, every MAC is kept, and every changed NIC is on the target.
+fn check_invariants(case: &str, input: &str, target: &Target, r: &Rewritten) {
     common::assert_same_outside_changes(case, input, r);
     let before = domxml::nics(input).unwrap();
     let after = domxml::nics(&r.xml).unwrap();
@@ -61,17 +84,17 @@ fn check_invariants(case: &str, input: &str, bridge: &str, r: &Rewritten) {
             "{case}: `before` of {}",
             c.index
         );
-        assert!(
-            c.after.is_on_bridge(bridge),
-            "{case}: interface {}",
-            c.index
-        );
+        assert!(target.holds(&c.after), "{case}: interface {}", c.index);
         if !c.changed {
             assert_eq!(&input[c.before.span.clone()], &r.xml[c.after.span.clone()]);
         } else {
+            let attrs = match target {
+                Target::Bridge(_) => 1,
+                Target::Direct { .. } => 2,
+            };
             assert_eq!(
                 c.after.source.len(),
-                1,
+                attrs,
                 "{case}: stale source {:?}",
                 c.after.source
             );
@@ -132,11 +155,20 @@ fn golden_cases() {
     for dir in &cases {
         let case = dir.file_name().unwrap().to_string_lossy().to_string();
         let input = fs::read_to_string(dir.join("in.xml")).unwrap();
-        let (selection, bridge) = args(dir);
+        let (selection, bridge, extra) = args(dir);
         let out_path = dir.join("out.xml");
-        match rewrite(&input, &bridge, &selection) {
+        // Cases of issue 9 go through the rewrite with a target and options; it equals the
+        // bridge rewrite when neither is asked (`rewrite_nics_is_the_bridge_rewrite_...`).
+        let rewritten = if extra.direct.is_none() && extra.options == NicOptions::default() {
+            rewrite(&input, &bridge, &selection)
+        } else {
+            target(&bridge, &extra)
+                .and_then(|t| domxml::rewrite_nics(&input, &t, &selection, &extra.options))
+        };
+        match rewritten {
             Ok(r) => {
-                check_invariants(&case, &input, &bridge, &r);
+                let t = target(&bridge, &extra).unwrap();
+                check_invariants(&case, &input, &t, &r);
                 golden(&out_path, &r.xml, &mut failures);
                 golden(&dir.join("result.txt"), &summary(&r), &mut failures);
             }
@@ -154,6 +186,48 @@ fn golden_cases() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Without a macvtap target or options, the rewrite of issue 9 is the bridge rewrite, byte
+/// for byte, on every golden case.
+#[test]
+fn rewrite_nics_is_the_bridge_rewrite_without_options() {
+    for e in fs::read_dir(cases_dir()).unwrap() {
+        let dir = e.unwrap().path();
+        let Ok(input) = fs::read_to_string(dir.join("in.xml")) else {
+            continue;
+        };
+        let (selection, bridge, _) = args(&dir);
+        let Ok(b) = BridgeName::parse(&bridge) else {
+            continue;
+        };
+        let plain = domxml::rewrite_to_bridge(&input, &b, &selection);
+        let nics = domxml::rewrite_nics(
+            &input,
+            &Target::Bridge(b),
+            &selection,
+            &NicOptions::default(),
+        );
+        match (plain, nics) {
+            (Ok(p), Ok(n)) => {
+                assert_eq!(p.xml, n.xml, "{}", dir.display());
+                let flags = |r: &Rewritten| {
+                    r.changes
+                        .iter()
+                        .map(|c| (c.index, c.changed))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(flags(&p), flags(&n), "{}", dir.display());
+            }
+            (Err(p), Err(n)) => assert_eq!(p.message, n.message, "{}", dir.display()),
+            (p, n) => panic!(
+                "{}: {:?} vs {:?}",
+                dir.display(),
+                p.map(|r| r.xml),
+                n.map(|r| r.xml)
+            ),
+        }
+    }
 }
 
 #[test]

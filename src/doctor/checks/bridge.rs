@@ -138,7 +138,7 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
                 Severity::Error,
                 u,
                 format!("{u} is a Wi-Fi NIC and a port of {b}: an access point accepts frames only from the station's own MAC, so the VMs' frames are dropped"),
-                format!("bridge a wired NIC instead, or use NAT (libvirt's default network) or routed mode for VMs behind Wi-Fi; remove it with `ip link set {} nomaster`", quote(u)),
+                format!("remove it with `ip link set {} nomaster`. A Wi-Fi NIC can carry neither a bridge nor a macvtap in bridge mode (the access point drops frames from other MACs), so: bridge a wired NIC instead, or put the VMs on a routed network (`virsh net-define` with <forward mode='route'/>, the LAN routing that subnet to this host) or on NAT (libvirt's default network), which works anywhere but hides the VMs behind the host's address", quote(u)),
                 None,
             ));
         }

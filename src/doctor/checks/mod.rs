@@ -16,6 +16,8 @@
 mod bridge;
 mod domain;
 mod firewall;
+mod macvtap;
+mod mtu;
 mod network_manager;
 
 use super::{Action, Finding, Observation, Severity};
@@ -75,11 +77,13 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
     for (b, need) in needs.iter_mut() {
         need.owner = crate::topology::bridge_owner(&obs.networks, b).cloned();
     }
+    macvtap::macvtap_checks(&mut out, obs);
     match &obs.host {
         Some(host) => {
             for (b, need) in &needs {
                 bridge::bridge_checks(&mut out, host, b, need);
             }
+            mtu::mtu_checks(&mut out, obs, host, &needs);
             firewall::firewall_checks(&mut out, host, &needs);
             network_manager::network_manager_checks(&mut out, host);
         }

@@ -69,6 +69,10 @@ impl Net for NetlinkNet {
                     error,
                 })
             }
+            Step::SetMtu { dev, mtu, .. } => {
+                let i = self.nl.index_of(dev)?;
+                self.nl.set_mtu(i, *mtu, dev)
+            }
         }
     }
 }
@@ -195,7 +199,7 @@ pub fn differences(before: &State, now: &State, steps: &[Step]) -> Vec<String> {
             Step::CreateBridge { name, .. }
             | Step::DeleteLink { name }
             | Step::DeleteBridge { name, .. } => name,
-            Step::SetMaster { dev, .. } | Step::SetUp { dev, .. } => dev,
+            Step::SetMaster { dev, .. } | Step::SetUp { dev, .. } | Step::SetMtu { dev, .. } => dev,
             Step::AddAddr { addr } | Step::DelAddr { addr } => &addr.dev,
             Step::AddRoute { route } | Step::DelRoute { route } => &route.dev,
             Step::SetIpv6 { dev, .. } => dev,

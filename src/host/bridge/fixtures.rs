@@ -82,6 +82,7 @@ pub fn req() -> LiveRequest {
         bridge: "br0".into(),
         address: None,
         gateway: None,
+        mtu: None,
     }
 }
 
@@ -305,6 +306,14 @@ impl Net for Sim {
                     return Err(nl_err(libc::EEXIST, "route exists"));
                 }
                 s.routes.push(route.clone());
+            }
+            Step::SetMtu { dev, mtu, .. } => {
+                let i = self.index(dev)?;
+                for l in &mut self.state.links {
+                    if l.index == i {
+                        l.mtu = *mtu;
+                    }
+                }
             }
             Step::SetIpv6 { dev, enabled } => {
                 self.index(dev)?;

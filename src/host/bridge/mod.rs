@@ -68,6 +68,8 @@ pub struct LiveRequest {
     pub address: Option<(IpAddr, u8)>,
     /// A default route to add when none is moved.
     pub gateway: Option<IpAddr>,
+    /// The MTU the NIC and the bridge get (`--mtu`); None leaves them as they are.
+    pub mtu: Option<u32>,
 }
 
 /// One system change. Links are named, not indexed: a bridge's index is known only once it
@@ -114,6 +116,12 @@ pub enum Step {
         dev: String,
         enabled: bool,
     },
+    /// `ip link set DEV mtu MTU`; `previous` is the MTU it had.
+    SetMtu {
+        dev: String,
+        mtu: u32,
+        previous: u32,
+    },
 }
 
 impl crate::plan::Step for Step {
@@ -142,6 +150,7 @@ impl crate::plan::Step for Step {
                 "{} IPv6 on {dev}",
                 if *enabled { "enable" } else { "disable" }
             ),
+            Step::SetMtu { dev, mtu, .. } => format!("set {dev} mtu {mtu}"),
         }
     }
 
@@ -179,6 +188,11 @@ impl crate::plan::Step for Step {
             Step::SetIpv6 { dev, enabled } => Step::SetIpv6 {
                 dev: dev.clone(),
                 enabled: !enabled,
+            },
+            Step::SetMtu { dev, mtu, previous } => Step::SetMtu {
+                dev: dev.clone(),
+                mtu: *previous,
+                previous: *mtu,
             },
         })
     }

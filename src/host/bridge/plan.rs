@@ -120,6 +120,14 @@ pub fn plan_live(state: &State, req: &LiveRequest) -> Result<Plan> {
     for a in addrs.iter().rev() {
         steps.push(Step::DelAddr { addr: a.clone() });
     }
+    // The NIC first: a bridge follows its ports' MTU, and cannot carry more than they do.
+    if let Some(mtu) = req.mtu.filter(|m| *m != nic.mtu) {
+        steps.push(Step::SetMtu {
+            dev: req.nic.clone(),
+            mtu,
+            previous: nic.mtu,
+        });
+    }
     if nic.master.is_none() {
         steps.push(Step::SetMaster {
             dev: req.nic.clone(),
@@ -131,6 +139,16 @@ pub fn plan_live(state: &State, req: &LiveRequest) -> Result<Plan> {
         steps.push(Step::SetUp {
             dev: req.nic.clone(),
             up: true,
+        });
+    }
+    // Set on the bridge by hand, its MTU stays when a port with a smaller one (a VM's tap
+    // without <mtu>) joins; a new bridge starts at Ethernet's 1500.
+    let bridge_mtu = bridge.map_or(1500, |b| b.mtu);
+    if let Some(mtu) = req.mtu.filter(|m| *m != bridge_mtu || bridge.is_none()) {
+        steps.push(Step::SetMtu {
+            dev: req.bridge.clone(),
+            mtu,
+            previous: bridge_mtu,
         });
     }
     if !bridge.is_some_and(|b| b.up) {
@@ -311,6 +329,40 @@ mod tests {
         // Kernel-made prefix routes and link-local addresses are left to the kernel.
         assert_eq!(plan.addresses.len(), 1);
         assert_eq!(plan.routes.len(), 2);
+    }
+
+    #[test]
+    fn mtu_goes_on_the_nic_before_it_joins_and_on_the_bridge() {
+        let want = LiveRequest {
+            mtu: Some(9000),
+            ..req()
+        };
+        let plan = plan_live(&host(), &want).unwrap();
+        let d: Vec<String> = plan.steps.steps.iter().map(Step::describe).collect();
+        let at = |s: &str| {
+            d.iter()
+                .position(|x| x == s)
+                .unwrap_or_else(|| panic!("{s}: {d:?}"))
+        };
+        assert!(at("set eth1 mtu 9000") < at("set eth1 master br0"));
+        assert!(at("set eth1 master br0") < at("set br0 mtu 9000"));
+        let undo = undo_steps(&plan.steps.steps);
+        assert!(undo.contains(&Step::SetMtu {
+            dev: "eth1".into(),
+            mtu: 1500,
+            previous: 9000
+        }));
+        // Already there: nothing to do.
+        let mut s = host();
+        s.links[1].mtu = 9000;
+        s.links.push(link(3, "br0", Some("bridge"), None));
+        s.links[1].master = Some(3);
+        s.links[2].mtu = 9000;
+        s.addrs[0].dev = "br0".into();
+        for r in &mut s.routes {
+            r.dev = "br0".into();
+        }
+        assert!(plan_live(&s, &want).unwrap().steps.is_empty());
     }
 
     #[test]

@@ -380,6 +380,25 @@ impl Netlink {
         )
     }
 
+    /// Set a link's MTU (`ip link set NAME mtu N`).
+    pub fn set_mtu(
+        &mut self,
+        index: u32,
+        mtu: u32,
+        name: &str,
+    ) -> std::result::Result<(), NlError> {
+        let mut body = ifinfomsg(0, index, 0, 0);
+        let mut a = Attrs::default();
+        a.put_u32(IFLA_MTU, mtu);
+        body.extend_from_slice(&a.0);
+        self.request(
+            RTM_NEWLINK,
+            0,
+            &body,
+            &format!("cannot set the MTU of {name} to {mtu}"),
+        )
+    }
+
     pub fn set_up(&mut self, index: u32, up: bool, name: &str) -> std::result::Result<(), NlError> {
         let body = ifinfomsg(0, index, if up { IFF_UP } else { 0 }, IFF_UP);
         let what = format!("cannot set {name} {}", if up { "up" } else { "down" });

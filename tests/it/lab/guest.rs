@@ -63,6 +63,37 @@ pub struct GuestSpec {
     pub running: bool,
     /// Machine type; "pc" (i440fx) is what the measurements used.
     pub machine: String,
+    /// vCPUs (`<vcpu>`); a multiqueue NIC uses at most one queue pair per vCPU.
+    pub vcpus: u32,
+    /// How the guest's /init asks DHCP (the kernel command line tells it).
+    pub dhcp: Dhcp,
+    /// `vb.ping=IP,SIZE`: after each lease the guest pings IP once with SIZE data bytes and
+    /// prints `PING-OK` or `PING-FAIL` on its console.
+    pub ping: Option<(String, u32)>,
+}
+
+/// When the lab guest asks DHCP for an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dhcp {
+    /// Every ~2 s, and at once when a NIC appears: it follows any move on its own.
+    Poll,
+    /// Only when a NIC's link comes up (at boot, then on each carrier 0 -> 1), like
+    /// NetworkManager, systemd-networkd or dhclient: a move without a link flap goes unseen.
+    LinkUp,
+}
+
+impl GuestSpec {
+    /// The extra words of the kernel command line that carry the guest's options.
+    fn cmdline(&self) -> String {
+        let mut s = String::new();
+        if self.dhcp == Dhcp::LinkUp {
+            s.push_str(" vb.dhcp=linkup");
+        }
+        if let Some((ip, size)) = &self.ping {
+            let _ = write!(s, " vb.ping={ip},{size}");
+        }
+        s
+    }
 }
 
 impl GuestSpec {
@@ -74,6 +105,9 @@ impl GuestSpec {
             acpi: true,
             running: true,
             machine: "pc".into(),
+            vcpus: 1,
+            dhcp: Dhcp::Poll,
+            ping: None,
         }
     }
 }
@@ -109,12 +143,12 @@ pub fn domain_xml(
         "<domain type='{dtype}'>
   <name>{name}</name>
   <memory unit='MiB'>160</memory>
-  <vcpu>1</vcpu>
+  <vcpu>{vcpus}</vcpu>
   <os>
     <type arch='x86_64' machine='{machine}'>hvm</type>
     <kernel>{kernel}</kernel>
     <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 panic=-1 quiet</cmdline>
+    <cmdline>console=ttyS0 panic=-1 quiet{cmdline}</cmdline>
   </os>
   <features>{features}</features>
   <devices>
@@ -127,6 +161,8 @@ pub fn domain_xml(
 </domain>
 ",
         name = escape(name),
+        vcpus = spec.vcpus,
+        cmdline = escape(&spec.cmdline()),
         machine = escape(&spec.machine),
         kernel = escape(&kernel.display().to_string()),
         initrd = escape(&initrd.display().to_string()),
@@ -177,5 +213,26 @@ mod tests {
         assert!(x.contains("<source network='n&amp;1'/>"));
         assert!(x.contains("<features><apic/></features>"));
         assert!(x.contains("<memballoon model='none'/>"));
+        assert!(x.contains("<vcpu>1</vcpu>"));
+        assert!(
+            x.contains("<cmdline>console=ttyS0 panic=-1 quiet</cmdline>"),
+            "{x}"
+        );
+        spec.vcpus = 2;
+        spec.dhcp = Dhcp::LinkUp;
+        spec.ping = Some(("10.77.3.1".into(), 8972));
+        let x = domain_xml(
+            &spec,
+            "g",
+            Path::new("/k"),
+            Path::new("/i"),
+            Path::new("/c"),
+            "qemu",
+        );
+        assert!(x.contains("<vcpu>2</vcpu>"));
+        assert!(
+            x.contains("quiet vb.dhcp=linkup vb.ping=10.77.3.1,8972</cmdline>"),
+            "{x}"
+        );
     }
 }

@@ -57,7 +57,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub use chroot::Libvirt;
-pub use guest::{GuestSpec, Nic};
+pub use guest::{Dhcp as GuestDhcp, GuestSpec, Nic};
 
 use crate::common::{run_status, unique, vbridge_bin, Netns};
 use daemon::Daemon;
