@@ -24,6 +24,8 @@ pub struct AttachOptions {
     pub dry_run: bool,
     /// Make a transient VM persistent (its rewrite is refused otherwise).
     pub persist: bool,
+    /// Told as each domain is read and defined (the CLI's progress line).
+    pub progress: crate::progress::Sink,
 }
 
 /// The one check the types cannot make: `--index` counts from 1.
@@ -45,6 +47,8 @@ pub struct DomainPlan {
 pub struct AttachPlan {
     pub dry_run: bool,
     pub domains: Vec<DomainPlan>,
+    /// The options' sink, for [`apply`].
+    pub progress: crate::progress::Sink,
 }
 
 /// The plan of rewriting one domain's persistent definition `original`. Pure.
@@ -83,7 +87,9 @@ pub fn plan_domain(
 pub fn plan(conn: &Conn, domains: &[String], opts: &AttachOptions) -> Result<AttachPlan> {
     check_selection(&opts.selection)?;
     let host_warning = host_bridge_warning(conn, &opts.bridge);
+    opts.progress.begin("reading domains", domains.len());
     let planned: Vec<(Option<String>, DomainPlan)> = parallel(domains.iter().collect(), |name| {
+        let _tick = Tick(&opts.progress, name);
         let observed = conn.domain(name).and_then(|dom| {
             let original = dom.persistent_xml()?;
             Ok((dom, original))
@@ -145,7 +151,17 @@ pub fn plan(conn: &Conn, domains: &[String], opts: &AttachOptions) -> Result<Att
     Ok(AttachPlan {
         dry_run: opts.dry_run,
         domains,
+        progress: opts.progress.clone(),
     })
+}
+
+/// Tells the sink a domain is finished when dropped: on every way out of its closure.
+struct Tick<'a>(&'a crate::progress::Sink, &'a str);
+
+impl Drop for Tick<'_> {
+    fn drop(&mut self) {
+        self.0.done(self.1);
+    }
 }
 
 /// Apply an attach plan: back up every definition to replace and flush them once, then
@@ -193,10 +209,14 @@ pub fn apply(conn: &Conn, plan: AttachPlan, state: &StateDir) -> AttachReport {
             }
         }
     }
+    let todo = slots.iter().filter(|s| s.todo.is_some()).count();
+    plan.progress.begin("defining domains", todo);
     let domains = parallel(slots, |s| {
         let Some((dom, p)) = s.todo else {
             return s.result;
         };
+        let name = s.result.domain.clone();
+        let _tick = Tick(&plan.progress, &name);
         let mut by = DomainApplier::with_backup(conn, Some(&dom), Some(state), s.backup);
         match plan::apply(&p.steps, &mut by) {
             Ok(()) => {

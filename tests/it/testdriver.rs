@@ -34,6 +34,7 @@ fn opts(sel: Selection) -> AttachOptions {
         selection: sel,
         dry_run: false,
         persist: false,
+        progress: Default::default(),
     }
 }
 
