@@ -1,5 +1,6 @@
 //! `vbridge attach`, `vbridge detach`, `vbridge undo`.
 
+use super::output::Text;
 use super::{report, CmdResult, Globals};
 use clap::{ArgGroup, Args};
 use serde::Serialize;
@@ -97,6 +98,7 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
             selection,
             dry_run: g.dry_run,
             persist: a.persist,
+            progress: g.progress.clone(),
         };
         attach::attach(&conn, &a.domains, &opts, &StateDir::from_env())?
     };
@@ -142,7 +144,7 @@ fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
     // Text mode prints the document itself, byte for byte, for pipes.
     Ok(Box::new(super::Data(super::Rendered {
         value: r,
-        render: |r, _| r.xml.clone(),
+        render: |r, _, t| t.out.push_str(&r.xml),
         success: |_| true,
     })))
 }
@@ -189,17 +191,15 @@ fn describe(n: &Nic) -> String {
     )
 }
 
-fn render(r: &AttachReport, g: &Globals) -> String {
-    let mut out = String::new();
+/// Each VM's outcome: what changed on stdout, a VM that failed on stderr (the others go on).
+fn render(r: &AttachReport, g: &Globals, t: &mut Text) {
     let would = if r.dry_run { "would change" } else { "changed" };
     for d in &r.domains {
         if let Some(e) = &d.error {
-            out.push_str(&format!("{}: error: {}\n", d.domain, e.message));
-            if let Some(h) = &e.hint {
-                out.push_str(&format!("  hint: {h}\n"));
-            }
+            t.error(&d.domain, e);
             continue;
         }
+        let out = &mut t.out;
         out.push_str(&format!(
             "{}: {}\n",
             d.domain,
@@ -226,12 +226,38 @@ fn render(r: &AttachReport, g: &Globals) -> String {
         }
         if let Some(diff) = &d.diff {
             if r.dry_run || g.verbose {
-                out.push_str(diff);
-                if !diff.ends_with('\n') {
-                    out.push('\n');
-                }
+                t.diff(diff);
             }
         }
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vbridge::error::Error;
+
+    /// Several VMs in one call: the ones that worked on stdout, the one that failed on
+    /// stderr with its hint, in the words the one-stream output had.
+    #[test]
+    fn a_failed_vm_goes_to_stderr_the_others_to_stdout() {
+        let r = AttachReport {
+            dry_run: false,
+            domains: vec![
+                DomainResult::new("web", true, Vec::new()),
+                DomainResult::failed(
+                    "nosuchvm",
+                    Error::not_found("no domain named \"nosuchvm\"").with_hint("list them"),
+                ),
+                DomainResult::new("db", false, Vec::new()),
+            ],
+        };
+        let mut t = Text::plain();
+        render(&r, &Globals::default(), &mut t);
+        assert_eq!(t.out, "web: changed\ndb: unchanged\n");
+        assert_eq!(
+            t.err,
+            "nosuchvm: error: no domain named \"nosuchvm\"\n  hint: list them\n"
+        );
+    }
 }

@@ -62,7 +62,7 @@ pub fn completions(a: &CompletionsArgs, _g: &Globals) -> CmdResult {
     let script = String::from_utf8_lossy(&buf).into_owned();
     Ok(Box::new(Data(Rendered {
         value: script,
-        render: |s, _| s.clone(),
+        render: |s, _, t| t.out.push_str(s),
         success: |_| true,
     })))
 }
@@ -86,7 +86,10 @@ pub fn man(a: &ManArgs, _g: &Globals) -> CmdResult {
     pages.sort();
     Ok(super::report(
         pages,
-        |p, _| p.iter().map(|l| format!("wrote {l}\n")).collect(),
+        |p, _, t| {
+            p.iter()
+                .for_each(|l| t.out.push_str(&format!("wrote {l}\n")))
+        },
         |_| true,
     ))
 }
@@ -96,7 +99,11 @@ mod tests {
     use super::*;
 
     fn text(r: CmdResult) -> String {
-        r.unwrap_or_else(|e| panic!("{}", e.message)).text(&dummy())
+        let mut t = super::super::Text::plain();
+        r.unwrap_or_else(|e| panic!("{}", e.message))
+            .text(&dummy(), &mut t);
+        assert_eq!(t.err, "");
+        t.out
     }
 
     #[test]
@@ -143,12 +150,6 @@ mod tests {
     }
 
     fn dummy() -> Globals {
-        Globals {
-            connect: None,
-            output: super::super::Format::Text,
-            dry_run: false,
-            quiet: false,
-            verbose: false,
-        }
+        Globals::default()
     }
 }
