@@ -4,6 +4,7 @@ mod backends;
 mod bench;
 mod bench_latency;
 mod common;
+mod conventions;
 mod corpus;
 mod desired;
 mod host;
