@@ -45,7 +45,13 @@ fn version_line() -> &'static str {
 
 /// Parse the command line as `Cli::try_parse_from` does, with the runtime version line.
 pub fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
-    let mut cmd = Cli::command().version(version_line());
+    // clap colours its help and usage errors as --color says (auto: a terminal, NO_COLOR).
+    let colour = match super::color_asked(args) {
+        Some(super::ColorChoice::Always) => clap::ColorChoice::Always,
+        Some(super::ColorChoice::Never) => clap::ColorChoice::Never,
+        _ => clap::ColorChoice::Auto,
+    };
+    let mut cmd = Cli::command().version(version_line()).color(colour);
     let mut matches = cmd.try_get_matches_from_mut(args)?;
     Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))
 }

@@ -228,6 +228,24 @@ fn wants_json(args: &[std::ffi::OsString]) -> bool {
             .any(|a| *a == "--output=json" || *a == "-ojson" || *a == "-o=json")
 }
 
+/// The raw command line's `--color WHEN`, the last one given, for clap's own help and usage
+/// errors, which are written before the parsed flag exists.
+fn color_asked(args: &[std::ffi::OsString]) -> Option<ColorChoice> {
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    let mut asked = None;
+    for (i, a) in args.iter().enumerate() {
+        let value = match a.strip_prefix("--color") {
+            Some("") => args.get(i + 1).copied(),
+            Some(v) => v.strip_prefix('='),
+            None => None,
+        };
+        if let Some(c) = value.and_then(|v| ColorChoice::from_str(v, false).ok()) {
+            asked = Some(c);
+        }
+    }
+    asked
+}
+
 /// Print a rendered report: stdout first (flushed, so a terminal shows the two in order),
 /// then the errors on stderr. `-q` drops the report unless it failed or is data.
 fn print_text(t: &Text, keep_out: bool) {
@@ -386,5 +404,20 @@ mod tests {
         assert!(wants_json(&a("vbridge -o json attach")));
         assert!(wants_json(&a("vbridge attach --output=json")));
         assert!(!wants_json(&a("vbridge attach web")));
+    }
+
+    #[test]
+    fn color_detection_for_clap() {
+        let a = |s: &str| s.split_whitespace().map(Into::into).collect::<Vec<_>>();
+        assert_eq!(
+            color_asked(&a("vbridge --color never attach")),
+            Some(ColorChoice::Never)
+        );
+        assert_eq!(
+            color_asked(&a("vbridge attach --color=always --color=never")),
+            Some(ColorChoice::Never)
+        );
+        assert_eq!(color_asked(&a("vbridge attach --color")), None);
+        assert_eq!(color_asked(&a("vbridge attach --colour never")), None);
     }
 }

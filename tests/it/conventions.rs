@@ -409,6 +409,22 @@ fn colour_only_when_asked_or_on_a_terminal_and_never_with_no_color() {
     }
     let (_, tty) = on_terminal(&state, &doctor, &[("NO_COLOR", "")], "");
     assert!(tty.contains("\x1b[36minfo\x1b[0m"), "{tty:?}");
+    // clap's own usage errors follow --color too.
+    let usage = ["attach", "web", "--index", "0"];
+    let (code, tty) = on_terminal(&state, &usage, &[], "");
+    assert_eq!(code, 2, "{tty:?}");
+    assert!(tty.contains(ESC), "{tty:?}");
+    let (code, tty) = on_terminal(
+        &state,
+        &[&usage[..], &["--color", "never"]].concat(),
+        &[],
+        "",
+    );
+    assert_eq!(code, 2, "{tty:?}");
+    assert!(
+        tty.contains("invalid value") && !tty.contains(ESC),
+        "{tty:?}"
+    );
     // The diff on a terminal: coloured; its error on the same terminal's stderr too.
     let (code, tty) = on_terminal(
         &state,
