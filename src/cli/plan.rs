@@ -173,12 +173,19 @@ fn render_host(out: &mut String, fail: &mut Failures, plan: &HostPlan, planned: 
         }
         let heading = format!("  vm {}:\n", vm.name);
         let answered = vm.verified.as_ref().filter(|r| r.ok());
-        if !vm.changes.is_empty() || answered.is_some() || !vm.notes.is_empty() {
+        let failed = |c: &&NicPlan| c.status == Status::Failed;
+        if vm.changes.iter().any(|c| !failed(&c)) || answered.is_some() || !vm.notes.is_empty() {
             out.push_str(&heading);
         }
         fail.vm = Some(heading);
+        // A NIC change that failed is a failure; the ones done, pending or skipped are not.
         for c in &vm.changes {
-            let _ = writeln!(out, "    {}", nic_line(c, planned));
+            let line = format!("    {}", nic_line(c, planned));
+            if failed(&c) {
+                fail.line(&line);
+            } else {
+                let _ = writeln!(out, "{line}");
+            }
         }
         if let Some(e) = &vm.error {
             fail.line(&format!("    FAILED: {e}"));
@@ -252,11 +259,28 @@ fn render(r: &FileReport, g: &Globals, t: &mut Text) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vbridge::desired::diff::VmPlan;
     use vbridge::desired::run::HostReport;
     use vbridge::error::Error;
 
-    fn vm(name: &str, error: Option<Error>, notes: &[&str]) -> vbridge::desired::diff::VmPlan {
-        vbridge::desired::diff::VmPlan {
+    fn nic(status: Status) -> NicPlan {
+        NicPlan {
+            mac: Some("52:54:00:00:00:09".into()),
+            mode: Mode::Persistent,
+            action: NicAction::Update,
+            target: Target::Bridge(vbridge::validate::BridgeName::parse("br0").unwrap()),
+            definitions: vec![Definition::Config],
+            differences: Vec::new(),
+            status,
+            want: serde_json::from_value(
+                serde_json::json!({"bridge": "br0", "mode": "persistent"}),
+            )
+            .unwrap(),
+        }
+    }
+
+    fn vm(name: &str, error: Option<Error>, notes: &[&str]) -> VmPlan {
+        VmPlan {
             name: name.into(),
             changes: Vec::new(),
             verify: None,
@@ -296,11 +320,10 @@ mod tests {
                             ),
                             // Nothing but a note: not shown, as before.
                             vm("web", None, &["web is running"]),
-                            vm(
-                                "gone",
-                                Some(Error::not_found("no domain named \"gone\"")),
-                                &[],
-                            ),
+                            VmPlan {
+                                changes: vec![nic(Status::Failed), nic(Status::Skipped)],
+                                ..vm("gone", Some(Error::host("define refused")), &[])
+                            },
                         ],
                         notes: Vec::new(),
                     }),
@@ -317,16 +340,21 @@ mod tests {
         };
         let mut t = Text::plain();
         render(&r, &Globals::default(), &mut t);
+        let nic = "nic 52:54:00:00:00:09: changed on bridge br0 (persistent, config)";
         assert_eq!(
             t.out,
-            "host qemu:///a:\n  vm ghost:\n    note: a note\n  0 changed, with failures\n\
+            format!(
+                "host qemu:///a:\n  vm ghost:\n    note: a note\n  vm gone:\n    {nic} [skipped]\n  0 changed, with failures\n\
              host qemu:///b:\n  0 changed, with failures\n\
              apply: nothing to change on 2 host(s); some failed\n"
+            )
         );
         assert_eq!(
             t.err,
-            "host qemu:///a:\n  vm ghost:\n    FAILED: no domain named \"ghost\"\n  vm gone:\n    FAILED: no domain named \"gone\"\n\
-             host qemu:///b:\n  FAILED: cannot connect\n"
+            format!(
+                "host qemu:///a:\n  vm ghost:\n    FAILED: no domain named \"ghost\"\n  vm gone:\n    {nic} [failed]\n    FAILED: define refused\n\
+                 host qemu:///b:\n  FAILED: cannot connect\n"
+            )
         );
     }
 }
