@@ -32,6 +32,8 @@ fn main() -> anyhow::Result<()> {
         dry_run: false,
         // A transient VM is refused rather than made persistent.
         persist: false,
+        // No progress line: this program prints one JSON document.
+        progress: Default::default(),
     };
     let report = attach::attach(&conn, &args, &opts, &state)?;
     println!(

@@ -30,6 +30,8 @@ pub struct AttachOptions {
     pub dry_run: bool,
     /// Make a transient VM persistent (its rewrite is refused otherwise).
     pub persist: bool,
+    /// Told as each domain is read and defined (the CLI's progress line).
+    pub progress: crate::progress::Sink,
 }
 
 /// Everything `attach` (without `--hotplug`) can be asked: where the NICs go, which, with
@@ -44,6 +46,8 @@ pub struct AttachRequest {
     pub dry_run: bool,
     /// Make a transient VM persistent (its persistent rewrite is refused otherwise).
     pub persist: bool,
+    /// Told as each domain is read and defined (the CLI's progress line).
+    pub progress: crate::progress::Sink,
 }
 
 impl From<&AttachOptions> for AttachRequest {
@@ -55,6 +59,7 @@ impl From<&AttachOptions> for AttachRequest {
             live: None,
             dry_run: o.dry_run,
             persist: o.persist,
+            progress: o.progress.clone(),
         }
     }
 }
@@ -83,6 +88,8 @@ pub struct AttachPlan {
     pub verify_within: Option<Duration>,
     /// Domains changed at once.
     pub workers: usize,
+    /// The options' sink, for [`apply`].
+    pub progress: crate::progress::Sink,
 }
 
 /// The plan of rewriting one domain's persistent definition `original`. Pure.
@@ -98,6 +105,7 @@ pub fn plan_domain(
         selection: selection.clone(),
         dry_run: false,
         persist: false,
+        progress: Default::default(),
     });
     let (r, p, _) = plan_request_domain(domain, original, running.then_some(""), &req)?;
     Ok((r, p))
@@ -173,7 +181,9 @@ pub fn plan_request(conn: &Conn, domains: &[String], req: &AttachRequest) -> Res
         Target::Bridge(b) => crate::topology::bridge_owner_notes(conn, b.as_str()),
         Target::Direct { .. } => Vec::new(),
     };
+    req.progress.begin("reading domains", domains.len());
     let planned: Vec<(Option<String>, DomainPlan)> = parallel(domains.iter().collect(), |name| {
+        let _tick = Tick(&req.progress, name);
         let observed = conn.domain(name).and_then(|dom| {
             let original = dom.persistent_xml()?;
             // The id libvirt returned with the lookup: no extra round trip per VM.
@@ -271,6 +281,7 @@ pub fn plan_request(conn: &Conn, domains: &[String], req: &AttachRequest) -> Res
         dry_run: req.dry_run,
         domains,
         verify_within: req.live.and_then(|l| l.verify_within),
+        progress: req.progress.clone(),
         workers: if req.live.is_some() {
             live::MOVERS
         } else {
@@ -293,6 +304,15 @@ fn dry_run_diff(p: &Plan<DomainStep>) -> Option<String> {
         }
     }
     (!p.is_empty()).then_some(out)
+}
+
+/// Tells the sink a domain is finished when dropped: on every way out of its closure.
+struct Tick<'a>(&'a crate::progress::Sink, &'a str);
+
+impl Drop for Tick<'_> {
+    fn drop(&mut self) {
+        self.0.done(self.1);
+    }
 }
 
 /// Apply an attach plan: back up every definition to replace and flush them once, then
@@ -355,10 +375,14 @@ pub fn apply_confirmed(
         }
     }
     let within = plan.verify_within;
+    let todo = slots.iter().filter(|s| s.todo.is_some()).count();
+    plan.progress.begin("defining domains", todo);
     let domains = parallel_with(slots, plan.workers, |s| {
         let Some((dom, p)) = s.todo else {
             return s.result;
         };
+        let name = s.result.domain.clone();
+        let _tick = Tick(&plan.progress, &name);
         let started = Instant::now();
         let mut by = DomainApplier::with_backup(conn, Some(&dom), Some(state), s.backup);
         match plan::apply(&p.steps, &mut by) {
@@ -601,6 +625,7 @@ mod tests {
             live: Some(LiveOptions::default()),
             dry_run: false,
             persist: false,
+            progress: Default::default(),
         };
         let (r, p, verify) = plan_request_domain("web", ON_BR0, Some(&live), &req).unwrap();
         assert!(r.changed);

@@ -18,6 +18,7 @@ pub mod hotplug;
 pub mod libvirt;
 pub mod network;
 pub mod plan;
+pub mod progress;
 pub mod report;
 pub mod shell;
 pub mod tap;

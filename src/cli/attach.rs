@@ -1,5 +1,6 @@
 //! `vbridge attach`, `vbridge detach`, `vbridge undo`.
 
+use super::output::Text;
 use super::{report, CmdResult, Globals};
 use clap::{ArgGroup, Args};
 use serde::Serialize;
@@ -13,6 +14,7 @@ use vbridge::domxml::{Nic, NicOptions, Selection, Target};
 use vbridge::error::Error;
 use vbridge::hotplug;
 use vbridge::libvirt::Conn;
+use vbridge::progress::Sink;
 use vbridge::report::{AttachReport, DomainResult, NicResult};
 use vbridge::validate::{BridgeName, DirectMode, Mac, Mtu, Queues};
 use vbridge::verify::{self, VerifyOptions};
@@ -110,7 +112,7 @@ impl AttachArgs {
     }
 
     /// The whole request, every value checked before anything is looked up or changed.
-    fn request(&self, dry_run: bool) -> Result<AttachRequest, Error> {
+    fn request(&self, dry_run: bool, progress: Sink) -> Result<AttachRequest, Error> {
         let (bridge, selection) = self.checked()?;
         let target = match &self.direct {
             Some(dev) => Target::Direct {
@@ -137,6 +139,7 @@ impl AttachArgs {
             live,
             dry_run,
             persist: self.persist,
+            progress,
         })
     }
 }
@@ -162,10 +165,12 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
         ));
     }
     // Every value is checked before libvirt is asked anything.
-    let req = a.request(g.dry_run)?;
+    let req = a.request(g.dry_run, g.progress.clone())?;
     let conn = Conn::open(g.connect.as_deref())?;
     // `verify` is a command of its own: the binary hands its check to attach.
-    let confirm = |dom: &str, mac: &Mac, within: Duration| confirm_lan(&conn, dom, mac, within);
+    let progress = g.progress.clone();
+    let confirm =
+        |dom: &str, mac: &Mac, within: Duration| confirm_lan(&conn, dom, mac, within, &progress);
     let r = attach::attach_request(
         &conn,
         &a.domains,
@@ -177,10 +182,17 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
 }
 
 /// The LAN address that answers on the NIC, by `vbridge verify`, or why there is none.
-fn confirm_lan(conn: &Conn, dom: &str, mac: &Mac, within: Duration) -> Result<String, String> {
+fn confirm_lan(
+    conn: &Conn,
+    dom: &str,
+    mac: &Mac,
+    within: Duration,
+    progress: &Sink,
+) -> Result<String, String> {
     let opts = VerifyOptions {
         timeout: within,
         mac: Some(mac.to_string()),
+        progress: progress.clone(),
     };
     let r = verify::verify(conn, dom, &opts).map_err(|e| e.message)?;
     let nic = r.interfaces.iter().find(|i| i.mac == mac.as_str());
@@ -229,7 +241,7 @@ fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
         std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut xml))
     };
     read.map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-    let req = a.request(false)?;
+    let req = a.request(false, Sink::default())?;
     let rw = attach::rewrite_document_request(&xml, &req)?;
     let r = XmlReport {
         changed: rw.changed(),
@@ -239,7 +251,7 @@ fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
     // Text mode prints the document itself, byte for byte, for pipes.
     Ok(Box::new(super::Data(super::Rendered {
         value: r,
-        render: |r, _| r.xml.clone(),
+        render: |r, _, t| t.out.push_str(&r.xml),
         success: |_| true,
     })))
 }
@@ -293,17 +305,15 @@ fn describe(n: &Nic) -> String {
     )
 }
 
-fn render(r: &AttachReport, g: &Globals) -> String {
-    let mut out = String::new();
+/// Each VM's outcome: what changed on stdout, a VM that failed on stderr (the others go on).
+fn render(r: &AttachReport, g: &Globals, t: &mut Text) {
     let would = if r.dry_run { "would change" } else { "changed" };
     for d in &r.domains {
         if let Some(e) = &d.error {
-            out.push_str(&format!("{}: error: {}\n", d.domain, e.message));
-            if let Some(h) = &e.hint {
-                out.push_str(&format!("  hint: {h}\n"));
-            }
+            t.error(&d.domain, e);
             continue;
         }
+        let out = &mut t.out;
         out.push_str(&format!(
             "{}: {}\n",
             d.domain,
@@ -353,12 +363,38 @@ fn render(r: &AttachReport, g: &Globals) -> String {
         }
         if let Some(diff) = &d.diff {
             if r.dry_run || g.verbose {
-                out.push_str(diff);
-                if !diff.ends_with('\n') {
-                    out.push('\n');
-                }
+                t.diff(diff);
             }
         }
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vbridge::error::Error;
+
+    /// Several VMs in one call: the ones that worked on stdout, the one that failed on
+    /// stderr with its hint, in the words the one-stream output had.
+    #[test]
+    fn a_failed_vm_goes_to_stderr_the_others_to_stdout() {
+        let r = AttachReport {
+            dry_run: false,
+            domains: vec![
+                DomainResult::new("web", true, Vec::new()),
+                DomainResult::failed(
+                    "nosuchvm",
+                    Error::not_found("no domain named \"nosuchvm\"").with_hint("list them"),
+                ),
+                DomainResult::new("db", false, Vec::new()),
+            ],
+        };
+        let mut t = Text::plain();
+        render(&r, &Globals::default(), &mut t);
+        assert_eq!(t.out, "web: changed\ndb: unchanged\n");
+        assert_eq!(
+            t.err,
+            "nosuchvm: error: no domain named \"nosuchvm\"\n  hint: list them\n"
+        );
+    }
 }

@@ -45,7 +45,13 @@ fn version_line() -> &'static str {
 
 /// Parse the command line as `Cli::try_parse_from` does, with the runtime version line.
 pub fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
-    let mut cmd = Cli::command().version(version_line());
+    // clap colours its help and usage errors as --color says (auto: a terminal, NO_COLOR).
+    let colour = match super::color_asked(args) {
+        Some(super::ColorChoice::Always) => clap::ColorChoice::Always,
+        Some(super::ColorChoice::Never) => clap::ColorChoice::Never,
+        _ => clap::ColorChoice::Auto,
+    };
+    let mut cmd = Cli::command().version(version_line()).color(colour);
     let mut matches = cmd.try_get_matches_from_mut(args)?;
     Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))
 }
@@ -62,7 +68,7 @@ pub fn completions(a: &CompletionsArgs, _g: &Globals) -> CmdResult {
     let script = String::from_utf8_lossy(&buf).into_owned();
     Ok(Box::new(Data(Rendered {
         value: script,
-        render: |s, _| s.clone(),
+        render: |s, _, t| t.out.push_str(s),
         success: |_| true,
     })))
 }
@@ -86,7 +92,10 @@ pub fn man(a: &ManArgs, _g: &Globals) -> CmdResult {
     pages.sort();
     Ok(super::report(
         pages,
-        |p, _| p.iter().map(|l| format!("wrote {l}\n")).collect(),
+        |p, _, t| {
+            p.iter()
+                .for_each(|l| t.out.push_str(&format!("wrote {l}\n")))
+        },
         |_| true,
     ))
 }
@@ -96,7 +105,11 @@ mod tests {
     use super::*;
 
     fn text(r: CmdResult) -> String {
-        r.unwrap_or_else(|e| panic!("{}", e.message)).text(&dummy())
+        let mut t = super::super::Text::plain();
+        r.unwrap_or_else(|e| panic!("{}", e.message))
+            .text(&dummy(), &mut t);
+        assert_eq!(t.err, "");
+        t.out
     }
 
     #[test]
@@ -143,12 +156,6 @@ mod tests {
     }
 
     fn dummy() -> Globals {
-        Globals {
-            connect: None,
-            output: super::super::Format::Text,
-            dry_run: false,
-            quiet: false,
-            verbose: false,
-        }
+        Globals::default()
     }
 }

@@ -1,5 +1,6 @@
 //! `vbridge doctor`.
 
+use super::output::{Text, Tone};
 use super::{report, CmdResult, Globals};
 use clap::Args;
 use std::fmt::Write as _;
@@ -32,17 +33,20 @@ pub fn run(args: &DoctorArgs, g: &Globals) -> CmdResult {
     Ok(report(r, render, Report::ok))
 }
 
-fn mark(m: &str) -> &str {
+/// A hop's mark, coloured by what it says on a terminal.
+fn mark(t: &Text, m: &str) -> String {
     match m {
-        "ok" => "ok",
-        "fail" => "FAIL",
-        "warn" => "warn",
-        "off" => "off",
-        _ => "?",
+        "ok" => t.tone(Tone::Good, "ok"),
+        "fail" => t.tone(Tone::Bad, "FAIL"),
+        "warn" => t.tone(Tone::Warn, "warn"),
+        "off" => "off".to_string(),
+        _ => "?".to_string(),
     }
 }
 
-fn render(r: &Report, g: &Globals) -> String {
+/// Findings are the report (stdout), whatever their severity; a fix that could not be made
+/// is an error of the run (stderr, under the same heading).
+fn render(r: &Report, g: &Globals, t: &mut Text) {
     let mut s = String::new();
     if !r.paths.is_empty() {
         s.push_str("Paths (NIC -> tap -> bridge -> uplink -> LAN):\n");
@@ -56,7 +60,7 @@ fn render(r: &Report, g: &Globals) -> String {
                         "tap" => format!("tap {}", h.name),
                         _ => h.name.clone(),
                     };
-                    format!("{name} {}", mark(h.mark))
+                    format!("{name} {}", mark(t, h.mark))
                 })
                 .collect();
             let mac = p.mac.as_deref().unwrap_or("-");
@@ -75,24 +79,22 @@ fn render(r: &Report, g: &Globals) -> String {
         s.push_str("Findings:\n");
         for f in shown {
             let sev = match f.severity {
-                Severity::Error => "ERROR",
-                Severity::Warning => "warning",
-                Severity::Info => "info",
+                Severity::Error => t.tone(Tone::Bad, "ERROR"),
+                Severity::Warning => t.tone(Tone::Warn, "warning"),
+                Severity::Info => t.tone(Tone::Info, "info"),
             };
             let _ = writeln!(s, "  {sev} {} [{}]: {}", f.id, f.subject, f.message);
             let _ = writeln!(s, "      fix: {}", f.fix);
         }
     }
     if !r.fixed.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n{}:",
-            if r.dry_run {
-                "Would change (dry run)"
-            } else {
-                "Changed"
-            }
-        );
+        let heading = if r.dry_run {
+            "Would change (dry run)"
+        } else {
+            "Changed"
+        };
+        let _ = writeln!(s, "\n{heading}:");
+        let mut err_heading = false;
         for f in &r.fixed {
             let state = match (&f.error, f.done) {
                 (Some(e), _) => format!("FAILED: {e}"),
@@ -100,13 +102,21 @@ fn render(r: &Report, g: &Globals) -> String {
                 (None, false) if r.dry_run => "would do".to_string(),
                 (None, false) => "not done".to_string(),
             };
-            let _ = writeln!(s, "  {} ({}): {state}", f.change, f.ids.join(", "));
+            let to = if f.error.is_some() {
+                if !std::mem::replace(&mut err_heading, true) {
+                    let _ = writeln!(t.err, "{heading}:");
+                }
+                &mut t.err
+            } else {
+                &mut s
+            };
+            let _ = writeln!(to, "  {} ({}): {state}", f.change, f.ids.join(", "));
             for p in &f.persisted {
-                let _ = writeln!(s, "      wrote {}: {}", p.path, p.why);
+                let _ = writeln!(to, "      wrote {}: {}", p.path, p.why);
             }
             if let Some(h) = &f.persist_hint {
                 if g.verbose || !f.done || f.persisted.is_empty() {
-                    let _ = writeln!(s, "      {h}");
+                    let _ = writeln!(to, "      {h}");
                 }
             }
         }
@@ -125,7 +135,7 @@ fn render(r: &Report, g: &Globals) -> String {
             ", after the fixes"
         }
     );
-    s
+    t.out.push_str(&s);
 }
 
 #[cfg(test)]
@@ -137,11 +147,8 @@ mod tests {
 
     fn globals() -> Globals {
         Globals {
-            connect: None,
-            output: super::super::Format::Text,
             dry_run: true,
-            quiet: false,
-            verbose: false,
+            ..Globals::default()
         }
     }
 
@@ -157,7 +164,10 @@ mod tests {
             dry_run: true,
             elapsed_ms: 0.0,
         };
-        let text = render(&r, &globals());
+        let mut t = Text::plain();
+        render(&r, &globals(), &mut t);
+        assert_eq!(t.err, "", "a dry run fails no fix");
+        let text = t.out;
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/data/doctor")
             .join(format!("{name}.txt"));
@@ -183,6 +193,66 @@ mod tests {
         let host = o.host.as_mut().unwrap();
         host.interfaces.get_mut("enp3s0").unwrap().master = None;
         golden("no-uplink-running-vm", &o, true);
+    }
+
+    /// A fix that failed is an error of the run: stderr, under the heading it had; the
+    /// findings and the fixes that worked stay the report on stdout. On a terminal the
+    /// severities and marks are coloured, and only they: the words stay the same.
+    #[test]
+    fn a_failed_fix_goes_to_stderr_and_severities_take_colour() {
+        let mut o = healthy();
+        let host = o.host.as_mut().unwrap();
+        host.interfaces.get_mut("vnet0").unwrap().master = None;
+        o.networks[0].autostart = false;
+        let findings = check(&o);
+        let mut fixed = plan(&findings);
+        assert!(fixed.len() >= 2, "{fixed:#?}");
+        fixed[0].error = Some(vbridge::error::Error::new(
+            vbridge::error::ErrorKind::Host,
+            "RTNETLINK answers: Operation not permitted",
+        ));
+        fixed[1].done = true;
+        let r = Report {
+            uri: o.uri.clone(),
+            paths: paths(&o, &findings),
+            findings,
+            fixed,
+            host_skipped: None,
+            dry_run: false,
+            elapsed_ms: 0.0,
+        };
+        let g = Globals::default();
+        let mut t = Text::plain();
+        render(&r, &g, &mut t);
+        let failed = format!(
+            "  {} ({}): FAILED: RTNETLINK answers: Operation not permitted\n",
+            r.fixed[0].change,
+            r.fixed[0].ids.join(", ")
+        );
+        assert!(
+            t.err.starts_with(&format!("Changed:\n{failed}")),
+            "{}",
+            t.err
+        );
+        assert!(!t.out.contains("FAILED"), "{}", t.out);
+        assert!(t.out.contains("\nChanged:\n"), "{}", t.out);
+        assert!(
+            t.out.contains(&format!("  {} (", r.fixed[1].change)),
+            "{}",
+            t.out
+        );
+        assert!(t.out.contains("  ERROR tap-detached"), "{}", t.out);
+
+        let mut c = Text::new(true, true);
+        render(&r, &g, &mut c);
+        assert!(
+            c.out.contains("\x1b[1m\x1b[31mERROR\x1b[0m tap-detached"),
+            "{}",
+            c.out
+        );
+        assert!(c.out.contains("\x1b[32mok\x1b[0m"), "{}", c.out);
+        assert!(c.out.contains("\x1b[1m\x1b[31mFAIL\x1b[0m"), "{}", c.out);
+        assert_eq!(c.err, t.err, "the failed fix's line has no colour to lose");
     }
 
     /// Names a shell would split or expand: every suggested command quotes them, so a paste

@@ -1,5 +1,6 @@
 //! `vbridge host-bridge` and `vbridge tap`.
 
+use super::output::Text;
 use super::{CmdResult, Globals};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -195,19 +196,20 @@ fn host_bridge_options(
     })
 }
 
-fn render_bridge(r: &host_bridge::Report, g: &Globals) -> String {
-    let mut s = String::new();
+/// A rollback is the command failing: it goes to stderr, the report of a change to stdout.
+fn render_bridge(r: &host_bridge::Report, g: &Globals, t: &mut Text) {
     if r.rolled_back {
         let why = match &r.probe {
             Some(p) => format!("{} did not answer within {} ms", p.target, p.ms),
             None => "the probe failed".to_string(),
         };
-        s.push_str(&format!(
+        t.err.push_str(&format!(
             "rolled back: {why}; {} keeps its previous addresses, routes and links\n",
             r.nic
         ));
-        return s;
+        return;
     }
+    let s = &mut t.out;
     let verb = match (r.changed, r.dry_run) {
         (false, _) => "no change",
         (true, true) => "would change",
@@ -256,7 +258,6 @@ fn render_bridge(r: &host_bridge::Report, g: &Globals) -> String {
             r.confirm_within.unwrap_or(0)
         ));
     }
-    s
 }
 
 #[derive(Serialize)]
@@ -284,7 +285,7 @@ pub fn host_bridge(a: &HostBridgeArgs, g: &Globals) -> CmdResult {
                 reverted: rec.as_ref().is_some_and(|r| r.reverted),
                 record: rec,
             },
-            |r, _| format!("reverted: {}\n", r.reverted),
+            |r, _, t| t.out.push_str(&format!("reverted: {}\n", r.reverted)),
             |_| true,
         ));
     }
@@ -297,7 +298,10 @@ pub fn host_bridge(a: &HostBridgeArgs, g: &Globals) -> CmdResult {
                 nic: p.nic,
                 mode: p.mode,
             },
-            |r, _| format!("confirmed: {} stays on {}\n", r.nic, r.bridge),
+            |r, _, t| {
+                t.out
+                    .push_str(&format!("confirmed: {} stays on {}\n", r.nic, r.bridge))
+            },
             |_| true,
         ));
     }
@@ -306,19 +310,20 @@ pub fn host_bridge(a: &HostBridgeArgs, g: &Globals) -> CmdResult {
     Ok(super::report(rep, render_bridge, |r| !r.rolled_back))
 }
 
-fn render_tap(r: &tap::TapReport, g: &Globals) -> String {
+fn render_tap(r: &tap::TapReport, g: &Globals, t: &mut Text) {
+    let s = &mut t.out;
     if !r.changed {
-        return format!("{}: no change\n", r.name);
+        s.push_str(&format!("{}: no change\n", r.name));
+        return;
     }
-    let mut s = format!(
+    s.push_str(&format!(
         "{}: {}\n",
         r.name,
         if g.dry_run { "would change" } else { "changed" }
-    );
+    ));
     for a in &r.actions {
         s.push_str(&format!("  {a}\n"));
     }
-    s
 }
 
 pub fn tap(cmd: &TapCommand, g: &Globals) -> CmdResult {

@@ -1,17 +1,22 @@
 //! The command line: argument parsing (pure), dispatch to the library, rendering of reports
-//! as text or JSON, and exit codes. The only layer that prints.
+//! as text or JSON, and exit codes. The only layer that prints: in text mode the report on
+//! stdout and every error on stderr (`output`), a progress line on a terminal's stderr
+//! (`progress`); in JSON mode one document on stdout and nothing else.
 
 mod attach;
 mod docs;
 mod doctor;
 mod host;
 mod network;
+mod output;
 mod plan;
+mod progress;
 mod verify;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use output::{ColorChoice, Text};
 use serde::Serialize;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use vbridge::error::Error;
 
@@ -51,6 +56,28 @@ pub struct Globals {
     /// Print more detail
     #[arg(short = 'v', long = "verbose", global = true)]
     pub verbose: bool,
+    /// Colour diffs and severities: auto (a terminal, unless NO_COLOR is set), always, never
+    #[arg(long = "color", global = true, value_enum, value_name = "WHEN",
+          default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Not an option: where the library reports progress (the progress line, or nobody).
+    #[arg(skip)]
+    pub progress: vbridge::progress::Sink,
+}
+
+impl Default for Globals {
+    /// The defaults of the command line: text, no flags, libvirt's default URI.
+    fn default() -> Globals {
+        Globals {
+            connect: None,
+            output: Format::Text,
+            dry_run: false,
+            quiet: false,
+            verbose: false,
+            color: ColorChoice::Auto,
+            progress: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -102,7 +129,9 @@ pub enum Command {
 /// A command's result, renderable as text or JSON.
 pub trait Report {
     fn json(&self) -> serde_json::Value;
-    fn text(&self, globals: &Globals) -> String;
+    /// The text rendering, into its two streams: the report, and the errors in it (a VM of
+    /// several that failed, a host that could not be reached).
+    fn text(&self, globals: &Globals, t: &mut Text);
     /// False turns the exit code into FAILURE (a VM that failed, a check that failed).
     fn success(&self) -> bool {
         true
@@ -124,8 +153,8 @@ impl<T: Serialize> Report for Data<T> {
     fn json(&self) -> serde_json::Value {
         self.0.json()
     }
-    fn text(&self, globals: &Globals) -> String {
-        self.0.text(globals)
+    fn text(&self, globals: &Globals, t: &mut Text) {
+        self.0.text(globals, t)
     }
     fn success(&self) -> bool {
         self.0.success()
@@ -138,7 +167,7 @@ impl<T: Serialize> Report for Data<T> {
 /// Wrap a serialisable value and a text renderer into a `Report`.
 pub struct Rendered<T: Serialize> {
     pub value: T,
-    pub render: fn(&T, &Globals) -> String,
+    pub render: fn(&T, &Globals, &mut Text),
     pub success: fn(&T) -> bool,
 }
 
@@ -148,8 +177,8 @@ impl<T: Serialize> Report for Rendered<T> {
             |e| serde_json::json!({"error": {"kind": "internal", "message": e.to_string()}}),
         )
     }
-    fn text(&self, globals: &Globals) -> String {
-        (self.render)(&self.value, globals)
+    fn text(&self, globals: &Globals, t: &mut Text) {
+        (self.render)(&self.value, globals, t)
     }
     fn success(&self) -> bool {
         (self.success)(&self.value)
@@ -158,7 +187,7 @@ impl<T: Serialize> Report for Rendered<T> {
 
 pub fn report<T: Serialize + 'static>(
     value: T,
-    render: fn(&T, &Globals) -> String,
+    render: fn(&T, &Globals, &mut Text),
     success: fn(&T) -> bool,
 ) -> Box<dyn Report> {
     Box::new(Rendered {
@@ -199,17 +228,46 @@ fn wants_json(args: &[std::ffi::OsString]) -> bool {
             .any(|a| *a == "--output=json" || *a == "-ojson" || *a == "-o=json")
 }
 
-fn print_error(json: bool, err: &Error) {
-    if json {
-        let v = serde_json::json!({ "error": err });
-        println!("{v}");
-    } else {
-        let mut msg = format!("vbridge: error: {}", err.message);
-        if let Some(h) = &err.hint {
-            msg.push_str(&format!("\n  hint: {h}"));
+/// The raw command line's `--color WHEN`, the last one given, for clap's own help and usage
+/// errors, which are written before the parsed flag exists.
+fn color_asked(args: &[std::ffi::OsString]) -> Option<ColorChoice> {
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    let mut asked = None;
+    for (i, a) in args.iter().enumerate() {
+        let value = match a.strip_prefix("--color") {
+            Some("") => args.get(i + 1).copied(),
+            Some(v) => v.strip_prefix('='),
+            None => None,
+        };
+        if let Some(c) = value.and_then(|v| ColorChoice::from_str(v, false).ok()) {
+            asked = Some(c);
         }
-        eprintln!("{msg}");
     }
+    asked
+}
+
+/// Print a rendered report: stdout first (flushed, so a terminal shows the two in order),
+/// then the errors on stderr. `-q` drops the report unless it failed or is data.
+fn print_text(t: &Text, keep_out: bool) {
+    if keep_out && !t.out.is_empty() {
+        let mut out = std::io::stdout().lock();
+        // Renderers end their own lines: `attach --xml` must print the document as is.
+        let _ = write!(out, "{}", t.out);
+        let _ = out.flush();
+    }
+    if !t.err.is_empty() {
+        let _ = write!(std::io::stderr().lock(), "{}", t.err);
+    }
+}
+
+/// The two streams' text, coloured as `--color`, NO_COLOR and each stream's terminal say.
+fn text_for(g: &Globals) -> Text {
+    let no_color = std::env::var_os("NO_COLOR");
+    let on = |terminal| output::colour(g.color, no_color.as_deref(), terminal);
+    Text::new(
+        on(std::io::stdout().is_terminal()),
+        on(std::io::stderr().is_terminal()),
+    )
 }
 
 /// Entry point of the binary.
@@ -217,7 +275,7 @@ pub fn main() -> ExitCode {
     vbridge::libvirt::init();
     // args_os: a path argument need not be UTF-8, and std::env::args would panic on it.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cli = match docs::parse(&args) {
+    let mut cli = match docs::parse(&args) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind as K;
@@ -243,22 +301,41 @@ pub fn main() -> ExitCode {
         }
     };
     let json = cli.globals.output == Format::Json;
-    match dispatch(&cli) {
+    // A dumb terminal (an editor's shell buffer) cannot erase a line: no progress there.
+    let redraws =
+        std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
+    let line = progress::Line::for_run(!json, cli.globals.quiet, redraws);
+    if let Some(l) = &line {
+        cli.globals.progress = vbridge::progress::Sink::new(l.clone());
+    }
+    let result = dispatch(&cli);
+    if let Some(l) = &line {
+        l.clear();
+    }
+    let g = &cli.globals;
+    match result {
         Ok(report) => {
             let ok = report.success();
-            let mut out = std::io::stdout().lock();
             if json {
-                let _ = writeln!(out, "{}", report.json());
-            } else if !cli.globals.quiet || !ok || report.is_data() {
-                let text = report.text(&cli.globals);
-                // Renderers end their own lines: `attach --xml` must print the document as is.
-                let _ = write!(out, "{text}");
+                // Written, not println!: a closed pipe must not panic.
+                let _ = writeln!(std::io::stdout().lock(), "{}", report.json());
+            } else {
+                let mut t = text_for(g);
+                report.text(g, &mut t);
+                print_text(&t, !g.quiet || !ok || report.is_data());
             }
             let code = if ok { exit::OK } else { exit::FAILURE };
             ExitCode::from(report.exit_code().unwrap_or(code))
         }
         Err(err) => {
-            print_error(json, &err);
+            if json {
+                let v = serde_json::json!({ "error": err });
+                let _ = writeln!(std::io::stdout().lock(), "{v}");
+            } else {
+                let mut t = text_for(g);
+                t.error("vbridge", &err);
+                print_text(&t, false);
+            }
             ExitCode::from(exit::FAILURE)
         }
     }
@@ -341,5 +418,20 @@ mod tests {
         assert!(wants_json(&a("vbridge -o json attach")));
         assert!(wants_json(&a("vbridge attach --output=json")));
         assert!(!wants_json(&a("vbridge attach web")));
+    }
+
+    #[test]
+    fn color_detection_for_clap() {
+        let a = |s: &str| s.split_whitespace().map(Into::into).collect::<Vec<_>>();
+        assert_eq!(
+            color_asked(&a("vbridge --color never attach")),
+            Some(ColorChoice::Never)
+        );
+        assert_eq!(
+            color_asked(&a("vbridge attach --color=always --color=never")),
+            Some(ColorChoice::Never)
+        );
+        assert_eq!(color_asked(&a("vbridge attach --color")), None);
+        assert_eq!(color_asked(&a("vbridge attach --colour never")), None);
     }
 }

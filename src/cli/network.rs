@@ -1,5 +1,6 @@
 //! `vbridge net-define` and `vbridge net-undefine`.
 
+use super::output::Text;
 use super::{report, CmdResult, Globals};
 use clap::Args;
 use vbridge::libvirt::Conn;
@@ -61,8 +62,10 @@ fn verb(a: &Action) -> &'static str {
     }
 }
 
-fn render(r: &NetReport, g: &Globals) -> String {
-    let mut out = String::new();
+/// The network's state and its warnings: a report, all on stdout (its errors end the
+/// command before there is a report).
+fn render(r: &NetReport, g: &Globals, t: &mut Text) {
+    let out = &mut t.out;
     let what = if r.bridge.is_empty() {
         format!("network {}", r.name)
     } else {
@@ -95,5 +98,4 @@ fn render(r: &NetReport, g: &Globals) -> String {
             out.push_str(xml);
         }
     }
-    out
 }

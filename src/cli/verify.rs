@@ -1,5 +1,6 @@
 //! `vbridge verify`.
 
+use super::output::Text;
 use super::{report, CmdResult, Globals};
 use clap::Args;
 use std::time::Duration;
@@ -31,15 +32,18 @@ pub fn run(a: &VerifyArgs, g: &Globals) -> CmdResult {
     let opts = VerifyOptions {
         timeout: Duration::from_secs_f64(a.timeout),
         mac: a.mac.clone(),
+        progress: g.progress.clone(),
     };
     let r = verify::verify(&conn, &a.domain, &opts)?;
     Ok(report(r, render, VerifyReport::ok))
 }
 
 /// `52:54:00:..  vnet0 on br0  10.77.3.101 (neighbour)  answers`, or the reason; a NIC on a
-/// libvirt NAT network's bridge is marked `(not on the LAN)`.
-fn render(r: &VerifyReport, g: &Globals) -> String {
-    let mut out = format!(
+/// libvirt NAT network's bridge is marked `(not on the LAN)`. The verdict is the report, on
+/// stdout even when it is FAILED (exit 1), as doctor's findings are.
+fn render(r: &VerifyReport, g: &Globals, t: &mut Text) {
+    let out = &mut t.out;
+    out.push_str(&format!(
         "{}: {}\n",
         r.domain,
         if r.ok() {
@@ -47,7 +51,7 @@ fn render(r: &VerifyReport, g: &Globals) -> String {
         } else {
             "FAILED"
         }
-    );
+    ));
     for i in &r.interfaces {
         let tap = i.tap.as_deref().unwrap_or("(no TAP)");
         let ips = if i.ips.is_empty() {
@@ -70,7 +74,6 @@ fn render(r: &VerifyReport, g: &Globals) -> String {
     if g.verbose {
         out.push_str(&format!("  ({:.2} s)\n", r.elapsed));
     }
-    out
 }
 
 #[cfg(test)]
@@ -81,11 +84,8 @@ mod tests {
 
     fn globals() -> Globals {
         Globals {
-            connect: None,
             output: Format::Text,
-            dry_run: false,
-            quiet: false,
-            verbose: false,
+            ..Globals::default()
         }
     }
 
@@ -117,7 +117,10 @@ mod tests {
             ],
             elapsed: 0.5,
         };
-        let t = render(&r, &globals());
+        let mut text = Text::plain();
+        render(&r, &globals(), &mut text);
+        assert_eq!(text.err, "");
+        let t = text.out;
         assert!(t.starts_with("web: FAILED\n"), "{t}");
         // JSON carries the same verdict, derived from the interfaces.
         let j = serde_json::to_value(&r).unwrap();

@@ -10,6 +10,7 @@ use crate::domxml::Selection;
 use crate::error::{Error, Result};
 use crate::libvirt::Conn;
 use crate::network::{self, NetDefine};
+use crate::progress::Sink;
 use crate::validate::{BridgeName, Mac};
 use crate::verify::{self, VerifyOptions};
 use crate::{fanout, hotplug};
@@ -20,8 +21,9 @@ pub fn derived_mac(uuid: &str, bridge: &BridgeName) -> Mac {
     hotplug::derive_mac(uuid, bridge)
 }
 
-/// Apply the plan: networks first (VMs may use them), then each VM's NICs, then verify.
-pub fn apply(conn: &Conn, plan: &mut HostPlan, state: &StateDir) {
+/// Apply the plan: networks first (VMs may use them), then each VM's NICs, then verify;
+/// `progress` is told as each VM is finished and while its verify waits.
+pub fn apply(conn: &Conn, plan: &mut HostPlan, state: &StateDir, progress: &Sink) {
     for n in plan
         .networks
         .iter_mut()
@@ -38,12 +40,13 @@ pub fn apply(conn: &Conn, plan: &mut HostPlan, state: &StateDir) {
     }
     let vms = std::mem::take(&mut plan.vms);
     plan.vms = fanout::parallel(vms, |mut vm| {
-        apply_vm(conn, &mut vm, state);
+        apply_vm(conn, &mut vm, state, progress);
+        progress.done(&vm.name);
         vm
     });
 }
 
-fn apply_vm(conn: &Conn, vm: &mut VmPlan, state: &StateDir) {
+fn apply_vm(conn: &Conn, vm: &mut VmPlan, state: &StateDir, progress: &Sink) {
     if vm.error.is_some() {
         return;
     }
@@ -76,6 +79,7 @@ fn apply_vm(conn: &Conn, vm: &mut VmPlan, state: &StateDir) {
         let opts = VerifyOptions {
             timeout: Duration::from_secs_f64(timeout.max(0.0)),
             mac: None,
+            progress: progress.clone(),
         };
         match verify::verify(conn, &vm.name, &opts) {
             Ok(r) => vm.verified = Some(r),
@@ -140,6 +144,8 @@ fn apply_nic(conn: &Conn, vm: &str, c: &NicPlan, state: &StateDir) -> Result<()>
                 dry_run: false,
                 // A transient VM is refused, as `attach` refuses it without --persist.
                 persist: false,
+                // One VM: the host's progress counts it as a whole.
+                progress: Sink::default(),
             };
             let report = attach::attach(conn, &[vm.to_string()], &opts, state)?;
             match report.domains.into_iter().find_map(|d| d.error) {

@@ -8,6 +8,7 @@ use crate::backup::StateDir;
 use crate::error::{Error, Result};
 use crate::fanout;
 use crate::libvirt::Conn;
+use crate::progress::Sink;
 use serde::Serialize;
 
 /// One host's outcome.
@@ -54,8 +55,18 @@ pub fn plan_host(conn: &Conn, want: &Host) -> Result<HostPlan> {
 
 /// Plan, then carry the plan out on one host; returns what was done.
 pub fn apply_host(conn: &Conn, want: &Host, state: &StateDir) -> Result<HostPlan> {
+    apply_host_told(conn, want, state, &Sink::default())
+}
+
+/// [`apply_host`], telling `progress` as each VM is finished.
+fn apply_host_told(
+    conn: &Conn,
+    want: &Host,
+    state: &StateDir,
+    progress: &Sink,
+) -> Result<HostPlan> {
     let mut plan = plan_host(conn, want)?;
-    apply::apply(conn, &mut plan, state);
+    apply::apply(conn, &mut plan, state, progress);
     // Only what was carried out counts as changed.
     for n in &mut plan.networks {
         if n.error.is_some() {
@@ -84,27 +95,44 @@ fn host_report(uri: Option<String>, r: Result<HostPlan>) -> HostReport {
     }
 }
 
+/// `f` on each host; a host that fails as a whole counts its VMs as finished for `progress`.
 fn each_host(
     desired: &Desired,
     default_uri: Option<&str>,
+    progress: &Sink,
     f: impl Fn(&Conn, &Host) -> Result<HostPlan> + Sync,
 ) -> Vec<HostReport> {
     fanout::parallel(desired.hosts.iter().collect(), |h| {
         let uri = h.uri.clone().or_else(|| default_uri.map(str::to_string));
         let r = Conn::open(uri.as_deref()).and_then(|c| f(&c, h));
+        if r.is_err() {
+            h.vms.keys().for_each(|vm| progress.done(vm));
+        }
         host_report(uri, r)
     })
 }
 
 /// `vbridge plan FILE`: what apply would change, per host and VM.
 pub fn plan(desired: &Desired, default_uri: Option<&str>) -> Report {
-    Report::new("plan", each_host(desired, default_uri, plan_host))
+    Report::new(
+        "plan",
+        each_host(desired, default_uri, &Sink::default(), plan_host),
+    )
 }
 
-/// `vbridge apply FILE`: carry the plan out, per host and VM.
-pub fn apply(desired: &Desired, default_uri: Option<&str>, state: &StateDir) -> Report {
+/// `vbridge apply FILE`: carry the plan out, per host and VM; `progress` counts the VMs of
+/// every host as they are finished.
+pub fn apply(
+    desired: &Desired,
+    default_uri: Option<&str>,
+    state: &StateDir,
+    progress: &Sink,
+) -> Report {
+    progress.begin("applying", desired.hosts.iter().map(|h| h.vms.len()).sum());
     Report::new(
         "apply",
-        each_host(desired, default_uri, |c, h| apply_host(c, h, state)),
+        each_host(desired, default_uri, progress, |c, h| {
+            apply_host_told(c, h, state, progress)
+        }),
     )
 }

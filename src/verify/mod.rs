@@ -79,6 +79,8 @@ pub struct VerifyOptions {
     pub timeout: Duration,
     /// Only the NIC with this MAC.
     pub mac: Option<String>,
+    /// Told of each round of waiting (the CLI's progress line; `--verify-within`'s caller).
+    pub progress: crate::progress::Sink,
 }
 
 /// Find and check the addresses of the running domain's bridged NICs, waiting up to
@@ -141,6 +143,8 @@ pub fn verify(conn: &Conn, domain: &str, opts: &VerifyOptions) -> Result<VerifyR
     let nat = bridged.iter().any(|n| !n.lan);
     let host_side = conn.shares_host();
     loop {
+        opts.progress
+            .waiting(&name, deadline.saturating_duration_since(Instant::now()));
         let neighbours = neigh::ipv4().unwrap_or_default();
         let libvirt = libvirt_sightings(&dom, &mut asks, nat);
         for (i, nic) in bridged.iter().enumerate() {

@@ -379,7 +379,7 @@ fn unanswered_probe_rolls_back_exactly() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert_same(&lab.snapshot(), &before, "state differs after the rollback");
 
-    // The text form says so, too.
+    // The text form says so too, on stderr: a rollback is the command failing.
     let out = vbridge_in(
         &lab,
         state.path(),
@@ -394,7 +394,8 @@ fn unanswered_probe_rolls_back_exactly() {
         ],
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("rolled back"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rolled back"));
+    assert!(out.stdout.is_empty(), "{out:?}");
     assert_same(
         &lab.snapshot(),
         &before,

@@ -33,6 +33,7 @@ fn request(live: Option<LiveOptions>) -> AttachRequest {
         live,
         dry_run: false,
         persist: false,
+        progress: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@ mod bench;
 mod bench_latency;
 mod bench_live;
 mod common;
+mod conventions;
 mod corpus;
 mod desired;
 mod host;
