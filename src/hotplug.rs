@@ -7,6 +7,7 @@ use crate::edit::{DomainApplier, DomainStep};
 use crate::error::{Error, Result};
 use crate::libvirt::{Conn, Dom};
 use crate::plan::{self, Plan};
+use crate::progress::Sink;
 use crate::report::{AttachReport, DomainResult, NicResult};
 use crate::template;
 use crate::validate::{BridgeName, Mac};
@@ -269,10 +270,11 @@ pub fn hotplug_many(
     mac: Option<&Mac>,
     dry_run: bool,
 ) -> AttachReport {
-    hotplug_many_with(conn, domains, bridge, mac, &NicOptions::default(), dry_run)
+    let (options, quiet) = (NicOptions::default(), Sink::default());
+    hotplug_many_with(conn, domains, bridge, mac, &options, dry_run, &quiet)
 }
 
-/// [`hotplug_many`] with NIC options.
+/// [`hotplug_many`] with NIC options, telling `progress` as each VM is finished.
 pub fn hotplug_many_with(
     conn: &Conn,
     domains: &[String],
@@ -280,9 +282,11 @@ pub fn hotplug_many_with(
     mac: Option<&Mac>,
     options: &NicOptions,
     dry_run: bool,
+    progress: &Sink,
 ) -> AttachReport {
     // Whether a libvirt network owns the bridge: asked once for the whole call.
     let owner = crate::topology::bridge_owner_notes(conn, bridge.as_str());
+    progress.begin("hot-plugging NICs", domains.len());
     let domains = domains
         .iter()
         .map(
@@ -296,6 +300,7 @@ pub fn hotplug_many_with(
                 Err(e) => DomainResult::failed(d, e),
             },
         )
+        .inspect(|r| progress.done(&r.domain))
         .collect();
     AttachReport { dry_run, domains }
 }

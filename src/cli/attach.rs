@@ -159,7 +159,7 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
     if a.hotplug {
         let conn = Conn::open(g.connect.as_deref())?;
         return Ok(report(
-            hotplug_many(&conn, a, g.dry_run),
+            hotplug_many(&conn, a, g.dry_run, &g.progress),
             render,
             AttachReport::ok,
         ));
@@ -213,15 +213,21 @@ fn confirm_lan(
 
 /// A bad bridge, MAC, MTU or queue count fails each named VM, as it always has with
 /// `--hotplug`.
-fn hotplug_many(conn: &Conn, a: &AttachArgs, dry_run: bool) -> AttachReport {
+fn hotplug_many(conn: &Conn, a: &AttachArgs, dry_run: bool, progress: &Sink) -> AttachReport {
     let checked = BridgeName::parse(&a.bridge).and_then(|b| {
         let mac = a.mac.as_deref().map(Mac::parse).transpose()?;
         Ok((b, mac, a.nic_options()?))
     });
     match checked {
-        Ok((bridge, mac, nic)) => {
-            hotplug::hotplug_many_with(conn, &a.domains, &bridge, mac.as_ref(), &nic, dry_run)
-        }
+        Ok((bridge, mac, nic)) => hotplug::hotplug_many_with(
+            conn,
+            &a.domains,
+            &bridge,
+            mac.as_ref(),
+            &nic,
+            dry_run,
+            progress,
+        ),
         Err(e) => AttachReport {
             dry_run,
             domains: a

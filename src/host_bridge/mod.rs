@@ -65,7 +65,7 @@ pub struct Options {
     pub address: Option<(IpAddr, u8)>,
     pub gateway: Option<IpAddr>,
     pub dns: Vec<IpAddr>,
-    /// The MTU the NIC and the bridge get (`--mtu`), live and in netplan.
+    /// The MTU the NIC and the bridge get (`--mtu`), live and in every stack's files.
     pub mtu: Option<u32>,
     pub mode: Mode,
     /// The address that must answer after the change (default: the default gateway).

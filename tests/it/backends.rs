@@ -32,6 +32,14 @@ pub fn fixed() -> Config {
     }
 }
 
+/// `--mtu 9000`: on the bridge and on the NIC, in every stack's files.
+pub fn jumbo() -> Config {
+    Config {
+        mtu: Some(9000),
+        ..dhcp()
+    }
+}
+
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/backends")
 }
@@ -110,7 +118,7 @@ pub(crate) const NETPLAN_USER: &str =
 
 #[test]
 fn rendered_files_match_the_golden_files() {
-    for (name, cfg) in [("dhcp", dhcp()), ("static", fixed())] {
+    for (name, cfg) in [("dhcp", dhcp()), ("static", fixed()), ("mtu", jumbo())] {
         let root = tree(&[
             ("etc/network/interfaces", INTERFACES),
             (
@@ -473,7 +481,7 @@ fn every_nm_keyfile_passes_nmcli_offline() {
         dns: vec!["fd00:77::1".parse().unwrap()],
         ..fixed()
     };
-    for cfg in [dhcp(), fixed(), v6] {
+    for cfg in [dhcp(), fixed(), v6, jumbo()] {
         let root = tempfile::tempdir().unwrap();
         let plan = nm::plan(root.path(), &cfg).unwrap();
         assert_eq!(plan.steps.len(), 2);
@@ -505,7 +513,7 @@ fn ifquery_accepts_the_planned_interfaces() {
     ) {
         return;
     }
-    for cfg in [dhcp(), fixed()] {
+    for cfg in [dhcp(), fixed(), jumbo()] {
         let root = tree(&[("etc/network/interfaces", INTERFACES)]);
         let plan = ifupdown::plan(root.path(), &cfg).unwrap();
         Backend::Ifupdown
@@ -517,10 +525,12 @@ fn ifquery_accepts_the_planned_interfaces() {
 #[test]
 fn networkd_and_netplan_validate() {
     let root = tree(&[("etc/systemd/network/20-wired.network", NETWORKD_USER)]);
-    let plan = networkd::plan(root.path(), &fixed()).unwrap();
-    Backend::Networkd
-        .validate(root.path(), &fixed(), &plan)
-        .unwrap();
+    for cfg in [fixed(), jumbo()] {
+        let plan = networkd::plan(root.path(), &cfg).unwrap();
+        Backend::Networkd
+            .validate(root.path(), &cfg, &plan)
+            .unwrap();
+    }
     if !tool_or_skip("networkd_and_netplan_validate", "netplan", "netplan.io") {
         return;
     }

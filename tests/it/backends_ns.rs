@@ -142,11 +142,87 @@ fn user_addr(subnet: u8) -> (String, String) {
     )
 }
 
+/// `DEV`'s MTU in `ns`.
+fn mtu_of(ns: &Netns, dev: &str) -> u32 {
+    let o = ns.exec("cat", &[&format!("/sys/class/net/{dev}/mtu")]);
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// `--persist ... --mtu 9000 --apply` under a confirm window: the stack brings br0 and the
+/// NIC up at 9000 from vbridge's files alone (`--persist` has no live step), and the reverter
+/// puts the NIC back at its own MTU, the namespace and the files as `before` once `settle`
+/// (waiting for the stack) returns.
+fn mtu_from_the_files_then_reverted(
+    h: &Holder,
+    host: &Netns,
+    state: &Path,
+    persist: &[&str],
+    before: &Value,
+    root: &Path,
+    settle: &dyn Fn(),
+) {
+    let files_before = snapshot(root);
+    let nic_mtu = mtu_of(host, NIC);
+    assert_ne!(nic_mtu, 9000);
+    let mut args = persist.to_vec();
+    args.extend_from_slice(&["--mtu", "9000", "--confirm-within", "8"]);
+    let j = ok_json(&h.vbridge(state, &args));
+    assert_eq!(j["pending"], true, "{j}");
+    let t = std::time::Instant::now();
+    let jumbo = wait_for(6, || {
+        mtu_of(host, "br0") == 9000 && mtu_of(host, NIC) == 9000
+    });
+    assert!(
+        jumbo,
+        "from the files: br0 mtu {}, {NIC} mtu {}\n{}",
+        mtu_of(host, "br0"),
+        mtu_of(host, NIC),
+        host.ip(&["-d", "link"])
+    );
+    eprintln!(
+        "[{}] MTU 9000 on br0 and {NIC} from the stack's files, {:?} after the call",
+        j["mode"].as_str().unwrap_or_default(),
+        t.elapsed()
+    );
+    assert!(host.ip(&["link", "show", NIC]).contains("master br0"));
+    let reverted = wait_for(20, || {
+        state.join("last-revert-host-bridge.json").exists()
+            && !state.join("pending-host-bridge.json").exists()
+    });
+    assert!(reverted, "the reverter did not run");
+    assert!(
+        wait_for(5, || mtu_of(host, NIC) == nic_mtu),
+        "the reverter left {NIC} at mtu {}",
+        mtu_of(host, NIC)
+    );
+    settle();
+    assert_same(
+        &net_snapshot(host),
+        before,
+        "the reverter did not restore the namespace",
+    );
+    assert_eq!(
+        snapshot(root),
+        files_before,
+        "the reverter did not restore the files"
+    );
+    if let Some(pid) = j["reverter_pid"].as_u64() {
+        assert!(
+            wait_for(5, || !crate::lab::alive(pid as u32)),
+            "reverter {pid} lingers"
+        );
+    }
+}
+
 /// ifupdown2 with vbridge's stanza for real: `ifup -a` brings the NIC up as the user's
 /// interfaces file says (the state to return to); `--persist --backend ifupdown --apply`
 /// writes the stanza, turns the NIC's stanza to manual and runs `ifreload -a` under the
 /// probe; `--remove` gives the NIC its address and routes back and restores the files;
-/// both equal to before. Then the same with `--confirm-within`, left to the reverter.
+/// both equal to before. Then the same with `--confirm-within`, left to the reverter, and
+/// again with `--mtu 9000` (br0 and the NIC at 9000 from the stanzas, then reverted).
 #[test]
 fn ifupdown2_persist_apply_and_remove_in_a_namespace() {
     let t = "ifupdown2_persist_apply_and_remove_in_a_namespace";
@@ -279,12 +355,24 @@ fn ifupdown2_persist_apply_and_remove_in_a_namespace() {
             "reverter {pid} lingers"
         );
     }
+    let pause = || std::thread::sleep(Duration::from_secs(1));
+    mtu_from_the_files_then_reverted(
+        &h,
+        &host,
+        state.path(),
+        &persist,
+        &before,
+        root.path(),
+        &pause,
+    );
 }
 
 /// systemd-networkd (with its own D-Bus, so `networkctl reload` reaches it) configures the
 /// NIC from the user's .network file; `--persist --backend networkd --apply` makes it build
 /// br0 from vbridge's files; `--remove` returns links, addresses, routes and files to
-/// exactly what they were, and networkd reloading the user's file keeps it so.
+/// exactly what they were, and networkd reloading the user's file keeps it so. Then under a
+/// confirm window, left to the reverter; and with `--mtu 9000` (br0 and the NIC at 9000 from
+/// the .network files, the NIC's own MTU back after the revert).
 #[test]
 fn networkd_persist_apply_and_remove_in_a_namespace() {
     let t = "networkd_persist_apply_and_remove_in_a_namespace";
@@ -453,6 +541,16 @@ mount -t tmpfs tmpfs /run/dbus"
             "reverter {pid} lingers"
         );
     }
+    let pause = || std::thread::sleep(Duration::from_secs(1));
+    mtu_from_the_files_then_reverted(
+        &h,
+        &host,
+        state.path(),
+        &persist,
+        &before,
+        root.path(),
+        &pause,
+    );
 }
 
 /// Every stack through the binary, on file trees (`--root-dir`): `--dry-run` shows unified
@@ -636,7 +734,8 @@ const BUS_CONF: &str = "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS B
 /// keyfiles (`--persist --backend nm --apply`: `nmcli connection reload`, `nmcli
 /// connection up` of the port profile) make br0 with the NIC as its port and the address;
 /// `--remove --apply` removes the keyfiles and has NetworkManager take down what it made:
-/// the namespace and the files are as before.
+/// the namespace and the files are as before. With `--mtu 9000` under a confirm window, NM
+/// gives br0 (`ethernet.mtu` of a bridge profile) and the NIC 9000; the revert puts it back.
 #[test]
 fn networkmanager_persist_apply_and_remove_in_a_namespace() {
     let t = "networkmanager_persist_apply_and_remove_in_a_namespace";
@@ -871,6 +970,15 @@ mount -t tmpfs tmpfs /run/NetworkManager"
             "reverter {pid} lingers"
         );
     }
+    mtu_from_the_files_then_reverted(
+        &h,
+        &host,
+        state.path(),
+        &persist,
+        &before,
+        root.path(),
+        &|| settled("mtu revert"),
+    );
 }
 
 /// `--remove` is also the inverse of `--live`: the NIC's address and both its routes come

@@ -459,11 +459,24 @@ fn progress_line_only_on_a_terminal_and_never_in_json_mode() {
         "nas",
         "media",
     ];
+    let hot = [
+        "-c",
+        uri.as_str(),
+        "attach",
+        "-n",
+        "--hotplug",
+        "web",
+        "db",
+        "nas",
+        "media",
+    ];
     // verify on the test driver waits the whole timeout: web's address never answers.
     let wait = ["-c", uri.as_str(), "verify", "web", "--timeout", "1.5"];
 
     // Pipes: stderr holds nothing but errors, so no progress line.
     let r = run(&state, &bulk, &[]);
+    assert_eq!((r.code, r.err.as_str()), (0, ""), "{}", r.out);
+    let r = run(&state, &hot, &[]);
     assert_eq!((r.code, r.err.as_str()), (0, ""), "{}", r.out);
     let r = run(&state, &wait, &[]);
     assert_eq!(r.code, 1, "{}", r.out);
@@ -490,6 +503,17 @@ fn progress_line_only_on_a_terminal_and_never_in_json_mode() {
         "{tty:?}"
     );
     assert!(tty.contains("web: would change\r\n"), "{tty:?}");
+    let (code, tty) = on_terminal(&state, &hot, &[], "");
+    assert_eq!(code, 0, "{tty:?}");
+    assert!(
+        tty.contains("hot-plugging NICs [") && tty.contains("/4"),
+        "{tty:?}"
+    );
+    let (_, tty) = on_terminal(&state, &[&["-o", "json"][..], &hot].concat(), &[], "");
+    assert!(
+        !tty.contains("hot-plugging") && !tty.contains(ESC),
+        "{tty:?}"
+    );
     let (_, tty) = on_terminal(&state, &["apply", &fleet], &[], "");
     assert!(tty.contains("applying [") && tty.contains("/3"), "{tty:?}");
 

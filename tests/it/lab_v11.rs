@@ -1,7 +1,8 @@
 //! The lab against libvirt 11.3 (QEMU 10.0, Debian's bookworm-backports) run from a cached
 //! chroot, beside the machine's own 9.0 the other lab tests use: net-define, attach (persistent
-//! then a power cycle, and hotplug) to a LAN lease, verify, doctor and undo. The client is the
-//! one vbridge binary, built against the machine's libvirt 9.0 library.
+//! then a power cycle, hotplug, and `--live`: a running NAT'd guest moved to the LAN with its
+//! automatic way back) to a LAN lease, verify, doctor and undo. The client is the one vbridge
+//! binary, built against the machine's libvirt 9.0 library.
 //! Each test prints how long the chroot took to be ready (a build, or the cached lookup) and
 //! how long its libvirtd took to answer.
 
@@ -9,7 +10,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::common::{self, vbridge_bin};
-use crate::lab::{self, chroot, GuestSpec, Lab, Libvirt, Nic};
+use crate::lab::{self, chroot, GuestDhcp, GuestSpec, Lab, Libvirt, Nic};
 use vbridge::domxml;
 
 const BOOT: Duration = Duration::from_secs(90);
@@ -169,4 +170,110 @@ fn lab_v11_hotplug_lease_verify_and_detach() {
     assert!(out.status.success(), "{d}");
     assert_eq!(domxml::nics(&inactive(&lab, &dom)).unwrap().len(), 0);
     lab::finish(lab, "v11hot");
+}
+
+/// The running NIC as libvirt 11.3 prints it.
+fn live_nic(lab: &Lab, dom: &str) -> domxml::Nic {
+    let nics = domxml::nics(&lab.virsh_ok(&["dumpxml", dom])).unwrap();
+    assert_eq!(nics.len(), 1, "{nics:?}");
+    nics.into_iter().next().unwrap()
+}
+
+/// `attach --live` on 11.3, with a guest whose DHCP client runs only on link-up on a libvirt
+/// NAT network: moved to a bridge that leads nowhere it comes back by itself (the definition
+/// byte-equal, the NIC on the NAT network with its link up: a NAT lease again); moved to br0
+/// with the flap it leases from the LAN router, and verify finds it there.
+#[test]
+fn lab_v11_live_move_revert_flap_lease_verify() {
+    if !common::require_root("lab_v11_live_move_revert_flap_lease_verify") {
+        return;
+    }
+    let name = "v11live";
+    let lab = start(name);
+    let state = tempfile::tempdir().unwrap();
+    let net = lab.define_nat_network("nat");
+    let t = Instant::now();
+    let dom = lab.define_guest(GuestSpec {
+        dhcp: GuestDhcp::LinkUp,
+        ..GuestSpec::new("lv", vec![Nic::network(&net)])
+    });
+    let (nat_ip, seen) = lab
+        .wait_console_from(&dom, "LEASE ip=", 0, BOOT)
+        .unwrap_or_else(|| panic!("no NAT lease; console:\n{}", lab.console(&dom)));
+    assert!(nat_ip.starts_with(&lab.nat_prefix()), "{nat_ip}");
+    eprintln!("[{name}] boot to NAT lease {:?} ({nat_ip})", t.elapsed());
+    let mac = live_nic(&lab, &dom).mac.unwrap();
+
+    // A bridge with no uplink and no DHCP: verify fails, everything goes back, link up.
+    lab.host.ip(&["link", "add", "brdead", "type", "bridge"]);
+    lab.host.ip(&["link", "set", "brdead", "up"]);
+    let before = inactive(&lab, &dom);
+    let t = Instant::now();
+    let (out, r) = lab.vbridge_json(
+        state.path(),
+        &[
+            "attach",
+            &dom,
+            "--live",
+            "--bridge",
+            "brdead",
+            "--verify-within",
+            "4",
+        ],
+    );
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{r}");
+    let d = &r["domains"][0];
+    assert_eq!(d["live"]["reverted"], true, "{r}");
+    assert_eq!(
+        inactive(&lab, &dom),
+        before,
+        "the definition is not what it was"
+    );
+    let n = live_nic(&lab, &dom);
+    assert_eq!(n.kind, "network", "{n:?}");
+    assert_eq!(n.source.get("network"), Some(&net), "{n:?}");
+    let live = lab.virsh_ok(&["dumpxml", &dom]);
+    let element = &live[n.span.clone()];
+    assert_eq!(
+        domxml::link_of(element).as_deref().unwrap_or("up"),
+        "up",
+        "the way back left the link down: {element}"
+    );
+    let (ip, seen) = lab
+        .wait_console_from(&dom, "LEASE ip=", seen, Duration::from_secs(20))
+        .unwrap_or_else(|| {
+            panic!(
+                "no lease after the revert; console:\n{}",
+                &lab.console(&dom)[seen..]
+            )
+        });
+    assert!(ip.starts_with(&lab.nat_prefix()), "{ip}: not a NAT lease");
+    eprintln!("[{name}] moved to a dead bridge: reverted in {took:?}, NAT lease {ip} again");
+
+    // The real move, with the flap and verification (the defaults).
+    let t = Instant::now();
+    let (out, r) = lab.vbridge_json(state.path(), &["attach", &dom, "--live"]);
+    let call = t.elapsed();
+    assert!(out.status.success(), "{r}");
+    let (lan_ip, _) = lab
+        .wait_console_from(&dom, "LEASE ip=", seen, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no LAN lease; console:\n{}", &lab.console(&dom)[seen..]));
+    let d = &r["domains"][0];
+    assert_eq!(d["changed"], true, "{r}");
+    assert_eq!(d["live"]["moved"][0]["to"], "bridge br0", "{r}");
+    assert_eq!(d["live"]["verified"][0]["ip"], lan_ip.as_str(), "{r}");
+    assert_eq!(d["live"]["verified"][0]["mac"], mac.as_str(), "{r}");
+    assert!(lab.leases().contains(&lan_ip), "{}", lab.leases());
+    let n = live_nic(&lab, &dom);
+    assert_eq!(n.source.get("bridge").map(String::as_str), Some("br0"));
+    assert!(lab.bridge_ports().contains(n.target_dev.as_ref().unwrap()));
+    assert!(domxml::nics(&inactive(&lab, &dom)).unwrap()[0].is_on_bridge("br0"));
+    eprintln!(
+        "[{name}] live move + flap -> LAN lease {lan_ip}, verified; the call, verify included, {call:?}"
+    );
+    assert_verified(&lab, &dom, &lan_ip);
+    let (_, again) = lab.vbridge_json(state.path(), &["attach", &dom, "--live"]);
+    assert_eq!(again["domains"][0]["changed"], false, "{again}");
+    lab::finish(lab, name);
 }

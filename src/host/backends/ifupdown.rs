@@ -264,9 +264,10 @@ pub fn port_of(docs: &[Doc], nic: &str) -> Option<(String, PathBuf)> {
     None
 }
 
-/// The NIC's stanzas turned to `manual` with their addressing disabled: the new text, or
-/// None when nothing needs to change.
-pub fn edit_nic(doc: &Doc, nic: &str) -> Option<String> {
+/// The NIC's stanzas turned to `manual` with their addressing disabled, and with `mtu` their
+/// own `mtu` lines too (vbridge's stanza sets it; ifupdown2 would take whichever it read
+/// first): the new text, or None when nothing needs to change.
+pub fn edit_nic(doc: &Doc, nic: &str, mtu: bool) -> Option<String> {
     let mut lines = doc.lines.clone();
     let mut changed = false;
     for s in doc.ifaces(nic) {
@@ -293,7 +294,7 @@ pub fn edit_nic(doc: &Doc, nic: &str) -> Option<String> {
             changed = true;
         }
         for (i, k, _) in &s.options {
-            if ADDRESSING.contains(&k.as_str()) {
+            if ADDRESSING.contains(&k.as_str()) || (mtu && k == "mtu") {
                 lines[*i] = format!("{DISABLED}{}", doc.lines[*i]);
                 changed = true;
             }
@@ -334,6 +335,11 @@ pub fn render(cfg: &Config) -> Result<String> {
     s.push_str(&format!("    bridge-ports {}\n", cfg.nic));
     s.push_str("    bridge-stp off\n    bridge-fd 0\n");
     s.push_str(&format!("    hwaddress ether {mac}\n"));
+    // ifupdown2 sets a bridge without `mtu` back to 1500, whatever its port has (measured;
+    // its `ifup -s` calls the line needless all the same).
+    if let Some(m) = cfg.mtu {
+        s.push_str(&format!("    mtu {m}\n"));
+    }
     if let Some((ip, len)) = cfg.address {
         s.push_str(&format!("    address {ip}/{len}\n"));
     }
@@ -343,6 +349,14 @@ pub fn render(cfg: &Config) -> Result<String> {
     if !cfg.dns.is_empty() {
         let d: Vec<String> = cfg.dns.iter().map(ToString::to_string).collect();
         s.push_str(&format!("    dns-nameservers {}\n", d.join(" ")));
+    }
+    if let Some(m) = cfg.mtu {
+        // ifupdown2 also sets a NIC without `mtu` back to 1500: the port gets a stanza of
+        // its own, which ifupdown2 merges with any other stanza of the NIC.
+        s.push_str(&format!(
+            "\n# The port's MTU, merged by ifupdown2 with the NIC's own stanza.\niface {nic} inet manual\n    mtu {m}\n",
+            nic = cfg.nic
+        ));
     }
     Ok(s)
 }
@@ -385,7 +399,7 @@ pub fn plan(root: &Path, cfg: &Config) -> Result<Plan<FileStep>> {
     }
     let mut steps: Vec<FileStep> = create(ours, content, 0o600)?.into_iter().collect();
     for d in user {
-        if let Some(after) = edit_nic(d, &cfg.nic) {
+        if let Some(after) = edit_nic(d, &cfg.nic, cfg.mtu.is_some()) {
             steps.push(FileStep::Edit {
                 path: d.path.clone(),
                 backup: backup_path(&d.path, &cfg.bridge),
@@ -451,6 +465,9 @@ pub fn validate(root: &Path, cfg: &Config, plan: &Plan<FileStep>) -> Result<()> 
             cfg.bridge, cfg.nic
         )));
     }
+    if let Some(m) = cfg.mtu.filter(|m| !stdout.contains(&format!("mtu {m}"))) {
+        return Err(Error::host(format!("ifquery did not show mtu {m}")));
+    }
     Ok(())
 }
 
@@ -497,9 +514,12 @@ fn check_restorable(steps: &[FileStep], _bridge: &str) -> Result<()> {
                 .filter(|s| s.kind == "iface")
                 .filter_map(|s| s.args.first().cloned())
                 .collect();
-            let ok = nics
-                .iter()
-                .any(|n| edit_nic(&doc, n).as_deref() == Some(after.as_str()));
+            // The edit as made with or without `--mtu` (which the removal is not told).
+            let ok = nics.iter().any(|n| {
+                [false, true]
+                    .iter()
+                    .any(|&mtu| edit_nic(&doc, n, mtu).as_deref() == Some(after.as_str()))
+            });
             if !ok && before != after {
                 return Err(Error::conflict(format!(
                     "{} was changed after vbridge edited it",

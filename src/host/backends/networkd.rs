@@ -48,9 +48,10 @@ pub fn render(cfg: &Config) -> Result<[String; 3]> {
         cfg.bridge
     );
     let mut net = format!(
-        "{}[Match]\nName={}\n\n[Network]\n",
+        "{}[Match]\nName={}\n\n{}[Network]\n",
         header(cfg, "the addressing"),
-        cfg.bridge
+        cfg.bridge,
+        link_section(cfg)
     );
     if cfg.dhcp {
         net.push_str("DHCP=ipv4\n");
@@ -65,12 +66,21 @@ pub fn render(cfg: &Config) -> Result<[String; 3]> {
         net.push_str(&format!("DNS={d}\n"));
     }
     let port = format!(
-        "{}[Match]\nName={}\n\n[Network]\nBridge={}\n",
+        "{}[Match]\nName={}\n\n{}[Network]\nBridge={}\n",
         header(cfg, "the port"),
         cfg.nic,
+        link_section(cfg),
         cfg.bridge
     );
     Ok([netdev, net, port])
+}
+
+/// `[Link] MTUBytes=` for `--mtu`, in both `.network` files: the bridge and its port each
+/// need it (networkd leaves a link's MTU alone unless told, and a new bridge starts at 1500).
+fn link_section(cfg: &Config) -> String {
+    cfg.mtu
+        .map(|m| format!("[Link]\nMTUBytes={m}\n\n"))
+        .unwrap_or_default()
 }
 
 /// A `.network` file of the system, by file name (the order networkd reads them in).
@@ -201,6 +211,7 @@ pub fn validate(root: &Path, cfg: &Config, plan: &Plan<FileStep>) -> Result<()> 
         ("NetDev", &["Name", "Kind", "MACAddress"]),
         ("Bridge", &["STP", "ForwardDelaySec"]),
         ("Match", &["Name"]),
+        ("Link", &["MTUBytes"]),
         ("Network", &["Bridge", "DHCP", "Address", "Gateway", "DNS"]),
     ];
     for s in &plan.steps {

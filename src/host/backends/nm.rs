@@ -157,9 +157,12 @@ pub fn render(cfg: &Config, priority: i32) -> Result<[String; 2]> {
             cfg.bridge, cfg.nic, cfg.bridge
         )
     };
+    // NM 1.42 has no `bridge.mtu`: a bridge device takes its MTU from the profile's
+    // `ethernet.mtu`, as an Ethernet port does.
+    let mtu = cfg.mtu.map(|m| format!("mtu={m}\n")).unwrap_or_default();
     let bid = bridge_id(&cfg.bridge);
     let bridge = format!(
-        "{}[connection]\nid={bid}\nuuid={}\ntype=bridge\ninterface-name={}\n\n[ethernet]\ncloned-mac-address={mac}\n\n[bridge]\nforward-delay=0\nstp=false\n\n{}\n{}",
+        "{}[connection]\nid={bid}\nuuid={}\ntype=bridge\ninterface-name={}\n\n[ethernet]\ncloned-mac-address={mac}\n{mtu}\n[bridge]\nforward-delay=0\nstp=false\n\n{}\n{}",
         head("the bridge profile"),
         uuid_for(&bid),
         cfg.bridge,
@@ -168,7 +171,7 @@ pub fn render(cfg: &Config, priority: i32) -> Result<[String; 2]> {
     );
     let pid = port_id(cfg);
     let port = format!(
-        "{}[connection]\nid={pid}\nuuid={}\ntype=ethernet\ninterface-name={}\nmaster={}\nslave-type=bridge\nautoconnect-priority={priority}\n\n[ethernet]\n\n[bridge-port]\n",
+        "{}[connection]\nid={pid}\nuuid={}\ntype=ethernet\ninterface-name={}\nmaster={}\nslave-type=bridge\nautoconnect-priority={priority}\n\n[ethernet]\n{mtu}\n[bridge-port]\n",
         head("the port profile"),
         uuid_for(&pid),
         cfg.nic,

@@ -186,7 +186,7 @@ pub fn plan_unbridge(state: &State, nic: Option<&str>, bridge: &str) -> Result<P
 }
 
 /// The steps that put `nic` and `bridge` back as `before` saw them, from how they are `now`:
-/// a bridge that did not exist is stripped and deleted, the NIC's master, up state,
+/// a bridge that did not exist is stripped and deleted, the NIC's master, up state, MTU,
 /// addresses (in their order) and routes are restored. Used after a network stack applied
 /// vbridge's files and the change must be undone (no probe answer, or the confirm window
 /// ran out); the stack's own reload runs first and may have done part of it already.
@@ -217,6 +217,15 @@ pub fn plan_restore(before: &State, now: &State, nic: &str, bridge: &str) -> Vec
             steps.push(Step::SetIpv6 {
                 dev: nic.to_string(),
                 enabled: !off(before),
+            });
+        }
+        // `--mtu` went into the stack's files; a stack does not put back an MTU that no
+        // file of its own names (networkd leaves it).
+        if b.mtu != n.mtu {
+            steps.push(Step::SetMtu {
+                dev: nic.to_string(),
+                mtu: b.mtu,
+                previous: n.mtu,
             });
         }
     }
@@ -395,6 +404,27 @@ mod tests {
         }
         let all = plan_live(&before, &req()).unwrap().steps.steps;
         assert_eq!(differences(&before, &sim.state, &all), Vec::<String>::new());
+        assert!(plan_restore(&before, &sim.state, "eth1", "br0").is_empty());
+    }
+
+    #[test]
+    fn restore_puts_back_the_nics_mtu() {
+        // A stack gave the NIC the MTU of vbridge's files (`--mtu 9000`).
+        let before = Sim::new(host()).state;
+        let mut sim = bridged(before.clone());
+        sim.apply_step(&Step::SetMtu {
+            dev: "eth1".into(),
+            mtu: 9000,
+            previous: 1500,
+        })
+        .unwrap();
+        let steps = plan_restore(&before, &sim.state, "eth1", "br0");
+        let said: Vec<String> = steps.iter().map(crate::plan::Step::describe).collect();
+        assert!(said.contains(&"set eth1 mtu 1500".to_string()), "{said:?}");
+        for s in &steps {
+            sim.apply_step(s).unwrap();
+        }
+        assert_eq!(sim.state.link("eth1").unwrap().mtu, 1500);
         assert!(plan_restore(&before, &sim.state, "eth1", "br0").is_empty());
     }
 }
