@@ -17,7 +17,7 @@ use vbridge::libvirt::Conn;
 use vbridge::progress::Sink;
 use vbridge::report::{AttachReport, DomainResult, NicResult};
 use vbridge::validate::{BridgeName, DirectMode, Mac, Mtu, Queues};
-use vbridge::verify::{self, VerifyOptions};
+use vbridge::verify;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("select").args(["mac", "index", "all"])))]
@@ -169,8 +169,9 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
     let conn = Conn::open(g.connect.as_deref())?;
     // `verify` is a command of its own: the binary hands its check to attach.
     let progress = g.progress.clone();
-    let confirm =
-        |dom: &str, mac: &Mac, within: Duration| confirm_lan(&conn, dom, mac, within, &progress);
+    let confirm = |dom: &str, mac: &Mac, within: Duration| {
+        verify::lan_answer(&conn, dom, mac, within, &progress)
+    };
     let r = attach::attach_request(
         &conn,
         &a.domains,
@@ -179,36 +180,6 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
         Some(&confirm),
     )?;
     Ok(report(r, render, AttachReport::ok))
-}
-
-/// The LAN address that answers on the NIC, by `vbridge verify`, or why there is none.
-fn confirm_lan(
-    conn: &Conn,
-    dom: &str,
-    mac: &Mac,
-    within: Duration,
-    progress: &Sink,
-) -> Result<String, String> {
-    let opts = VerifyOptions {
-        timeout: within,
-        mac: Some(mac.to_string()),
-        progress: progress.clone(),
-    };
-    let r = verify::verify(conn, dom, &opts).map_err(|e| e.message)?;
-    let nic = r.interfaces.iter().find(|i| i.mac == mac.as_str());
-    match nic {
-        Some(i) if i.reachable && i.lan => Ok(i.ips.first().cloned().unwrap_or_default()),
-        Some(i) if i.reachable => Err(format!(
-            "{} answers, but {} is not the LAN",
-            i.ips.first().map_or("an address", String::as_str),
-            i.bridge
-        )),
-        Some(i) => Err(i
-            .reason
-            .clone()
-            .unwrap_or_else(|| "no address answered".into())),
-        None => Err("verify did not find the NIC on a bridge".into()),
-    }
 }
 
 /// A bad bridge, MAC, MTU or queue count fails each named VM, as it always has with

@@ -4,14 +4,15 @@
 
 use super::diff::{HostPlan, NicAction, NicPlan, Status, VmPlan};
 use super::{Mode, Target};
-use crate::attach::{self, AttachOptions};
+use crate::attach::live::LiveOptions;
+use crate::attach::{self, AttachRequest};
 use crate::backup::StateDir;
-use crate::domxml::Selection;
+use crate::domxml::{NicOptions, Selection, Target as NicTarget};
 use crate::error::{Error, Result};
 use crate::libvirt::Conn;
 use crate::network::{self, NetDefine};
 use crate::progress::Sink;
-use crate::validate::{BridgeName, Mac};
+use crate::validate::{BridgeName, Mac, Mtu, Queues};
 use crate::verify::{self, VerifyOptions};
 use crate::{fanout, hotplug};
 use std::time::Duration;
@@ -90,31 +91,19 @@ fn apply_vm(conn: &Conn, vm: &mut VmPlan, state: &StateDir, progress: &Sink) {
 
 /// Why this change cannot be made by the calls vbridge has today, if it cannot.
 fn unsupported(c: &NicPlan, running: bool) -> Option<Error> {
-    let w = &c.want;
-    if c.mode == Mode::Live {
-        return Some(Error::unsupported(
-            "mode live (moving a running VM's NIC in place) is not supported by apply yet",
-        )
-        .with_hint("use mode persistent (takes effect at the next cold start) or hotplug (a new NIC now)"));
-    }
     if let Target::Network(n) = &c.target {
         return Some(Error::unsupported(format!(
             "NICs on a libvirt network (network: {n}) are not applied yet: attach and hotplug write type='bridge' NICs"
         ))
         .with_hint("name the network's bridge instead (`bridge: BR`)"));
     }
-    if w.model() != "virtio" || w.mtu.is_some() || w.queues.is_some() {
-        let extra = c
-            .differences
-            .iter()
-            .any(|d| ["model", "mtu", "queues"].contains(&d.key.as_str()));
-        if c.action == NicAction::Add || extra {
-            return Some(Error::unsupported(format!(
-                "NIC {}: vbridge's attach and hotplug write virtio NICs without mtu or queues; model/mtu/queues cannot be set yet",
-                c.mac.as_deref().unwrap_or("(new)")
-            ))
-            .with_hint("drop model, mtu and queues from this NIC, or set them with virsh"));
-        }
+    if c.want.model() != "virtio" {
+        return Some(Error::unsupported(format!(
+            "NIC {}: model {} cannot be set: attach and hotplug write virtio NICs (and keep the model of a NIC they move)",
+            c.mac.as_deref().unwrap_or("(new)"),
+            c.want.model()
+        ))
+        .with_hint("drop `model` from this NIC, or set it with virsh"));
     }
     if c.mode == Mode::Persistent && c.action == NicAction::Add && running {
         return Some(
@@ -127,27 +116,44 @@ fn unsupported(c: &NicPlan, running: bool) -> Option<Error> {
     None
 }
 
+/// The NIC options a wanted NIC asks for (the file's ranges were checked when it was read).
+fn nic_options(c: &NicPlan) -> Result<NicOptions> {
+    Ok(NicOptions {
+        mtu: c.want.mtu.map(Mtu::new).transpose()?,
+        queues: c.want.queues.map(Queues::new).transpose()?,
+    })
+}
+
 fn apply_nic(conn: &Conn, vm: &str, c: &NicPlan, state: &StateDir) -> Result<()> {
     let Target::Bridge(bridge) = &c.target else {
         unreachable!("refused by unsupported()")
     };
+    let nic = nic_options(c)?;
     match (c.mode, c.action) {
-        (Mode::Persistent, NicAction::Update) => {
-            let opts = AttachOptions {
-                bridge: bridge.clone(),
+        // `persistent` rewrites the definition; `live` also moves the running NIC now, with
+        // attach --live's flap and never-strand check (a shut-off VM: the definition only).
+        (Mode::Persistent | Mode::Live, NicAction::Update) => {
+            let req = AttachRequest {
+                target: NicTarget::Bridge(bridge.clone()),
                 selection: c
                     .want
                     .mac
                     .clone()
                     .map(Selection::Mac)
                     .unwrap_or(Selection::Auto),
+                nic,
+                live: (c.mode == Mode::Live).then(LiveOptions::default),
                 dry_run: false,
                 // A transient VM is refused, as `attach` refuses it without --persist.
                 persist: false,
                 // One VM: the host's progress counts it as a whole.
                 progress: Sink::default(),
             };
-            let report = attach::attach(conn, &[vm.to_string()], &opts, state)?;
+            let confirm = |dom: &str, mac: &Mac, within: Duration| {
+                verify::lan_answer(conn, dom, mac, within, &Sink::default())
+            };
+            let report =
+                attach::attach_request(conn, &[vm.to_string()], &req, state, Some(&confirm))?;
             match report.domains.into_iter().find_map(|d| d.error) {
                 Some(e) => Err(e),
                 None => Ok(()),
@@ -155,8 +161,11 @@ fn apply_nic(conn: &Conn, vm: &str, c: &NicPlan, state: &StateDir) -> Result<()>
         }
         // A shut-off VM: hotplug adds the NIC to its definition only.
         (Mode::Persistent, NicAction::Add) | (Mode::Hotplug, _) => {
-            hotplug::hotplug(conn, vm, bridge, c.want.mac.as_ref(), false).map(|_| ())
+            hotplug::hotplug_with(conn, vm, bridge, c.want.mac.as_ref(), &nic, false).map(|_| ())
         }
-        (Mode::Live, _) => unreachable!("refused by unsupported()"),
+        (Mode::Live, NicAction::Add) => Err(Error::not_found(format!(
+            "{vm} has no such NIC to move in place (mode live moves an existing NIC)"
+        ))
+        .with_hint("use mode hotplug to add a new NIC")),
     }
 }

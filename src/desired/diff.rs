@@ -8,12 +8,10 @@ use crate::error::{Error, Result};
 use crate::topology::NetworkObs;
 use crate::validate::{BridgeName, Mac};
 use crate::verify::VerifyReport;
-use quick_xml::events::Event;
-use quick_xml::Reader;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// A NIC as observed, with the two values `domxml::Nic` does not carry.
+/// A NIC as observed, with its MTU and queues at hand for the comparison.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NicSeen {
     pub nic: Nic,
@@ -49,46 +47,12 @@ impl ObservedVm {
 pub fn seen(xml: &str) -> Result<Vec<NicSeen>> {
     Ok(domxml::nics(xml)?
         .into_iter()
-        .map(|nic| {
-            let (mtu, queues) = mtu_and_queues(&xml[nic.span.clone()]);
-            NicSeen { nic, mtu, queues }
+        .map(|nic| NicSeen {
+            mtu: nic.mtu,
+            queues: nic.queues,
+            nic,
         })
         .collect())
-}
-
-/// `<mtu size>` and `<driver queues>` directly inside one `<interface>` element's text.
-fn mtu_and_queues(element: &str) -> (Option<u32>, Option<u32>) {
-    let mut r = Reader::from_str(element);
-    let (mut depth, mut mtu, mut queues) = (0usize, None, None);
-    loop {
-        let ev = match r.read_event() {
-            Ok(Event::Eof) | Err(_) => break,
-            Ok(ev) => ev,
-        };
-        match &ev {
-            Event::Start(e) | Event::Empty(e) => {
-                if depth == 1 {
-                    let attr = |k: &str| {
-                        e.try_get_attribute(k)
-                            .ok()
-                            .flatten()
-                            .and_then(|a| a.value.trim().parse().ok())
-                    };
-                    match e.name().as_ref() {
-                        "mtu" => mtu = attr("size"),
-                        "driver" => queues = attr("queues"),
-                        _ => {}
-                    }
-                }
-                if matches!(ev, Event::Start(_)) {
-                    depth += 1;
-                }
-            }
-            Event::End(_) => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    (mtu, queues)
 }
 
 /// Everything observed on one host that the diff reads.
@@ -483,8 +447,9 @@ mod tests {
 
     #[test]
     fn mtu_and_queues_are_read_from_the_interface_only() {
-        let el = "<interface type='bridge'><mtu size='9000'/><driver name='vhost' queues='4'><host csum='off'/></driver><rom><mtu size='1'/></rom></interface>";
-        assert_eq!(mtu_and_queues(el), (Some(9000), Some(4)));
-        assert_eq!(mtu_and_queues("<interface type='user'/>"), (None, None));
+        let doc = "<domain><devices><interface type='bridge'><mtu size='9000'/><driver name='vhost' queues='4'><host csum='off'/></driver><rom><mtu size='1'/></rom></interface><interface type='user'/></devices></domain>";
+        let nics = seen(doc).unwrap();
+        assert_eq!((nics[0].mtu, nics[0].queues), (Some(9000), Some(4)));
+        assert_eq!((nics[1].mtu, nics[1].queues), (None, None));
     }
 }

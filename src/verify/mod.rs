@@ -252,3 +252,34 @@ fn confirm(o: &mut Observed, pinged: &mut BTreeMap<Ipv4Addr, Instant>, deadline:
     }
     false
 }
+/// The LAN address that answers on one NIC within `within`, or why there is none: the check
+/// `attach --live` runs after a move (the caller hands it in, so `attach` need not import
+/// this command) and `apply` runs for a live NIC.
+pub fn lan_answer(
+    conn: &Conn,
+    dom: &str,
+    mac: &validate::Mac,
+    within: Duration,
+    progress: &crate::progress::Sink,
+) -> std::result::Result<String, String> {
+    let opts = VerifyOptions {
+        timeout: within,
+        mac: Some(mac.to_string()),
+        progress: progress.clone(),
+    };
+    let r = verify(conn, dom, &opts).map_err(|e| e.message)?;
+    let nic = r.interfaces.iter().find(|i| i.mac == mac.as_str());
+    match nic {
+        Some(i) if i.reachable && i.lan => Ok(i.ips.first().cloned().unwrap_or_default()),
+        Some(i) if i.reachable => Err(format!(
+            "{} answers, but {} is not the LAN",
+            i.ips.first().map_or("an address", String::as_str),
+            i.bridge
+        )),
+        Some(i) => Err(i
+            .reason
+            .clone()
+            .unwrap_or_else(|| "no address answered".into())),
+        None => Err("verify did not find the NIC on a bridge".into()),
+    }
+}

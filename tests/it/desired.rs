@@ -196,3 +196,41 @@ fn an_unreachable_host_fails_alone() {
     assert_eq!(v["changes"], 4);
     assert_eq!(v["command"], "apply");
 }
+
+/// What attach and hotplug can now set comes through apply too: MTU and queues on a shut-off
+/// VM's NIC; mode live moves a running VM's NIC with attach --live's never-strand (the test
+/// driver cannot update a running device: the definition is put back and the VM fails alone).
+#[test]
+fn apply_sets_mtu_and_queues_and_moves_live_with_the_never_strand_guarantee() {
+    vbridge::libvirt::init();
+    let state = StateTmp::new();
+    let store = &state.state;
+    let file = format!(
+        "hosts:\n  - uri: {}\n    vms:\n      db:\n        nics:\n          - {{mac: \"52:54:00:3a:10:02\", bridge: br0, mode: persistent, mtu: 9000, queues: 2}}\n      web:\n        nics:\n          - {{mac: \"52:54:00:3a:10:01\", bridge: br0, mode: live}}\n",
+        homelab_uri()
+    );
+    let want = desired::parse(&file, Syntax::Yaml, "f").unwrap();
+    let conn = Conn::open(Some(&homelab_uri())).unwrap();
+    let web_before = conn.domain("web").unwrap().persistent_xml().unwrap();
+    let done = run::apply_host(&conn, &want.hosts[0], store).unwrap();
+    let vm = |n: &str| done.vms.iter().find(|v| v.name == n).unwrap();
+    assert!(vm("db").error.is_none(), "{done:#?}");
+    let nics =
+        vbridge::domxml::nics(&conn.domain("db").unwrap().persistent_xml().unwrap()).unwrap();
+    assert!(nics[0].is_on_bridge("br0"), "{nics:?}");
+    assert_eq!((nics[0].mtu, nics[0].queues), (Some(9000), Some(2)));
+    let e = vm("web")
+        .error
+        .as_ref()
+        .expect("the test driver refuses a live update");
+    assert!(e.message.contains("virDomainUpdateDeviceFlags"), "{e:?}");
+    assert_eq!(
+        conn.domain("web").unwrap().persistent_xml().unwrap(),
+        web_before,
+        "web's definition was not put back"
+    );
+    // db is done: a second apply has nothing for it.
+    let again = run::apply_host(&conn, &want.hosts[0], store).unwrap();
+    let db = again.vms.iter().find(|v| v.name == "db").unwrap();
+    assert!(db.changes.is_empty(), "{again:#?}");
+}
