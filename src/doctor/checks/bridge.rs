@@ -206,7 +206,7 @@ pub(super) fn bridge_checks(out: &mut Vec<Finding>, host: &HostState, b: &str, n
                 // Unreadable: the kernel's default, 15 s.
                 let fd = fd.unwrap_or(1500);
                 let secs = |cs: u32| {
-                    if cs % 100 == 0 {
+                    if cs.is_multiple_of(100) {
                         format!("{}", cs / 100)
                     } else {
                         format!("{:.2}", f64::from(cs) / 100.0)
