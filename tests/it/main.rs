@@ -2,6 +2,7 @@
 
 mod backends;
 mod bench;
+mod bench_inflight;
 mod bench_latency;
 mod common;
 mod corpus;
