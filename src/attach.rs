@@ -11,7 +11,7 @@ use crate::domxml::{self, Selection};
 use crate::edit::{self, DomainApplier, DomainStep, Keep};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fanout::parallel;
-use crate::libvirt::{Conn, Dom};
+use crate::libvirt::{Conn, Dom, Found};
 use crate::plan::{self, Plan};
 use crate::report::{AttachReport, DomainResult, NicResult};
 use crate::validate::BridgeName;
@@ -79,73 +79,83 @@ pub fn plan_domain(
 
 /// Observe each domain and plan its rewrite. One connection; a domain that cannot be read
 /// or rewritten gets its error and the others go on. The same VM named twice (or by name and
-/// by UUID) is planned once, at its first mention, or it would be defined twice.
+/// by UUID) is planned once, at its first mention, or it would be defined twice. The domains
+/// are found together ([`Conn::find_domains`]), their XML read with many calls in flight, and
+/// the bridge's host-side warning read meanwhile: over a slow link, round trips overlap.
 pub fn plan(conn: &Conn, domains: &[String], opts: &AttachOptions) -> Result<AttachPlan> {
     check_selection(&opts.selection)?;
-    let host_warning = host_bridge_warning(conn, &opts.bridge);
-    let planned: Vec<(Option<String>, DomainPlan)> = parallel(domains.iter().collect(), |name| {
-        let observed = conn.domain(name).and_then(|dom| {
-            let original = dom.persistent_xml()?;
-            Ok((dom, original))
+    let (host_warning, planned) = std::thread::scope(|s| {
+        let warning = s.spawn(|| host_bridge_warning(conn, &opts.bridge));
+        let found = domains.iter().zip(conn.find_domains(domains)).collect();
+        let planned = parallel(conn.calls_in_flight(), found, |(name, found)| {
+            plan_found(name, found, opts)
         });
-        let planned = observed.and_then(|(dom, original)| {
-            // The id libvirt returned with the lookup: no extra round trip per VM.
-            let running = dom.is_running_at_lookup();
-            let (r, p) = plan_domain(
-                dom.name(),
-                &original,
-                running,
-                &opts.bridge,
-                &opts.selection,
-            )?;
-            Ok((dom, r, p))
-        });
-        match planned {
-            Ok((dom, mut r, p)) => {
-                if r.changed {
-                    match dom
-                        .is_persistent()
-                        .and_then(|p| domain::persistent_rewrite(dom.name(), p, opts.persist))
-                    {
-                        Ok(note) => r.notes.extend(note),
-                        Err(e) => {
-                            return (
-                                None,
-                                DomainPlan {
-                                    result: DomainResult::failed(name, e),
-                                    todo: None,
-                                },
-                            )
-                        }
-                    }
-                    r.notes.extend(host_warning.iter().cloned());
-                }
-                if opts.dry_run {
-                    r.diff = p.steps.first().and_then(DomainStep::diff);
-                }
-                let uuid = dom.uuid().ok();
-                let todo = (!p.is_empty() && !opts.dry_run).then_some((dom, p));
-                (uuid, DomainPlan { result: r, todo })
-            }
-            Err(e) => (
-                None,
-                DomainPlan {
-                    result: DomainResult::failed(name, e),
-                    todo: None,
-                },
-            ),
-        }
+        (
+            warning.join().expect("the bridge check does not panic"),
+            planned,
+        )
     });
     let mut seen = std::collections::HashSet::new();
     let domains = planned
         .into_iter()
         .filter(|(uuid, _)| uuid.as_ref().is_none_or(|u| seen.insert(u.clone())))
-        .map(|(_, p)| p)
+        .map(|(_, mut p)| {
+            if p.result.changed {
+                p.result.notes.extend(host_warning.iter().cloned());
+            }
+            p
+        })
         .collect();
     Ok(AttachPlan {
         dry_run: opts.dry_run,
         domains,
     })
+}
+
+/// One found domain's plan, and its UUID when it was read.
+fn plan_found(
+    name: &str,
+    found: Result<Found>,
+    opts: &AttachOptions,
+) -> (Option<String>, DomainPlan) {
+    let failed = |e| DomainPlan {
+        result: DomainResult::failed(name, e),
+        todo: None,
+    };
+    let planned = found.and_then(|found| {
+        let original = found.dom.persistent_xml()?;
+        // The id libvirt returned with the domain: no extra round trip per VM.
+        let running = found.dom.is_running_at_lookup();
+        let (r, p) = plan_domain(
+            found.dom.name(),
+            &original,
+            running,
+            &opts.bridge,
+            &opts.selection,
+        )?;
+        Ok((found, r, p))
+    });
+    let (found, mut r, p) = match planned {
+        Ok(planned) => planned,
+        Err(e) => return (None, failed(e)),
+    };
+    let dom = found.dom;
+    if r.changed {
+        let persistent = match found.persistent {
+            Some(p) => Ok(p),
+            None => dom.is_persistent(),
+        };
+        match persistent.and_then(|p| domain::persistent_rewrite(dom.name(), p, opts.persist)) {
+            Ok(note) => r.notes.extend(note),
+            Err(e) => return (None, failed(e)),
+        }
+    }
+    if opts.dry_run {
+        r.diff = p.steps.first().and_then(DomainStep::diff);
+    }
+    let uuid = dom.uuid().ok();
+    let todo = (!p.is_empty() && !opts.dry_run).then_some((dom, p));
+    (uuid, DomainPlan { result: r, todo })
 }
 
 /// Apply an attach plan: back up every definition to replace and flush them once, then
@@ -193,7 +203,7 @@ pub fn apply(conn: &Conn, plan: AttachPlan, state: &StateDir) -> AttachReport {
             }
         }
     }
-    let domains = parallel(slots, |s| {
+    let domains = parallel(conn.calls_in_flight(), slots, |s| {
         let Some((dom, p)) = s.todo else {
             return s.result;
         };

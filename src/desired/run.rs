@@ -89,7 +89,7 @@ fn each_host(
     default_uri: Option<&str>,
     f: impl Fn(&Conn, &Host) -> Result<HostPlan> + Sync,
 ) -> Vec<HostReport> {
-    fanout::parallel(desired.hosts.iter().collect(), |h| {
+    fanout::parallel(fanout::HOSTS_AT_ONCE, desired.hosts.iter().collect(), |h| {
         let uri = h.uri.clone().or_else(|| default_uri.map(str::to_string));
         let r = Conn::open(uri.as_deref()).and_then(|c| f(&c, h));
         host_report(uri, r)
