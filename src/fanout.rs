@@ -8,7 +8,8 @@
 //! libvirtd works on only `max_client_requests` (5 by default) of one connection's calls at
 //! once and leaves the rest waiting in the socket, so more calls still overlap on the wire,
 //! and several connections did no better than one. Over a local socket the daemon is the
-//! limit from the start, and 64 threads were some 25% slower than 8.
+//! limit from the start, and a whole attach of 200 VMs with 64 threads took ~45% longer than
+//! with 8 (medians of 8 runs, 0.44 s and 0.30 s).
 
 use std::time::Duration;
 
