@@ -14,8 +14,8 @@ use crate::domain;
 use crate::domxml::{self, NicOptions, Selection, Target};
 use crate::edit::{self, DomainApplier, DomainStep, Keep};
 use crate::error::{Error, ErrorKind, Result};
-use crate::fanout::{parallel, parallel_with, WORKERS};
-use crate::libvirt::{Conn, Dom};
+use crate::fanout::parallel;
+use crate::libvirt::{Conn, Dom, Found};
 use crate::plan::{self, Applier, Plan, Step};
 use crate::report::{AttachReport, DomainResult, NicResult};
 use crate::validate::{BridgeName, Mac};
@@ -167,115 +167,45 @@ pub fn plan_request_domain(
 
 /// Observe each domain and plan its rewrite. One connection; a domain that cannot be read
 /// or rewritten gets its error and the others go on. The same VM named twice (or by name and
-/// by UUID) is planned once, at its first mention, or it would be defined twice.
+/// by UUID) is planned once, at its first mention, or it would be defined twice. The domains
+/// are found together ([`Conn::find_domains`]), their XML read with many calls in flight, and
+/// the bridge's host-side warning read meanwhile: over a slow link, round trips overlap.
 pub fn plan(conn: &Conn, domains: &[String], opts: &AttachOptions) -> Result<AttachPlan> {
     plan_request(conn, domains, &AttachRequest::from(opts))
 }
 
-/// [`plan`] for a full request (macvtap, MTU, queues, `--live`).
+/// [`plan`] for a full request (macvtap, MTU, queues, `--live`). The domains are found from
+/// one listing and read with as many calls in flight as the link rewards; whether a libvirt
+/// network owns the bridge is asked meanwhile.
 pub fn plan_request(conn: &Conn, domains: &[String], req: &AttachRequest) -> Result<AttachPlan> {
     check_selection(&req.selection)?;
     let host_warning = host_warning(conn, &req.target)?;
-    // A bridge a libvirt network owns (virbr0) is a note, not a reason to refuse.
-    let owner = match &req.target {
-        Target::Bridge(b) => crate::topology::bridge_owner_notes(conn, b.as_str()),
-        Target::Direct { .. } => Vec::new(),
-    };
     req.progress.begin("reading domains", domains.len());
-    let planned: Vec<(Option<String>, DomainPlan)> = parallel(domains.iter().collect(), |name| {
-        let _tick = Tick(&req.progress, name);
-        let observed = conn.domain(name).and_then(|dom| {
-            let original = dom.persistent_xml()?;
-            // The id libvirt returned with the lookup: no extra round trip per VM.
-            let running = dom.is_running_at_lookup();
-            // The live XML only when the running NIC is to move: one read more per VM.
-            let live_xml = match (running, req.live.is_some()) {
-                (true, true) => Some(dom.live_xml()?),
-                (true, false) => Some(String::new()),
-                _ => None,
-            };
-            Ok((dom, original, live_xml))
+    let (owner, planned) = std::thread::scope(|s| {
+        // A bridge a libvirt network owns (virbr0) is a note, not a reason to refuse.
+        let owner = s.spawn(|| match &req.target {
+            Target::Bridge(b) => crate::topology::bridge_owner_notes(conn, b.as_str()),
+            Target::Direct { .. } => Vec::new(),
         });
-        let planned = observed.and_then(|(dom, original, live_xml)| {
-            if live_xml.as_deref().is_some_and(|x| !x.is_empty()) {
-                if let Some(w) = host_warning.first() {
-                    // A live move onto a bridge that is not there fails in libvirt: refuse
-                    // before anything changes.
-                    return Err(Error::not_found(w.clone()));
-                }
-            }
-            let (r, p, v) = plan_request_domain(dom.name(), &original, live_xml.as_deref(), req)?;
-            Ok((dom, r, p, v))
+        let found = domains.iter().zip(conn.find_domains(domains)).collect();
+        let planned = parallel(conn.calls_in_flight(), found, |(name, found)| {
+            plan_found(name, found, req, &host_warning)
         });
-        match planned {
-            Ok((dom, mut r, mut p, verify)) => {
-                if r.changed {
-                    let defines = p
-                        .steps
-                        .iter()
-                        .any(|s| matches!(s, DomainStep::Define { .. }));
-                    let moves_live = p
-                        .steps
-                        .iter()
-                        .any(|s| !matches!(s, DomainStep::Define { .. }));
-                    let persistent = if defines {
-                        dom.is_persistent()
-                    } else {
-                        Ok(true)
-                    };
-                    let decision = persistent.and_then(|persistent| {
-                        if !persistent && !req.persist && moves_live {
-                            // --live on a transient VM: move the running NIC, define nothing.
-                            p.steps.retain(|s| !matches!(s, DomainStep::Define { .. }));
-                            return Ok(Some(domain::transient_live_only(dom.name())));
-                        }
-                        domain::persistent_rewrite(dom.name(), persistent, req.persist)
-                    });
-                    match decision {
-                        Ok(note) => r.notes.extend(note),
-                        Err(e) => {
-                            return (
-                                None,
-                                DomainPlan {
-                                    result: DomainResult::failed(name, e),
-                                    todo: None,
-                                    verify: Vec::new(),
-                                },
-                            )
-                        }
-                    }
-                    r.notes.extend(host_warning.iter().cloned());
-                    r.notes.extend(owner.iter().cloned());
-                }
-                if req.dry_run {
-                    r.diff = dry_run_diff(&p);
-                }
-                let uuid = dom.uuid().ok();
-                let todo = (!p.is_empty() && !req.dry_run).then_some((dom, p));
-                (
-                    uuid,
-                    DomainPlan {
-                        result: r,
-                        todo,
-                        verify,
-                    },
-                )
-            }
-            Err(e) => (
-                None,
-                DomainPlan {
-                    result: DomainResult::failed(name, e),
-                    todo: None,
-                    verify: Vec::new(),
-                },
-            ),
-        }
+        (
+            owner.join().expect("the bridge owner check does not panic"),
+            planned,
+        )
     });
     let mut seen = std::collections::HashSet::new();
     let domains = planned
         .into_iter()
         .filter(|(uuid, _)| uuid.as_ref().is_none_or(|u| seen.insert(u.clone())))
-        .map(|(_, p)| p)
+        .map(|(_, mut p)| {
+            if p.result.changed {
+                p.result.notes.extend(owner.iter().cloned());
+            }
+            p
+        })
         .collect();
     Ok(AttachPlan {
         dry_run: req.dry_run,
@@ -283,9 +213,9 @@ pub fn plan_request(conn: &Conn, domains: &[String], req: &AttachRequest) -> Res
         verify_within: req.live.and_then(|l| l.verify_within),
         progress: req.progress.clone(),
         workers: if req.live.is_some() {
-            live::MOVERS
+            live::MOVERS.max(conn.calls_in_flight())
         } else {
-            WORKERS
+            conn.calls_in_flight()
         },
     })
 }
@@ -313,6 +243,89 @@ impl Drop for Tick<'_> {
     fn drop(&mut self) {
         self.0.done(self.1);
     }
+}
+
+/// One found domain's plan, and its UUID when it was read. `host_warning`: why the target
+/// cannot take a NIC on this host (refuses a live move; a note otherwise).
+fn plan_found(
+    name: &str,
+    found: Result<Found>,
+    req: &AttachRequest,
+    host_warning: &[String],
+) -> (Option<String>, DomainPlan) {
+    let _tick = Tick(&req.progress, name);
+    let failed = |e| DomainPlan {
+        result: DomainResult::failed(name, e),
+        todo: None,
+        verify: Vec::new(),
+    };
+    let planned = found.and_then(|found| {
+        let dom = &found.dom;
+        let original = dom.persistent_xml()?;
+        // The id libvirt returned with the domain: no extra round trip per VM.
+        let running = dom.is_running_at_lookup();
+        // The live XML only when the running NIC is to move: one read more per VM.
+        let live_xml = match (running, req.live.is_some()) {
+            (true, true) => Some(dom.live_xml()?),
+            (true, false) => Some(String::new()),
+            _ => None,
+        };
+        if live_xml.as_deref().is_some_and(|x| !x.is_empty()) {
+            if let Some(w) = host_warning.first() {
+                // A live move onto a bridge that is not there fails in libvirt: refuse
+                // before anything changes.
+                return Err(Error::not_found(w.clone()));
+            }
+        }
+        let (r, p, v) = plan_request_domain(dom.name(), &original, live_xml.as_deref(), req)?;
+        Ok((found, r, p, v))
+    });
+    let (found, mut r, mut p, verify) = match planned {
+        Ok(planned) => planned,
+        Err(e) => return (None, failed(e)),
+    };
+    let dom = found.dom;
+    if r.changed {
+        let defines = p
+            .steps
+            .iter()
+            .any(|s| matches!(s, DomainStep::Define { .. }));
+        let moves_live = p
+            .steps
+            .iter()
+            .any(|s| !matches!(s, DomainStep::Define { .. }));
+        let persistent = match (defines, found.persistent) {
+            (false, _) => Ok(true),
+            (true, Some(p)) => Ok(p),
+            (true, None) => dom.is_persistent(),
+        };
+        let decision = persistent.and_then(|persistent| {
+            if !persistent && !req.persist && moves_live {
+                // --live on a transient VM: move the running NIC, define nothing.
+                p.steps.retain(|s| !matches!(s, DomainStep::Define { .. }));
+                return Ok(Some(domain::transient_live_only(dom.name())));
+            }
+            domain::persistent_rewrite(dom.name(), persistent, req.persist)
+        });
+        match decision {
+            Ok(note) => r.notes.extend(note),
+            Err(e) => return (None, failed(e)),
+        }
+        r.notes.extend(host_warning.iter().cloned());
+    }
+    if req.dry_run {
+        r.diff = dry_run_diff(&p);
+    }
+    let uuid = dom.uuid().ok();
+    let todo = (!p.is_empty() && !req.dry_run).then_some((dom, p));
+    (
+        uuid,
+        DomainPlan {
+            result: r,
+            todo,
+            verify,
+        },
+    )
 }
 
 /// Apply an attach plan: back up every definition to replace and flush them once, then
@@ -377,7 +390,7 @@ pub fn apply_confirmed(
     let within = plan.verify_within;
     let todo = slots.iter().filter(|s| s.todo.is_some()).count();
     plan.progress.begin("defining domains", todo);
-    let domains = parallel_with(slots, plan.workers, |s| {
+    let domains = parallel(plan.workers, slots, |s| {
         let Some((dom, p)) = s.todo else {
             return s.result;
         };

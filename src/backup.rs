@@ -2,24 +2,35 @@
 //! every change so `vbridge undo` can put the old definition back.
 
 use crate::error::{Error, Result};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Default state directory when `VBRIDGE_STATE_DIR` is not set.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/vbridge";
 
+/// fsyncs [`StateDir::sync`] runs at once: ext4 commits concurrent ones together (200
+/// backups: 11-26 ms with 32 at once, 17-63 ms with 8).
+const FLUSHES_AT_ONCE: usize = 32;
+
 /// Where vbridge keeps its state (backups, pending host changes).
 #[derive(Debug, Clone)]
 pub struct StateDir {
     pub root: PathBuf,
+    /// Files written since the last [`StateDir::sync`]: what it makes durable.
+    written: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> StateDir {
-        StateDir { root: root.into() }
+        StateDir {
+            root: root.into(),
+            written: Arc::default(),
+        }
     }
 
     /// `$VBRIDGE_STATE_DIR`, or /var/lib/vbridge.
@@ -85,6 +96,10 @@ impl StateDir {
                     f.write_all(xml.as_bytes()).map_err(|e| {
                         Error::io(format!("cannot write backup {}", path.display()), e)
                     })?;
+                    self.written
+                        .lock()
+                        .expect("written lock")
+                        .push(path.clone());
                     return Ok(path);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -103,21 +118,39 @@ impl StateDir {
         )))
     }
 
-    /// Make every backup written so far durable (one syncfs for the whole call instead of
-    /// an fsync per file: 200 VMs cost one flush, not 200).
+    /// Make every backup written so far durable: an fsync of each file written since the
+    /// last sync and of the folders that hold them (up to the state folder's parent, which
+    /// may have just been created), many at once. Not a syncfs: that flushes every other
+    /// program's dirty data on the filesystem too (on a hypervisor, the guests' disk images);
+    /// measured with 200 backups while other programs wrote: 90-380 ms, against 11-26 ms.
+    /// Threads sharing this state folder wait for each other's flush (it may hold their
+    /// files), and each flushes whatever is pending: concurrent callers batch themselves.
     pub fn sync(&self) -> Result<()> {
-        let dir = std::fs::File::open(&self.root)
-            .map_err(|e| Error::io(format!("cannot open {}", self.root.display()), e))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: the fd is open and owned by `dir` for the duration of the call.
-        let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
-        if rc != 0 {
-            return Err(Error::io(
-                format!("cannot flush backups in {}", self.root.display()),
-                std::io::Error::last_os_error(),
-            ));
+        // Held until the flush is done, so no caller returns before its files are durable.
+        let mut written = self.written.lock().expect("written lock");
+        let files = std::mem::take(&mut *written);
+        let mut dirs = BTreeSet::new();
+        for f in &files {
+            for dir in f.ancestors().skip(1) {
+                dirs.insert(dir.to_path_buf());
+                if dir == self.root {
+                    dirs.extend(dir.parent().map(Path::to_path_buf));
+                    break;
+                }
+            }
         }
-        Ok(())
+        let flush = |p: PathBuf| match fs::File::open(&p).and_then(|f| f.sync_all()) {
+            // Removed since (a change given up): nothing of it to keep.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(|e| Error::io(format!("cannot flush {}", p.display()), e)),
+        };
+        crate::fanout::parallel(
+            FLUSHES_AT_ONCE,
+            files.into_iter().chain(dirs).collect(),
+            flush,
+        )
+        .into_iter()
+        .collect()
     }
 
     /// The newest backup not yet undone, if any.
@@ -212,5 +245,21 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.mode() & 0o777, 0o600);
         assert!(s.backup_dir(".x").ends_with("_.x"));
+    }
+
+    #[test]
+    fn sync_flushes_what_was_written_since_the_last_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::new(tmp.path().join("new"));
+        s.sync().unwrap();
+        s.save_backup("a", "<a/>").unwrap();
+        s.clone().save_pre_undo("b", "<b/>").unwrap();
+        assert_eq!(s.written.lock().unwrap().len(), 2, "clones share the list");
+        s.sync().unwrap();
+        assert!(s.written.lock().unwrap().is_empty());
+        // A backup removed before the flush (a change given up) has nothing to keep.
+        let gone = s.save_backup("c", "<c/>").unwrap();
+        fs::remove_file(&gone).unwrap();
+        s.sync().unwrap();
     }
 }

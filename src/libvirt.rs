@@ -111,17 +111,22 @@ pub struct Conn {
     /// A connection's URI and driver never change: asked of libvirtd once, when first needed.
     uri: std::sync::OnceLock<String>,
     driver: std::sync::OnceLock<String>,
+    /// How long opening took: a few round trips, so it tells a slow link from a fast one
+    /// whatever the URI says (a local socket may be forwarded from far away).
+    opened_in: std::time::Duration,
 }
 
 impl Conn {
     /// Connect to `uri`, or to libvirt's default (which honours `LIBVIRT_DEFAULT_URI`).
     pub fn open(uri: Option<&str>) -> Result<Conn> {
+        let started = std::time::Instant::now();
         match Connect::open(uri) {
             Ok(inner) => Ok(Conn {
                 inner,
                 requested: uri.map(str::to_string),
                 uri: std::sync::OnceLock::new(),
                 driver: std::sync::OnceLock::new(),
+                opened_in: started.elapsed(),
             }),
             Err(err) => {
                 let shown = uri.unwrap_or("libvirt's default URI");
@@ -141,6 +146,12 @@ impl Conn {
                 Err(e.context(format!("cannot connect to {shown}")))
             }
         }
+    }
+
+    /// How many calls to keep in flight on this connection: many over a slow link, a few over
+    /// a fast one ([`crate::fanout::calls_in_flight`]).
+    pub fn calls_in_flight(&self) -> usize {
+        crate::fanout::calls_in_flight(self.opened_in)
     }
 
     /// The URI as libvirt reports it.
@@ -201,19 +212,71 @@ impl Conn {
         list.into_iter().map(Dom::wrap).collect()
     }
 
-    /// Every domain with its running state, from two list calls (one per state) instead
-    /// of one `is_active` round trip per domain.
+    /// Every domain with its running state, from one list call: a listed domain carries its
+    /// id, which only a running (or paused) one has, so no `is_active` round trip per domain.
     pub fn domains_with_state(&self) -> Result<Vec<(Dom, bool)>> {
-        let mut out = Vec::new();
-        for (flag, running) in [
-            (sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE, true),
-            (sys::VIR_CONNECT_LIST_DOMAINS_INACTIVE, false),
-        ] {
-            for d in self.inner.list_all_domains(flag).map_err(map)? {
-                out.push((Dom::wrap(d)?, running));
+        let list = self.inner.list_all_domains(0).map_err(map)?;
+        list.into_iter()
+            .map(|d| {
+                let d = Dom::wrap(d)?;
+                let running = d.is_running_at_lookup();
+                Ok((d, running))
+            })
+            .collect()
+    }
+
+    /// Many domains by name or UUID, each with its own answer, in order, in the fewest round
+    /// trips. For two or more, the persistent and the transient domains are listed at once
+    /// (a listed domain comes with its name, UUID, id and so its running state, and which
+    /// list it was in says whether it is persistent) and only a name the lists miss is
+    /// looked up; one name is looked up (no list of a host's every domain for one VM).
+    pub fn find_domains(&self, names: &[String]) -> Vec<Result<Found>> {
+        let listed = if names.len() > 1 {
+            // An old or odd daemon that cannot list: look each up instead.
+            self.list_by_persistence().ok()
+        } else {
+            None
+        };
+        names
+            .iter()
+            .map(|name| match listed.as_ref().and_then(|l| l.find(name)) {
+                Some(found) => Ok(found),
+                None => self.domain(name).map(|dom| Found {
+                    dom,
+                    persistent: None,
+                }),
+            })
+            .collect()
+    }
+
+    /// The persistent and the transient domains, listed by two calls in flight at once.
+    fn list_by_persistence(&self) -> Result<Listing> {
+        let list = |flag| -> Result<Vec<Dom>> {
+            let doms = self.inner.list_all_domains(flag).map_err(map)?;
+            doms.into_iter().map(Dom::wrap).collect()
+        };
+        let (persistent, transient) = std::thread::scope(|s| {
+            let t = s.spawn(|| list(sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT));
+            let p = list(sys::VIR_CONNECT_LIST_DOMAINS_PERSISTENT);
+            (p, t.join().expect("a domain listing does not panic"))
+        });
+        let mut listing = Listing::default();
+        // Transient last: a domain that changed between the two calls counts as transient,
+        // the answer that refuses rather than makes it persistent.
+        for (doms, persistent) in [(persistent?, true), (transient?, false)] {
+            for dom in doms {
+                let i = listing.found.len();
+                listing.by_name.insert(dom.name.clone(), i);
+                if let Ok(uuid) = dom.uuid() {
+                    listing.by_uuid.insert(uuid.to_ascii_lowercase(), i);
+                }
+                listing.found.push(Found {
+                    dom,
+                    persistent: Some(persistent),
+                });
             }
         }
-        Ok(out)
+        Ok(listing)
     }
 
     /// Create and start a transient domain from XML (`virsh create`): it has no persistent
@@ -251,6 +314,35 @@ impl Conn {
     }
 }
 
+/// A domain [`Conn::find_domains`] found, with what finding it told.
+#[derive(Clone)]
+pub struct Found {
+    pub dom: Dom,
+    /// Whether it has a persistent definition, when the listing said so; None: ask
+    /// [`Dom::is_persistent`].
+    pub persistent: Option<bool>,
+}
+
+/// Listed domains, by name and by UUID (lower case).
+#[derive(Default)]
+struct Listing {
+    found: Vec<Found>,
+    by_name: std::collections::HashMap<String, usize>,
+    by_uuid: std::collections::HashMap<String, usize>,
+}
+
+impl Listing {
+    /// A domain by name, or by UUID as libvirt's own lookup takes it: name first.
+    fn find(&self, name: &str) -> Option<Found> {
+        let i = self.by_name.get(name).or_else(|| {
+            looks_like_uuid(name)
+                .then(|| self.by_uuid.get(&name.to_ascii_lowercase()))
+                .flatten()
+        })?;
+        Some(self.found[*i].clone())
+    }
+}
+
 fn looks_like_uuid(s: &str) -> bool {
     s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
@@ -275,6 +367,7 @@ pub enum AddressSource {
 }
 
 /// A domain.
+#[derive(Clone)]
 pub struct Dom {
     inner: Domain,
     name: String,
@@ -303,8 +396,8 @@ impl Dom {
         self.inner.is_persistent().map_err(map)
     }
 
-    /// Whether the domain had an id (was running) when it was looked up; answered from the
-    /// lookup itself, without a call to libvirtd.
+    /// Whether the domain had an id (was running) when it was looked up or listed; answered
+    /// from that answer itself, without a call to libvirtd.
     pub fn is_running_at_lookup(&self) -> bool {
         self.inner.id().is_some()
     }

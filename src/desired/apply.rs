@@ -40,7 +40,7 @@ pub fn apply(conn: &Conn, plan: &mut HostPlan, state: &StateDir, progress: &Sink
         }
     }
     let vms = std::mem::take(&mut plan.vms);
-    plan.vms = fanout::parallel(vms, |mut vm| {
+    plan.vms = fanout::parallel(conn.calls_in_flight(), vms, |mut vm| {
         apply_vm(conn, &mut vm, state, progress);
         progress.done(&vm.name);
         vm

@@ -1,46 +1,32 @@
 //! Read what a desired host's diff needs from libvirt: the named networks, and each named
-//! VM's persistent and live XML. One `listAllDomains` instead of a lookup per VM, and the
-//! XML reads fanned out so their round trips overlap on a slow link.
+//! VM's persistent and live XML. The VMs are found together (a listing, not a lookup per
+//! VM), and the XML reads fanned out so their round trips overlap on a slow link.
 
 use super::diff::{ObservedHost, ObservedVm};
 use super::{Host, Target};
 use crate::error::{Error, Result};
 use crate::fanout::parallel;
 use crate::libvirt::{Conn, Dom};
-use crate::topology;
+use crate::topology::{self, NetworkObs};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// What the host holds of everything the desired host names.
+/// What the host holds of everything the desired host names. The networks and the kind of
+/// connection are read while the VMs are: on a slow link their round trips overlap.
 pub fn observe(conn: &Conn, want: &Host) -> Result<ObservedHost> {
-    let mut networks = BTreeMap::new();
-    for n in &want.networks {
-        let obs = match conn.network(&n.name)? {
-            Some(net) => Some(topology::read_network(&net, n.name.clone())?.1),
-            None => None,
-        };
-        networks.insert(n.name.clone(), obs);
-    }
-    let mut listed: BTreeMap<String, (Dom, bool)> = BTreeMap::new();
-    if !want.vms.is_empty() {
-        for (dom, running) in conn.domains_with_state()? {
-            listed.insert(dom.name().to_string(), (dom, running));
-        }
-    }
-    let names: Vec<&String> = want.vms.keys().collect();
-    let vms = parallel(names, |name| {
-        let vm = match listed.get(name.as_str()) {
-            Some((dom, running)) => read_vm(dom, *running),
-            // Not a name: maybe a UUID.
-            None => conn.domain(name).and_then(|d| {
-                let running = d.is_running_at_lookup();
-                read_vm(&d, running)
-            }),
-        };
-        (name.clone(), vm)
-    })
-    .into_iter()
-    .collect();
-
+    let (networks, vms) = std::thread::scope(|s| {
+        let networks = s.spawn(|| {
+            let networks = observe_networks(conn, want);
+            // Asked once and kept by the connection: asked here, it costs no wall time later.
+            conn.shares_host();
+            networks
+        });
+        let vms = observe_vms(conn, want);
+        (
+            networks.join().expect("reading networks does not panic"),
+            vms,
+        )
+    });
+    let networks = networks?;
     let local = conn.shares_host();
     let mut notes = Vec::new();
     if local {
@@ -72,6 +58,34 @@ pub fn observe(conn: &Conn, want: &Host) -> Result<ObservedHost> {
         local,
         notes,
     })
+}
+
+fn observe_networks(conn: &Conn, want: &Host) -> Result<BTreeMap<String, Option<NetworkObs>>> {
+    let mut networks = BTreeMap::new();
+    for n in &want.networks {
+        let obs = match conn.network(&n.name)? {
+            Some(net) => Some(topology::read_network(&net, n.name.clone())?.1),
+            None => None,
+        };
+        networks.insert(n.name.clone(), obs);
+    }
+    Ok(networks)
+}
+
+/// Each named VM, found together, its XML read with many calls in flight.
+fn observe_vms(conn: &Conn, want: &Host) -> BTreeMap<String, Result<ObservedVm>> {
+    let names: Vec<String> = want.vms.keys().cloned().collect();
+    let found = names
+        .iter()
+        .cloned()
+        .zip(conn.find_domains(&names))
+        .collect();
+    parallel(conn.calls_in_flight(), found, |(name, found)| {
+        let vm = found.and_then(|f| read_vm(&f.dom, f.dom.is_running_at_lookup()));
+        (name, vm)
+    })
+    .into_iter()
+    .collect()
 }
 
 fn read_vm(dom: &Dom, running: bool) -> std::result::Result<ObservedVm, Error> {

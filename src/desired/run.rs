@@ -102,7 +102,7 @@ fn each_host(
     progress: &Sink,
     f: impl Fn(&Conn, &Host) -> Result<HostPlan> + Sync,
 ) -> Vec<HostReport> {
-    fanout::parallel(desired.hosts.iter().collect(), |h| {
+    fanout::parallel(fanout::HOSTS_AT_ONCE, desired.hosts.iter().collect(), |h| {
         let uri = h.uri.clone().or_else(|| default_uri.map(str::to_string));
         let r = Conn::open(uri.as_deref()).and_then(|c| f(&c, h));
         if r.is_err() {

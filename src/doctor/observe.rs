@@ -1,7 +1,8 @@
-//! The doctor's one look at libvirt and the host. Cheap by construction: two list calls for
-//! the domains and their states, one XML read per domain, a handful of calls per network,
-//! sysfs reads, one netlink address dump, and `iptables -S` only when bridged frames reach
-//! iptables at all.
+//! The doctor's one look at libvirt and the host. Cheap by construction: one list call for
+//! the domains and their states (two at once for several named ones), one XML read per
+//! domain, a handful of calls per network (the domains' and the networks' calls fanned out
+//! so their round trips overlap), sysfs reads, one netlink address dump, and `iptables -S`
+//! only when bridged frames reach iptables at all.
 
 use super::{DomainObs, HostState, Iface, NetworkManagerObs, NicObs, Observation};
 use crate::domxml;
@@ -32,41 +33,46 @@ fn observe_libvirt(conn: &Conn, names: &[String], host_applies: bool) -> Result<
     let doms: Vec<(Dom, bool)> = if names.is_empty() {
         conn.domains_with_state()?
     } else {
-        names
-            .iter()
-            .map(|n| {
-                let d = conn.domain(n)?;
-                let running = d.is_active()?;
-                Ok((d, running))
+        conn.find_domains(names)
+            .into_iter()
+            .map(|f| {
+                let f = f?;
+                let running = f.dom.is_running_at_lookup();
+                Ok((f.dom, running))
             })
             .collect::<Result<_>>()?
     };
     // The live XML of a running VM names its taps; shut off, it is the definition.
-    let mut domains = parallel(doms, |(d, running)| {
+    let mut domains = parallel(conn.calls_in_flight(), doms, |(d, running)| {
         domain_obs(d.name(), running, &d.live_xml()?)
     })
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
     domains.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let mut networks = Vec::new();
     // Domain and host checks do not need the network driver: without it, say so and go on.
     let (listed, network_driver_unavailable) = match conn.networks() {
         Ok(list) => (list, None),
         Err(e) if is_network_driver_unavailable(&e) => (Vec::new(), Some(e.message)),
         Err(e) => return Err(e),
     };
+    let mut wanted = Vec::new();
     for n in listed {
         let name = n.name()?;
         let used = domains
             .iter()
             .flat_map(|d| &d.nics)
             .any(|nic| nic.network.as_deref() == Some(name.as_str()));
-        if !names.is_empty() && !used {
-            continue;
+        if names.is_empty() || used {
+            wanted.push((n, name));
         }
-        networks.push(crate::topology::read_network(&n, name)?.1);
     }
+    // A handful of calls per network: the networks' round trips overlap too.
+    let mut networks = parallel(conn.calls_in_flight(), wanted, |(n, name)| {
+        crate::topology::read_network(&n, name).map(|(_, obs)| obs)
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
     networks.sort_by(|a, b| a.name.cmp(&b.name));
 
     let uri = conn.uri();

@@ -5,7 +5,9 @@
 //! Through a proxy that delays each chunk 10 ms each way in front of the lab's libvirtd (100
 //! and 500 shut-off VMs) and locally (200): the python3-libvirt floor (lookup + XMLDesc +
 //! defineXML per VM) sequential, with 8 and with 32 threads, against `vbridge attach` of all
-//! VMs and `vbridge plan` (reads only) of a file naming them all.
+//! VMs; and the read floor (one listAllDomains, then every VM's XML with 32 threads) against
+//! `vbridge plan` (reads only) of a file naming them all. Through the proxy it also counts
+//! the libvirt calls each made, per VM (connecting included).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -36,17 +38,22 @@ fn bench_latency() {
     let state = tempfile::tempdir().unwrap();
     let bin = common::vbridge_bin();
     println!(
-        "\n{:>5} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}",
+        "\n{:>5} {:>6} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} | {:>7} {:>7} {:>8} | {:>6} {:>6} {:>6}",
         "VMs",
         "link",
         "seq s",
         "8thr s",
         "32thr s",
-        "vbridge",
-        "plan s",
+        "vb s",
         "vb/32thr",
         "seq/vb",
-        "vb/8thr"
+        "vb/8thr",
+        "read32",
+        "plan s",
+        "plan/rd",
+        "c/VM 32",
+        "vb",
+        "plan"
     );
     for (n, uri, link) in [
         (100usize, &slow, "proxy"),
@@ -66,11 +73,14 @@ fn bench_latency() {
             .map(|(n, _)| (n.clone(), conn.domain(n).unwrap().persistent_xml().unwrap()))
             .collect();
         let names: Vec<&str> = originals.iter().map(|(n, _)| n.as_str()).collect();
-        let timed = |cmd: &mut Command, check: bool| -> f64 {
+        // Seconds, and libvirt calls per VM through the proxy.
+        let timed = |cmd: &mut Command, check: bool| -> (f64, f64) {
             reset(&conn, &originals);
+            let calls = proxy.calls();
             let t = Instant::now();
             let out = cmd.output().unwrap();
             let d = t.elapsed().as_secs_f64();
+            let calls = (proxy.calls() - calls) as f64 / n as f64;
             assert!(
                 out.status.success(),
                 "{}",
@@ -79,7 +89,7 @@ fn bench_latency() {
             if check {
                 assert!(all_on_bridge(&conn, &originals));
             }
-            d
+            (d, calls)
         };
         let floor = |threads: usize| {
             timed(
@@ -91,15 +101,15 @@ fn bench_latency() {
                 true,
             )
         };
-        let seq = timed(
+        let (seq, _) = timed(
             Command::new("/usr/bin/python3")
                 .arg(format!("{root}/bench/floor.py"))
                 .args([uri.as_str(), "br0"])
                 .args(&names),
             true,
         );
-        let (t8, t32) = (floor(8), floor(32));
-        let vb = timed(
+        let ((t8, _), (t32, c32)) = (floor(8), floor(32));
+        let (vb, cvb) = timed(
             Command::new(&bin)
                 .args(["-c", uri.as_str(), "-q", "attach"])
                 .args(&names)
@@ -116,17 +126,35 @@ fn bench_latency() {
             ));
         }
         std::fs::write(&file, yaml).unwrap();
-        let plan = timed(
+        let (read32, _) = timed(
+            Command::new("/usr/bin/python3")
+                .arg(format!("{root}/bench/floor_read.py"))
+                .args(["32", uri.as_str()])
+                .args(&names),
+            false,
+        );
+        let (plan, cplan) = timed(
             Command::new(&bin)
                 .args(["-c", uri.as_str(), "-q", "plan"])
                 .arg(&file),
             false,
         );
+        let calls = |c: f64| {
+            if link == "proxy" {
+                format!("{c:.2}")
+            } else {
+                "-".into()
+            }
+        };
         println!(
-            "{n:>5} {link:>6} {seq:>9.3} {t8:>9.3} {t32:>9.3} {vb:>9.3} {plan:>9.3} {:>10.2} {:>10.1} {:>9.2}",
+            "{n:>5} {link:>6} {seq:>7.3} {t8:>7.3} {t32:>7.3} {vb:>7.3} {:>8.2} {:>7.1} {:>7.2} | {read32:>7.3} {plan:>7.3} {:>8.2} | {:>6} {:>6} {:>6}",
             vb / t32,
             seq / vb,
-            vb / t8
+            vb / t8,
+            plan / read32,
+            calls(c32),
+            calls(cvb),
+            calls(cplan)
         );
         for (name, _) in &originals {
             let _ = lab.virsh(&["undefine", name]);

@@ -3,6 +3,7 @@
 mod backends;
 mod backends_ns;
 mod bench;
+mod bench_inflight;
 mod bench_latency;
 mod bench_live;
 mod common;

@@ -726,6 +726,76 @@ fn undo_by_uuid_and_duplicate_names_are_one_vm() {
     assert_eq!(c.domain("db").unwrap().persistent_xml().unwrap(), original);
 }
 
+/// Several domains are found from one listing (persistent and transient listed at once),
+/// one by a lookup: both ways give the same domain, running state and persistence, by name
+/// or by UUID in either case, and a name neither knows gets libvirt's not-found.
+#[test]
+fn finding_many_domains_at_once_agrees_with_looking_each_up() {
+    let c = conn();
+    c.create_domain(
+        "<domain type='test'><name>tr2</name><memory unit='MiB'>256</memory>\
+         <os><type arch='x86_64'>hvm</type></os><devices>\
+         <interface type='network'><mac address='52:54:00:3a:20:02'/>\
+         <source network='default'/><model type='virtio'/></interface>\
+         </devices></domain>",
+    )
+    .expect("the test driver creates transient domains");
+    let names: Vec<String> = [
+        "web",
+        "4A1C5A10-0000-4000-8000-00000000A002",
+        "ghost",
+        "tr2",
+        "nas",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let seen = |f: &vbridge::Result<vbridge::libvirt::Found>| {
+        f.as_ref().map_err(|e| e.kind).map(|f| {
+            (
+                f.dom.name().to_string(),
+                f.dom.is_running_at_lookup(),
+                f.persistent
+                    .unwrap_or_else(|| f.dom.is_persistent().unwrap()),
+            )
+        })
+    };
+    let together: Vec<_> = c.find_domains(&names).iter().map(seen).collect();
+    let one_by_one: Vec<_> = names
+        .iter()
+        .map(|n| seen(&c.find_domains(std::slice::from_ref(n))[0]))
+        .collect();
+    assert_eq!(together, one_by_one);
+    assert_eq!(
+        together,
+        vec![
+            Ok(("web".to_string(), true, true)),
+            Ok(("db".to_string(), false, true)),
+            Err(ErrorKind::NotFound),
+            Ok(("tr2".to_string(), true, false)),
+            Ok(("nas".to_string(), false, true)),
+        ]
+    );
+    // The listing said so: no round trip per domain to ask.
+    assert!(c.find_domains(&names)[3].as_ref().unwrap().persistent == Some(false));
+
+    // attach of several, one of them transient: that one is refused, the others go on.
+    let tmp = StateTmp::new();
+    let r = attach::attach(
+        &c,
+        &["tr2".into(), "db".into()],
+        &opts(Selection::Auto),
+        &tmp.state,
+    )
+    .unwrap();
+    let e = r.domains[0].error.as_ref().expect("transient refused");
+    assert!(e.message.contains("transient"), "{}", e.message);
+    assert!(
+        r.domains[1].changed && r.domains[1].error.is_none(),
+        "{r:?}"
+    );
+}
+
 #[test]
 fn cli_output_details() {
     // -q keeps `attach --xml`'s document: it is the command's product.

@@ -1,11 +1,12 @@
 //! A unix-socket proxy that delays every chunk by a fixed time each way, in front of the
 //! lab's libvirtd socket: a slow link without netem (not in this kernel). Chunks keep their
-//! order and overlap in flight, as on a real link: latency, not a throughput cap.
+//! order and overlap in flight, as on a real link: latency, not a throughput cap. It counts
+//! the libvirt RPC messages clients send, so a benchmark can report calls per VM.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 pub struct DelayProxy {
     pub path: PathBuf,
     stop: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
 }
 
 impl DelayProxy {
@@ -20,7 +22,8 @@ impl DelayProxy {
     pub fn start(path: &Path, target: &Path, delay: Duration) -> DelayProxy {
         let listener = UnixListener::bind(path).expect("proxy socket");
         let stop = Arc::new(AtomicBool::new(false));
-        let (target, flag) = (target.to_path_buf(), stop.clone());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (target, flag, counter) = (target.to_path_buf(), stop.clone(), calls.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if flag.load(Ordering::SeqCst) {
@@ -31,13 +34,49 @@ impl DelayProxy {
                     continue;
                 };
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(client, server, delay);
-                pipe(s2, c2, delay);
+                pipe(client, server, delay, Some(counter.clone()));
+                pipe(s2, c2, delay, None);
             }
         });
         DelayProxy {
             path: path.to_path_buf(),
             stop,
+            calls,
+        }
+    }
+
+    /// Messages clients sent through the proxy so far (calls, plus the odd keepalive).
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts libvirt RPC messages in a byte stream: each starts with its length as 4 bytes,
+/// big-endian, the length field included.
+#[derive(Default)]
+struct Frames {
+    header: Vec<u8>,
+    left: usize,
+}
+
+impl Frames {
+    fn feed(&mut self, mut bytes: &[u8], counter: &AtomicUsize) {
+        while !bytes.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(bytes.len());
+                self.left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (4 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() == 4 {
+                let len = u32::from_be_bytes(self.header[..].try_into().unwrap()) as usize;
+                self.left = len.saturating_sub(4);
+                self.header.clear();
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
         }
     }
 }
@@ -51,15 +90,25 @@ impl Drop for DelayProxy {
     }
 }
 
-/// Copy `from` to `to`, each chunk written `delay` after it was read.
-fn pipe(mut from: UnixStream, mut to: UnixStream, delay: Duration) {
+/// Copy `from` to `to`, each chunk written `delay` after it was read; count the messages
+/// into `counter` when given.
+fn pipe(
+    mut from: UnixStream,
+    mut to: UnixStream,
+    delay: Duration,
+    counter: Option<Arc<AtomicUsize>>,
+) {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut frames = Frames::default();
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    if let Some(c) = &counter {
+                        frames.feed(&buf[..n], c);
+                    }
                     if tx
                         .send((Instant::now() + delay, buf[..n].to_vec()))
                         .is_err()
