@@ -25,6 +25,9 @@ pub struct ObservedVm {
     pub name: String,
     pub uuid: String,
     pub running: bool,
+    /// False for a transient VM (`virsh create`): a persistent change would make it
+    /// persistent, which apply does not do behind the user's back.
+    pub persistent: bool,
     pub config: Vec<NicSeen>,
     pub live: Option<Vec<NicSeen>>,
 }
@@ -37,6 +40,7 @@ impl ObservedVm {
             name: facts.name.unwrap_or_default(),
             uuid: facts.uuid.unwrap_or_default(),
             running: live_xml.is_some(),
+            persistent: true,
             config: seen(config_xml)?,
             live: live_xml.map(seen).transpose()?,
         })
@@ -236,6 +240,10 @@ pub fn diff(want: &Host, seen: &ObservedHost, derive_mac: DeriveMac) -> HostPlan
                                 break;
                             }
                         }
+                    }
+                    if !obs.persistent && plan.changes.iter().any(|c| c.mode == Mode::Persistent) {
+                        // The same refusal attach gives: say it in the plan, not only at apply.
+                        plan.error = crate::domain::persistent_rewrite(name, false, false).err();
                     }
                     if obs.running && plan.changes.iter().any(|c| c.mode == Mode::Persistent) {
                         plan.notes.push(format!("{name} is running: persistent changes take effect after a full power-off"));

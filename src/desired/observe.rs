@@ -81,7 +81,14 @@ fn observe_vms(conn: &Conn, want: &Host) -> BTreeMap<String, Result<ObservedVm>>
         .zip(conn.find_domains(&names))
         .collect();
     parallel(conn.calls_in_flight(), found, |(name, found)| {
-        let vm = found.and_then(|f| read_vm(&f.dom, f.dom.is_running_at_lookup()));
+        let vm = found.and_then(|f| {
+            let mut vm = read_vm(&f.dom, f.dom.is_running_at_lookup())?;
+            vm.persistent = match f.persistent {
+                Some(p) => p,
+                None => f.dom.is_persistent()?,
+            };
+            Ok(vm)
+        });
         (name, vm)
     })
     .into_iter()

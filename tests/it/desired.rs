@@ -234,3 +234,37 @@ fn apply_sets_mtu_and_queues_and_moves_live_with_the_never_strand_guarantee() {
     let db = again.vms.iter().find(|v| v.name == "db").unwrap();
     assert!(db.changes.is_empty(), "{again:#?}");
 }
+
+/// A transient VM (`virsh create`) is not made persistent by a plan: the plan says so, and
+/// apply leaves it transient; mode live (the running VM only) is fine.
+#[test]
+fn a_transient_vm_is_refused_a_persistent_change_in_the_plan() {
+    vbridge::libvirt::init();
+    let state = StateTmp::new();
+    let conn = Conn::open(Some(&homelab_uri())).unwrap();
+    conn.create_domain(
+        "<domain type='test'><name>tr3</name><memory unit='MiB'>256</memory>\
+         <os><type arch='x86_64'>hvm</type></os><devices>\
+         <interface type='network'><mac address='52:54:00:3a:20:03'/>\
+         <source network='default'/><model type='virtio'/></interface>\
+         </devices></domain>",
+    )
+    .unwrap();
+    let file = |mode: &str| {
+        format!(
+            "hosts:\n  - uri: {}\n    vms:\n      tr3:\n        nics:\n          - {{mac: \"52:54:00:3a:20:03\", bridge: br0, mode: {mode}}}\n",
+            homelab_uri()
+        )
+    };
+    let want = desired::parse(&file("persistent"), Syntax::Yaml, "f").unwrap();
+    let plan = run::plan_host(&conn, &want.hosts[0]).unwrap();
+    let e = plan.vms[0].error.as_ref().expect("refused in the plan");
+    assert!(e.message.contains("transient"), "{e:?}");
+    let done = run::apply_host(&conn, &want.hosts[0], &state.state).unwrap();
+    assert!(!done.ok());
+    assert!(!conn.domain("tr3").unwrap().is_persistent().unwrap());
+    let want = desired::parse(&file("live"), Syntax::Yaml, "f").unwrap();
+    let plan = run::plan_host(&conn, &want.hosts[0]).unwrap();
+    assert!(plan.vms[0].error.is_none(), "{plan:#?}");
+    assert_eq!(plan.changes(), 1);
+}
