@@ -8,12 +8,15 @@
 //! [`Define`]: crate::edit::DomainStep::Define
 
 pub mod live;
+mod undo;
+
+pub use undo::undo;
 
 use crate::backup::StateDir;
 use crate::domain;
 use crate::domxml::{self, NicOptions, Selection, Target};
 use crate::edit::{self, DomainApplier, DomainStep, Keep};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::fanout::parallel;
 use crate::libvirt::{Conn, Dom, Found};
 use crate::plan::{self, Applier, Plan, Step};
@@ -185,7 +188,7 @@ pub fn plan_request(conn: &Conn, domains: &[String], req: &AttachRequest) -> Res
         // A bridge a libvirt network owns (virbr0) is a note, not a reason to refuse.
         let owner = s.spawn(|| match &req.target {
             Target::Bridge(b) => crate::topology::bridge_owner_notes(conn, b.as_str()),
-            Target::Direct { .. } => Vec::new(),
+            Target::Direct { .. } | Target::Network(_) => Vec::new(),
         });
         let found = domains.iter().zip(conn.find_domains(domains)).collect();
         let planned = parallel(conn.calls_in_flight(), found, |(name, found)| {
@@ -471,13 +474,13 @@ pub fn attach_request(
 }
 
 /// Why the target cannot take a NIC on this host, checked before anything changes: a
-/// macvtap's host NIC must exist (an error); a bridge that is missing is a note, and
-/// refuses a live move.
+/// macvtap's host NIC and a libvirt network must exist (an error); a bridge that is
+/// missing or a network not started is a note, and refuses a live move.
 fn host_warning(conn: &Conn, target: &Target) -> Result<Vec<String>> {
-    if !conn.shares_host() {
-        return Ok(Vec::new());
-    }
     match target {
+        // libvirt's own answer: a network is checked over a remote URI too.
+        Target::Network(n) => crate::topology::network_warnings(conn, n),
+        _ if !conn.shares_host() => Ok(Vec::new()),
         Target::Bridge(b) => Ok(crate::topology::bridge_warnings(b.as_str())),
         Target::Direct { dev, .. } => {
             if crate::host::sysfs::exists(dev.as_str()) {
@@ -506,116 +509,6 @@ pub fn rewrite_document(
 pub fn rewrite_document_request(xml: &str, req: &AttachRequest) -> Result<domxml::Rewritten> {
     check_selection(&req.selection)?;
     domxml::rewrite_nics(xml, &req.target, &req.selection, &req.nic)
-}
-
-/// What undo found: the domain (None when it no longer exists), its definition now, and
-/// the latest backup.
-struct UndoView {
-    name: String,
-    dom: Option<Dom>,
-    current: Option<String>,
-    backup_path: std::path::PathBuf,
-    backup: String,
-}
-
-fn observe_undo(conn: &Conn, name: &str, state: &StateDir) -> Result<UndoView> {
-    // Backups are filed under the domain's name: resolve a UUID to it first. A domain that
-    // no longer exists can still be restored by its name.
-    let (current, dom) = match conn.domain(name) {
-        Ok(dom) => (Some(dom.persistent_xml()?), Some(dom)),
-        Err(e) if e.kind == ErrorKind::NotFound => (None, None),
-        Err(e) => return Err(e),
-    };
-    let name = dom.as_ref().map(|d| d.name()).unwrap_or(name).to_string();
-    let backup_path = state.latest_backup(&name)?.ok_or_else(|| {
-        Error::not_found(format!(
-            "no backup of {name} in {}",
-            state.backup_dir(&name).display()
-        ))
-        .with_hint("vbridge keeps a backup for each change it makes; set VBRIDGE_STATE_DIR if you used another one")
-    })?;
-    let backup = std::fs::read_to_string(&backup_path)
-        .map_err(|e| Error::io(format!("cannot read {}", backup_path.display()), e))?;
-    let backup_facts = domxml::facts(&backup)?;
-    if let (Some(dom), Some(want)) = (&dom, &backup_facts.uuid) {
-        let have = dom.uuid()?;
-        if !have.eq_ignore_ascii_case(want) {
-            return Err(Error::conflict(format!(
-                "the backup {} is of another domain named {name} (UUID {want}, this one is {have})",
-                backup_path.display()
-            )));
-        }
-    }
-    Ok(UndoView {
-        name,
-        dom,
-        current,
-        backup_path,
-        backup,
-    })
-}
-
-/// The plan of an undo: define the backup again (keeping what it replaces as
-/// `*.xml.pre-undo`), then mark the backup used. Pure.
-fn plan_undo(v: &UndoView) -> Plan<DomainStep> {
-    let changed = v.current.as_deref() != Some(v.backup.as_str());
-    let mut steps = Vec::new();
-    if changed {
-        steps.push(DomainStep::Define {
-            domain: v.name.clone(),
-            before: v.current.clone(),
-            after: v.backup.clone(),
-            keep: Keep::PreUndo,
-        });
-    } else if let Some(cur) = &v.current {
-        steps.push(DomainStep::SavePreUndo {
-            domain: v.name.clone(),
-            xml: cur.clone(),
-        });
-    }
-    steps.push(DomainStep::MarkUndone {
-        backup: v.backup_path.clone(),
-    });
-    Plan::new(steps)
-}
-
-/// `vbridge undo VM`: define the latest backup again. The definition it replaces is saved
-/// beside it (`*.xml.pre-undo`), and the backup is marked used so a second undo goes one
-/// step further back.
-pub fn undo(conn: &Conn, name: &str, state: &StateDir, dry_run: bool) -> Result<DomainResult> {
-    let v = observe_undo(conn, name, state)?;
-    let p = plan_undo(&v);
-    let changed = p
-        .steps
-        .iter()
-        .any(|s| matches!(s, DomainStep::Define { .. }));
-    let mut result = DomainResult::new(&v.name, changed, Vec::new());
-    result.backup = Some(v.backup_path.clone());
-    if dry_run {
-        // An unchanged domain shows an empty diff, as `diff -u` would.
-        result.diff = Some(
-            p.steps
-                .iter()
-                .find_map(DomainStep::diff)
-                .unwrap_or_default(),
-        );
-        return Ok(result);
-    }
-    let mut by = DomainApplier::new(conn, v.dom.as_ref(), Some(state));
-    plan::apply(&p.steps, &mut by).map_err(|stopped| stopped.error)?;
-    if changed
-        && v.dom
-            .as_ref()
-            .map(|d| d.is_active())
-            .transpose()?
-            .unwrap_or(false)
-    {
-        result.notes.push(format!(
-            "{} is running: the restored definition takes effect after a full power-off",
-            v.name
-        ));
-    }
-    Ok(result)
 }
 
 #[cfg(test)]

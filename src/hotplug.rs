@@ -1,8 +1,8 @@
-//! `vbridge attach --hotplug` and `vbridge detach`: add or remove a virtio NIC on the bridge,
-//! in the running VM and its persistent config (`virsh attach-interface --config --live`).
+//! `vbridge attach --hotplug` and `vbridge detach`: add or remove a virtio NIC on the bridge
+//! (or a libvirt network), in the running VM and its persistent config (`virsh attach-interface --config --live`).
 //! Each observes the domain, plans [`DomainStep`]s (pure), applies them, reports.
 
-use crate::domxml::{self, DomainFacts, Nic, NicOptions};
+use crate::domxml::{self, DomainFacts, Nic, NicOptions, Target};
 use crate::edit::{DomainApplier, DomainStep};
 use crate::error::{Error, Result};
 use crate::libvirt::{Conn, Dom};
@@ -17,12 +17,17 @@ use std::collections::BTreeMap;
 /// bridge) pair, so the live and persistent NIC agree and a second run finds it. FNV-1a is
 /// written out here because std's hasher is not guaranteed stable across releases.
 pub fn derive_mac(uuid: &str, bridge: &BridgeName) -> Mac {
+    derive_mac_for(uuid, bridge.as_str())
+}
+
+/// [`derive_mac`] for a place by its name: a bridge, or a libvirt network.
+pub fn derive_mac_for(uuid: &str, place: &str) -> Mac {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in uuid
         .to_ascii_lowercase()
         .bytes()
         .chain(std::iter::once(0))
-        .chain(bridge.as_str().bytes())
+        .chain(place.bytes())
     {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -32,12 +37,21 @@ pub fn derive_mac(uuid: &str, bridge: &BridgeName) -> Mac {
     Mac::from_bytes(&[0x52, 0x54, 0x00, b[5], b[6], b[7]])
 }
 
-fn new_nic(mac: &Mac, bridge: &BridgeName) -> Nic {
+/// Where a hot-plugged NIC goes: `type` and the `<source>` attribute naming the place.
+fn place(target: &Target) -> (&'static str, &str) {
+    match target {
+        Target::Network(n) => ("network", n.as_str()),
+        Target::Bridge(b) | Target::Direct { dev: b, .. } => ("bridge", b.as_str()),
+    }
+}
+
+fn new_nic(mac: &Mac, target: &Target) -> Nic {
+    let (kind, name) = place(target);
     Nic {
         index: 0,
-        kind: "bridge".into(),
+        kind: kind.into(),
         mac: Some(mac.to_string()),
-        source: BTreeMap::from([("bridge".to_string(), bridge.to_string())]),
+        source: BTreeMap::from([(kind.to_string(), name.to_string())]),
         model: Some("virtio".into()),
         target_dev: None,
         mtu: None,
@@ -60,7 +74,7 @@ struct MacView {
     live: Option<(Nic, String)>,
     /// Facts of the definition a live change goes to (live when running).
     facts: DomainFacts,
-    /// Why the bridge cannot take a NIC now, when the host was looked at (hotplug only).
+    /// Why the bridge (or network) cannot take a NIC now, when it was looked at (hotplug only).
     bridge_warning: Option<String>,
 }
 
@@ -116,26 +130,31 @@ fn observe_mac(conn: &Conn, name: &str, mac: impl FnOnce(&str) -> Mac) -> Result
 fn plan_hotplug(
     v: &MacView,
     asked: &str,
-    bridge: &BridgeName,
+    target: &Target,
     options: &NicOptions,
 ) -> Result<(DomainResult, Plan<DomainStep>)> {
     let (name, mac) = (asked, &v.mac);
+    let (kind, place) = place(target);
     for (nic, _) in v.config.iter().chain(v.live.iter()) {
-        if !nic.is_on_bridge(bridge.as_str()) {
+        if !target.holds(nic) {
+            let on = match target {
+                Target::Network(n) => format!("network {n}"),
+                _ => place.to_string(),
+            };
             return Err(Error::conflict(format!(
-                "{name} already has a NIC with MAC {mac} (type '{}') that is not a virtio NIC on {bridge}",
+                "{name} already has a NIC with MAC {mac} (type '{}') that is not a virtio NIC on {on}",
                 nic.kind
             ))
             .with_hint(format!(
                 "move it with `{}`, or pick another --mac",
-                crate::shell::join(["vbridge", "attach", name, "--mac", mac.as_str(), "--bridge", bridge.as_str()])
+                crate::shell::join(["vbridge", "attach", name, "--mac", mac.as_str(), &format!("--{kind}"), place])
             )));
         }
     }
     let add_config = v.persistent && v.config.is_none();
     let add_live = v.running && v.live.is_none();
     let changed = add_config || add_live;
-    let mut after = new_nic(mac, bridge);
+    let mut after = new_nic(mac, target);
     after.mtu = options.mtu.map(|m| m.get());
     after.queues = options.queues.map(|q| q.get());
     let mut result = DomainResult::new(
@@ -160,10 +179,11 @@ fn plan_hotplug(
             return Err(Error::not_found(w.clone()));
         }
     }
-    let device = template::render(
-        template::INTERFACE_BRIDGE,
-        &[("mac", mac.as_str()), ("bridge", bridge.as_str())],
-    )?;
+    let template = match target {
+        Target::Network(_) => template::INTERFACE_NETWORK,
+        _ => template::INTERFACE_BRIDGE,
+    };
+    let device = template::render(template, &[("mac", mac.as_str()), (kind, place)])?;
     let device = domxml::with_options(&device, options)?;
     if !v.persistent {
         result.notes.push(format!(
@@ -231,28 +251,44 @@ pub fn hotplug(
     mac: Option<&Mac>,
     dry_run: bool,
 ) -> Result<DomainResult> {
-    hotplug_with(conn, name, bridge, mac, &NicOptions::default(), dry_run)
+    let target = Target::Bridge(bridge.clone());
+    hotplug_with(conn, name, &target, mac, &NicOptions::default(), dry_run)
 }
 
-/// [`hotplug`] of a NIC with an MTU or several queues (`--mtu`, `--queues`); a VM with
-/// fewer vCPUs than queues is refused before anything changes.
+/// [`hotplug`] onto a bridge or a libvirt network (`--network`; macvtap is not hot-plugged),
+/// of a NIC with an MTU or several queues (`--mtu`, `--queues`); a VM with fewer vCPUs than
+/// queues, or a network libvirt does not have, is refused before anything changes.
 pub fn hotplug_with(
     conn: &Conn,
     name: &str,
-    bridge: &BridgeName,
+    target: &Target,
     mac: Option<&Mac>,
     options: &NicOptions,
     dry_run: bool,
 ) -> Result<DomainResult> {
-    let (dom, mut v) = observe_mac(conn, name, |uuid| {
-        mac.cloned().unwrap_or_else(|| derive_mac(uuid, bridge))
-    })?;
-    if v.running && v.live.is_none() && conn.shares_host() {
-        v.bridge_warning = crate::topology::bridge_warnings(bridge.as_str())
-            .into_iter()
-            .next();
+    if let Target::Direct { .. } = target {
+        return Err(Error::unsupported(
+            "a macvtap NIC is not hot-plugged: use --direct without --hotplug",
+        ));
     }
-    let (mut result, p) = plan_hotplug(&v, name, bridge, options)?;
+    let (_, place) = place(target);
+    // A network must exist whether or not the VM runs: libvirt would take the NIC into the
+    // definition and fail only at the next start.
+    let network_warning = match target {
+        Target::Network(n) => crate::topology::network_warnings(conn, n)?,
+        _ => Vec::new(),
+    };
+    let (dom, mut v) = observe_mac(conn, name, |uuid| {
+        mac.cloned().unwrap_or_else(|| derive_mac_for(uuid, place))
+    })?;
+    if v.running && v.live.is_none() {
+        v.bridge_warning = match target {
+            Target::Network(_) => network_warning.into_iter().next(),
+            _ if conn.shares_host() => crate::topology::bridge_warnings(place).into_iter().next(),
+            _ => None,
+        };
+    }
+    let (mut result, p) = plan_hotplug(&v, name, target, options)?;
     if dry_run {
         result.diff = p.steps.first().and_then(DomainStep::diff);
         return Ok(result);
@@ -271,26 +307,30 @@ pub fn hotplug_many(
     dry_run: bool,
 ) -> AttachReport {
     let (options, quiet) = (NicOptions::default(), Sink::default());
-    hotplug_many_with(conn, domains, bridge, mac, &options, dry_run, &quiet)
+    let target = Target::Bridge(bridge.clone());
+    hotplug_many_with(conn, domains, &target, mac, &options, dry_run, &quiet)
 }
 
 /// [`hotplug_many`] with NIC options, telling `progress` as each VM is finished.
 pub fn hotplug_many_with(
     conn: &Conn,
     domains: &[String],
-    bridge: &BridgeName,
+    target: &Target,
     mac: Option<&Mac>,
     options: &NicOptions,
     dry_run: bool,
     progress: &Sink,
 ) -> AttachReport {
     // Whether a libvirt network owns the bridge: asked once for the whole call.
-    let owner = crate::topology::bridge_owner_notes(conn, bridge.as_str());
+    let owner = match target {
+        Target::Bridge(b) => crate::topology::bridge_owner_notes(conn, b.as_str()),
+        _ => Vec::new(),
+    };
     progress.begin("hot-plugging NICs", domains.len());
     let domains = domains
         .iter()
         .map(
-            |d| match hotplug_with(conn, d, bridge, mac, options, dry_run) {
+            |d| match hotplug_with(conn, d, target, mac, options, dry_run) {
                 Ok(mut r) => {
                     if r.changed {
                         r.notes.extend(owner.iter().cloned());

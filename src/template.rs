@@ -8,6 +8,8 @@ use crate::xml::escape;
 pub const NETWORK_BRIDGE: &str = include_str!("../xml-templates/network-bridge.xml");
 /// A virtio `<interface type='bridge'>` for hotplug.
 pub const INTERFACE_BRIDGE: &str = include_str!("../xml-templates/interface-bridge.xml");
+/// A virtio `<interface type='network'>` for hotplug onto a libvirt network.
+pub const INTERFACE_NETWORK: &str = include_str!("../xml-templates/interface-network.xml");
 
 /// Replace each `{{key}}` with its escaped value. Every placeholder must have a value and
 /// every value must be used, so a template and its caller cannot drift apart silently.

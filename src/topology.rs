@@ -221,6 +221,29 @@ pub fn bridge_owner_notes(conn: &Conn, bridge: &str) -> Vec<String> {
     }
 }
 
+/// Whether NICs can be put on the libvirt network `name`: one not defined is an error
+/// (refused before anything changes), one not started a warning (a running VM cannot join
+/// it now). Asked of libvirt, so it holds over a remote URI too.
+pub fn network_warnings(conn: &Conn, name: &str) -> Result<Vec<String>> {
+    let Some(net) = conn.network(name)? else {
+        return Err(Error::not_found(format!(
+            "libvirt has no network {name} (on {}): NICs cannot be put on it",
+            conn.uri()
+        ))
+        .with_hint(format!(
+            "define it first (`vbridge net-define {} --bridge BR`), or pick one of `virsh net-list --all`",
+            crate::shell::quote(name)
+        )));
+    };
+    if net.is_active()? {
+        return Ok(Vec::new());
+    }
+    Ok(vec![format!(
+        "network {name} is not active: a running VM cannot join it, and VMs on it fail to start; start it with `virsh net-start {}`",
+        crate::shell::quote(name)
+    )])
+}
+
 /// Host-side check of the bridge a network names: libvirt reports such a network active
 /// even when the bridge is missing and fails only when a VM starts.
 pub fn bridge_warnings(bridge: &str) -> Vec<String> {

@@ -90,8 +90,9 @@ pub(super) fn plan(
             }
             continue;
         };
-        let bridge = match target {
-            Target::Bridge(b) => b,
+        let (kind, attr, place) = match target {
+            Target::Bridge(b) => ("bridge", "bridge", b.as_str()),
+            Target::Network(n) => ("network", "network", n.as_str()),
             Target::Direct { dev, mode } => {
                 let there = now.kind == "direct"
                     && now.source.get("dev").map(String::as_str) == Some(dev.as_str())
@@ -127,21 +128,31 @@ pub(super) fn plan(
                 ));
             }
         }
-        if now.kind == "bridge" && now.source.get("bridge") == Some(&bridge.to_string()) {
-            continue; // already there live: idempotent
+        // Already there live: idempotent. (A NIC of a bridge-mode network shows in the live
+        // XML as type='bridge' naming the network: the network is what counts.)
+        let there = match target {
+            Target::Network(_) => now.source.get("network").map(String::as_str) == Some(place),
+            _ => now.kind == kind && now.source.get(attr).map(String::as_str) == Some(place),
+        };
+        if there {
+            continue;
         }
         if !matches!(now.kind.as_str(), "network" | "bridge") {
+            let (what, add) = match target {
+                Target::Network(_) => ("a libvirt network", format!(" --network {place}")),
+                _ => ("another bridge", String::new()),
+            };
             return Err(Error::unsupported(format!(
-                "{domain}'s NIC {mac} is type '{}' in the running VM: libvirt can move only a network or bridge NIC to another bridge while the VM runs",
+                "{domain}'s NIC {mac} is type '{}' in the running VM: libvirt can move only a network or bridge NIC to {what} while the VM runs",
                 now.kind
             ))
             .with_hint(format!(
-                "add a NIC on {bridge} now with `vbridge attach {domain} --hotplug`, or run `vbridge attach {domain}` without --live and power-cycle the VM"
+                "add a NIC on {place} now with `vbridge attach {domain} --hotplug{add}`, or run `vbridge attach {domain}` without --live and power-cycle the VM"
             )));
         }
         let before = domxml::live_restore(&element)?;
         let flap = !live.flap.is_zero();
-        let moved = domxml::live_move(&element, bridge, flap.then_some(Link::Down))?;
+        let moved = domxml::live_move_to(&element, target, flap.then_some(Link::Down))?;
         if flap {
             ups.push(DomainStep::UpdateDevice {
                 domain: domain.to_string(),

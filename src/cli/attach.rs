@@ -70,6 +70,9 @@ pub struct AttachArgs {
     /// With --direct: bridge, vepa, private or passthrough
     #[arg(long, requires = "direct", default_value = "bridge")]
     pub mode: String,
+    /// Put the NIC on this libvirt network (type='network') instead of on a bridge
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["bridge", "direct"])]
+    pub network: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +106,17 @@ impl AttachArgs {
         Ok((bridge, selection))
     }
 
+    /// `--network NAME`, checked where it enters (whether libvirt has it is asked later).
+    fn network_target(&self) -> Result<Option<Target>, Error> {
+        self.network
+            .as_ref()
+            .map(|n| {
+                vbridge::validate::object_name("network", n)?;
+                Ok(Target::Network(n.clone()))
+            })
+            .transpose()
+    }
+
     /// `--mtu` and `--queues`, checked where they enter.
     fn nic_options(&self) -> Result<NicOptions, Error> {
         Ok(NicOptions {
@@ -114,12 +128,13 @@ impl AttachArgs {
     /// The whole request, every value checked before anything is looked up or changed.
     fn request(&self, dry_run: bool, progress: Sink) -> Result<AttachRequest, Error> {
         let (bridge, selection) = self.checked()?;
-        let target = match &self.direct {
-            Some(dev) => Target::Direct {
+        let target = match (&self.direct, &self.network) {
+            (Some(dev), _) => Target::Direct {
                 dev: BridgeName::parse(dev)?,
                 mode: DirectMode::parse(&self.mode)?,
             },
-            None => Target::Bridge(bridge),
+            (None, Some(_)) => self.network_target()?.expect("--network given"),
+            (None, None) => Target::Bridge(bridge),
         };
         let live = self.live.then(|| LiveOptions {
             flap: Duration::from_millis(self.flap_ms),
@@ -182,18 +197,19 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
     Ok(report(r, render, AttachReport::ok))
 }
 
-/// A bad bridge, MAC, MTU or queue count fails each named VM, as it always has with
+/// A bad bridge, network name, MAC, MTU or queue count fails each named VM, as it always has with
 /// `--hotplug`.
 fn hotplug_many(conn: &Conn, a: &AttachArgs, dry_run: bool, progress: &Sink) -> AttachReport {
     let checked = BridgeName::parse(&a.bridge).and_then(|b| {
+        let target = a.network_target()?.unwrap_or(Target::Bridge(b));
         let mac = a.mac.as_deref().map(Mac::parse).transpose()?;
-        Ok((b, mac, a.nic_options()?))
+        Ok((target, mac, a.nic_options()?))
     });
     match checked {
-        Ok((bridge, mac, nic)) => hotplug::hotplug_many_with(
+        Ok((target, mac, nic)) => hotplug::hotplug_many_with(
             conn,
             &a.domains,
-            &bridge,
+            &target,
             mac.as_ref(),
             &nic,
             dry_run,

@@ -12,14 +12,14 @@ use crate::error::{Error, Result};
 use crate::libvirt::Conn;
 use crate::network::{self, NetDefine};
 use crate::progress::Sink;
-use crate::validate::{BridgeName, Mac, Mtu, Queues};
+use crate::validate::{Mac, Mtu, Queues};
 use crate::verify::{self, VerifyOptions};
 use crate::{fanout, hotplug};
 use std::time::Duration;
 
-/// The MAC `attach --hotplug` gives a NIC on `bridge` when none is named.
-pub fn derived_mac(uuid: &str, bridge: &BridgeName) -> Mac {
-    hotplug::derive_mac(uuid, bridge)
+/// The MAC `attach --hotplug` gives a NIC on a bridge or network (`place`) when none is named.
+pub fn derived_mac(uuid: &str, place: &str) -> Mac {
+    hotplug::derive_mac_for(uuid, place)
 }
 
 /// Apply the plan: networks first (VMs may use them), then each VM's NICs, then verify;
@@ -91,12 +91,6 @@ fn apply_vm(conn: &Conn, vm: &mut VmPlan, state: &StateDir, progress: &Sink) {
 
 /// Why this change cannot be made by the calls vbridge has today, if it cannot.
 fn unsupported(c: &NicPlan, running: bool) -> Option<Error> {
-    if let Target::Network(n) = &c.target {
-        return Some(Error::unsupported(format!(
-            "NICs on a libvirt network (network: {n}) are not applied yet: attach and hotplug write type='bridge' NICs"
-        ))
-        .with_hint("name the network's bridge instead (`bridge: BR`)"));
-    }
     if c.want.model() != "virtio" {
         return Some(Error::unsupported(format!(
             "NIC {}: model {} cannot be set: attach and hotplug write virtio NICs (and keep the model of a NIC they move)",
@@ -125,8 +119,10 @@ fn nic_options(c: &NicPlan) -> Result<NicOptions> {
 }
 
 fn apply_nic(conn: &Conn, vm: &str, c: &NicPlan, state: &StateDir) -> Result<()> {
-    let Target::Bridge(bridge) = &c.target else {
-        unreachable!("refused by unsupported()")
+    // The file's network name was checked with validate::object_name when it was read.
+    let target = match &c.target {
+        Target::Bridge(b) => NicTarget::Bridge(b.clone()),
+        Target::Network(n) => NicTarget::Network(n.clone()),
     };
     let nic = nic_options(c)?;
     match (c.mode, c.action) {
@@ -134,7 +130,7 @@ fn apply_nic(conn: &Conn, vm: &str, c: &NicPlan, state: &StateDir) -> Result<()>
         // attach --live's flap and never-strand check (a shut-off VM: the definition only).
         (Mode::Persistent | Mode::Live, NicAction::Update) => {
             let req = AttachRequest {
-                target: NicTarget::Bridge(bridge.clone()),
+                target: target.clone(),
                 selection: c
                     .want
                     .mac
@@ -161,7 +157,7 @@ fn apply_nic(conn: &Conn, vm: &str, c: &NicPlan, state: &StateDir) -> Result<()>
         }
         // A shut-off VM: hotplug adds the NIC to its definition only.
         (Mode::Persistent, NicAction::Add) | (Mode::Hotplug, _) => {
-            hotplug::hotplug_with(conn, vm, bridge, c.want.mac.as_ref(), &nic, false).map(|_| ())
+            hotplug::hotplug_with(conn, vm, &target, c.want.mac.as_ref(), &nic, false).map(|_| ())
         }
         (Mode::Live, NicAction::Add) => Err(Error::not_found(format!(
             "{vm} has no such NIC to move in place (mode live moves an existing NIC)"

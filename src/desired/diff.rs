@@ -6,7 +6,7 @@ use super::{Host, Mode, NicWant, Target};
 use crate::domxml::{self, Nic};
 use crate::error::{Error, Result};
 use crate::topology::NetworkObs;
-use crate::validate::{BridgeName, Mac};
+use crate::validate::Mac;
 use crate::verify::VerifyReport;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -194,7 +194,7 @@ impl HostPlan {
 
 /// The MAC a NIC wanted without one is matched by, when the mode fixes one: hotplug's
 /// derived MAC. Persistent and live NICs without a MAC are found by their place instead.
-pub type DeriveMac<'a> = &'a dyn Fn(&str, &BridgeName) -> Mac;
+pub type DeriveMac<'a> = &'a dyn Fn(&str, &str) -> Mac;
 
 /// Compare one desired host with what was observed on it.
 pub fn diff(want: &Host, seen: &ObservedHost, derive_mac: DeriveMac) -> HostPlan {
@@ -307,7 +307,13 @@ pub fn differences(want: &NicWant, have: &NicSeen) -> Vec<Difference> {
             });
         }
     };
-    push("type", Some(have.nic.kind.clone()), Some(kind.into()));
+    // libvirt shows a running NIC of a bridge-mode network as type='bridge' naming both the
+    // network and its bridge: by meaning, that NIC is on the network.
+    let have_kind = match &want.target {
+        Target::Network(_) if have.nic.source.contains_key("network") => "network".to_string(),
+        _ => have.nic.kind.clone(),
+    };
+    push("type", Some(have_kind), Some(kind.into()));
     let have_source = have
         .nic
         .source
@@ -389,7 +395,10 @@ fn find<'a>(want: &NicWant, mac: Option<&str>, nics: &'a [NicSeen]) -> Result<Op
 fn nic_plan(want: &NicWant, vm: &ObservedVm, derive_mac: DeriveMac) -> Result<Option<NicPlan>> {
     let mac = match (&want.mac, want.mode, &want.target) {
         (Some(m), _, _) => Some(m.to_string()),
-        (None, Mode::Hotplug, Target::Bridge(b)) => Some(derive_mac(&vm.uuid, b).into_string()),
+        (None, Mode::Hotplug, Target::Bridge(b)) => {
+            Some(derive_mac(&vm.uuid, b.as_str()).into_string())
+        }
+        (None, Mode::Hotplug, Target::Network(n)) => Some(derive_mac(&vm.uuid, n).into_string()),
         _ => None,
     };
     // The definitions this mode must bring in line.

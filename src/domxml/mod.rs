@@ -10,8 +10,8 @@ mod rewrite;
 mod scan;
 
 pub use options::{
-    describe_source, element_by_mac, link_of, live_link, live_move, live_restore, nic_of_element,
-    rewrite_nics, with_options, Link, NicOptions, Target,
+    describe_source, element_by_mac, link_of, live_link, live_move, live_move_to, live_restore,
+    nic_of_element, rewrite_nics, with_options, Link, NicOptions, Target,
 };
 
 use crate::error::{Error, Result};

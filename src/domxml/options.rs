@@ -1,8 +1,9 @@
-//! What a NIC can be asked for beyond "virtio on this bridge": macvtap (`type='direct'`) as
-//! the target, `<mtu size>`, `<driver queues>`, and the element a live move hands libvirt
+//! What a NIC can be asked for beyond "virtio on this bridge": a libvirt network
+//! (`type='network'`) or macvtap (`type='direct'`) as the target, `<mtu size>`, `<driver queues>`, and the element a live move hands libvirt
 //! (new source, `<link state>`). Every edit splices into the element's own text, as the
 //! bridge rewrite does, so what is not asked for stays byte-identical.
 
+use super::rewrite::{rewrite_to, Dest};
 use super::scan::{self, Element};
 use super::{eol_of, interfaces, nic_from, numbered, Nic, NicChange, Rewritten, Selection};
 use crate::error::{Error, Result};
@@ -17,6 +18,9 @@ pub enum Target {
     Bridge(BridgeName),
     /// A virtio macvtap NIC on a host NIC (`type='direct'`, `<source dev mode>`).
     Direct { dev: BridgeName, mode: DirectMode },
+    /// A virtio NIC on a libvirt network (`type='network'`, `<source network>`); the name
+    /// was checked with `validate::object_name` where it entered.
+    Network(String),
 }
 
 impl Target {
@@ -24,6 +28,7 @@ impl Target {
     pub fn holds(&self, nic: &Nic) -> bool {
         match self {
             Target::Bridge(b) => nic.is_on_bridge(b.as_str()),
+            Target::Network(n) => Dest::network(n).holds(nic),
             Target::Direct { dev, mode } => {
                 nic.kind == "direct"
                     && nic.source.get("dev").map(String::as_str) == Some(dev.as_str())
@@ -38,6 +43,7 @@ impl Target {
         match self {
             Target::Bridge(b) => format!("bridge {b}"),
             Target::Direct { dev, mode } => format!("macvtap on {dev} ({mode} mode)"),
+            Target::Network(n) => format!("network {n}"),
         }
     }
 }
@@ -81,11 +87,14 @@ pub fn rewrite_nics(
     options.check_against(&super::facts(xml)?)?;
     // macvtap is the bridge rewrite with another source: it keeps every rule of that
     // rewrite (what is dropped, what is kept, the layout) and only swaps the source.
-    let (lookalike, selection) = match target {
-        Target::Bridge(b) => (b.clone(), selection.clone()),
-        Target::Direct { dev, .. } => (dev.clone(), direct_selection(xml, target, selection)?),
+    let base = match target {
+        Target::Bridge(b) => rewrite_to(xml, Dest::bridge(b.as_str()), selection)?,
+        Target::Network(n) => rewrite_to(xml, Dest::network(n), selection)?,
+        Target::Direct { dev, .. } => {
+            let selection = direct_selection(xml, target, selection)?;
+            rewrite_to(xml, Dest::bridge(dev.as_str()), &selection)?
+        }
     };
-    let base = super::rewrite::rewrite_to_bridge(xml, &lookalike, &selection)?;
     let mut changes = base.changes;
     changes.sort_by_key(|c| c.index);
     let mut out = String::with_capacity(base.xml.len() + 64);
@@ -96,7 +105,7 @@ pub fn rewrite_nics(
         let mut text = match target {
             Target::Direct { .. } if target.holds(&c.before) => original.to_string(),
             Target::Direct { dev, mode } => to_direct(rewritten, dev, *mode)?,
-            Target::Bridge(_) => rewritten.to_string(),
+            Target::Bridge(_) | Target::Network(_) => rewritten.to_string(),
         };
         text = with_options(&text, options)?;
         out.push_str(&base.xml[cursor..c.after.span.start]);
@@ -215,11 +224,26 @@ impl Link {
 /// PCI address stay, which is what lets libvirt reconnect the running NIC instead of
 /// refusing the change.
 pub fn live_move(element: &str, bridge: &BridgeName, link: Option<Link>) -> Result<String> {
+    live_move_to(element, &Target::Bridge(bridge.clone()), link)
+}
+
+/// [`live_move`] onto a bridge or a libvirt network (`type='network'`, `<source network>`:
+/// libvirt allocates the network's port itself). A macvtap target cannot be reached live.
+pub fn live_move_to(element: &str, target: &Target, link: Option<Link>) -> Result<String> {
+    let (kind, attr, name) = match target {
+        Target::Bridge(b) => ("bridge", "bridge", b.as_str()),
+        Target::Network(n) => ("network", "network", n.as_str()),
+        Target::Direct { .. } => {
+            return Err(Error::unsupported(
+                "internal error: a running NIC cannot be moved onto macvtap",
+            ))
+        }
+    };
     let el = parse_element(element)?;
     let q = quote_of(&el);
     let mut edits = Edits::default();
-    edits.set_attr(element, &el, "type", "bridge", q);
-    let source = format!("<source bridge={q}{}{q}/>", escape(bridge.as_str()));
+    edits.set_attr(element, &el, "type", kind, q);
+    let source = format!("<source {attr}={q}{}{q}/>", escape(name));
     let mut sources = el.children_named("source");
     match sources.next() {
         Some(s) => edits.replace(s.span.clone(), source),
@@ -245,14 +269,22 @@ pub fn live_link(element: &str, link: Link) -> Result<String> {
 /// The live element as libvirt takes it back when a NIC returns to where it was: a
 /// network NIC's source names the network only, for libvirt to allocate a new port
 /// (the `portid` and `bridge` it printed belonged to the port released by the move).
+///
+/// libvirt shows a running NIC of a bridge-mode network as `type='bridge'` naming both the
+/// network and its bridge: that NIC goes back onto its network too, not onto the bare bridge.
 pub fn live_restore(element: &str) -> Result<String> {
     let el = parse_element(element)?;
-    if el.attr("type") != Some("network") {
-        return Ok(element.to_string());
-    }
     let Some(s) = el.child("source") else {
         return Ok(element.to_string());
     };
+    let on_network = match el.attr("type") {
+        Some("network") => true,
+        Some("bridge") => s.attr("network").is_some(),
+        _ => false,
+    };
+    if !on_network {
+        return Ok(element.to_string());
+    }
     let q = quote_of(&el);
     let keep: String = s
         .attrs
@@ -261,6 +293,7 @@ pub fn live_restore(element: &str) -> Result<String> {
         .map(|a| format!(" {}={q}{}{q}", a.name, escape(&a.value)))
         .collect();
     let mut edits = Edits::default();
+    edits.set_attr(element, &el, "type", "network", q);
     edits.replace(s.span.clone(), format!("<source{keep}/>"));
     Ok(edits.apply(element))
 }
@@ -446,6 +479,58 @@ mod tests {
         );
         let bridge = "<interface type=\"bridge\"><source bridge=\"br1\"/></interface>";
         assert_eq!(live_restore(bridge).unwrap(), bridge);
+    }
+
+    #[test]
+    fn a_bridge_mode_network_nic_goes_back_onto_its_network() {
+        let live = "<interface type='bridge'>\n  <source network='br0-network' portid='7' bridge='br0'/>\n  <model type='virtio'/>\n</interface>";
+        assert_eq!(
+            live_restore(live).unwrap(),
+            "<interface type='network'>\n  <source network='br0-network'/>\n  <model type='virtio'/>\n</interface>"
+        );
+    }
+
+    #[test]
+    fn a_live_move_onto_a_network_names_the_network_only() {
+        let moved = live_move_to(NAT, &Target::Network("br0-network".into()), None).unwrap();
+        assert_eq!(
+            moved,
+            NAT.replace(
+                "<source network='default' portid='a6f0' bridge='virbr0'/>",
+                "<source network='br0-network'/>"
+            )
+        );
+        let direct = Target::Direct {
+            dev: br("eth1"),
+            mode: DirectMode::Bridge,
+        };
+        assert!(live_move_to(NAT, &direct, None).is_err());
+    }
+
+    #[test]
+    fn a_network_target_keeps_what_the_bridge_rewrite_keeps() {
+        let xml = "<domain><devices>\n  <interface type='bridge'>\n    <mac address='52:54:00:00:00:01'/>\n    <source bridge='br0'/>\n    <model type='e1000'/>\n    <target dev='vnet4'/>\n    <bandwidth><inbound average='1000' floor='200'/></bandwidth>\n  </interface>\n</devices></domain>";
+        let t = Target::Network("lan".into());
+        let r = rewrite_nics(xml, &t, &Selection::Auto, &NicOptions::default()).unwrap();
+        assert_eq!(r.xml, "<domain><devices>\n  <interface type='network'>\n    <mac address='52:54:00:00:00:01'/>\n    <source network='lan'/>\n    <model type='virtio'/>\n    <bandwidth><inbound average='1000' floor='200'/></bandwidth>\n  </interface>\n</devices></domain>");
+        assert!(t.holds(&r.changes[0].after));
+        let again = rewrite_nics(&r.xml, &t, &Selection::Auto, &NicOptions::default()).unwrap();
+        assert!(!again.changed());
+        // The same network with another model: its portgroup stays; another network's goes.
+        let pg = "<domain><devices>\n  <interface type='network'>\n    <source network='lan' portgroup='eng'/>\n    <model type='e1000'/>\n  </interface>\n</devices></domain>";
+        let same = rewrite_nics(pg, &t, &Selection::Auto, &NicOptions::default()).unwrap();
+        assert!(
+            same.xml.contains("<source network='lan' portgroup='eng'/>"),
+            "{}",
+            same.xml
+        );
+        let other = Target::Network("wan".into());
+        let moved = rewrite_nics(pg, &other, &Selection::Auto, &NicOptions::default()).unwrap();
+        assert!(
+            moved.xml.contains("<source network='wan'/>"),
+            "{}",
+            moved.xml
+        );
     }
 
     #[test]

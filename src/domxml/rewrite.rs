@@ -1,5 +1,5 @@
-//! Rewriting selected `<interface>` elements to virtio NICs on a host bridge, splicing new
-//! text into the original document so nothing else changes.
+//! Rewriting selected `<interface>` elements to virtio NICs on a host bridge (or a libvirt
+//! network), splicing new text into the original document so nothing else changes.
 
 use super::scan::Element;
 use super::{eol_of, interfaces, nics_of, numbered, Nic, NicChange, Rewritten, Selection};
@@ -9,17 +9,64 @@ use crate::xml::escape;
 
 const BY_HAND: &str = "choose the NIC with --mac or --index";
 
+/// Where rewritten NICs go: the `type` they get and the `<source>` attribute that names
+/// the place. A libvirt network is a bridge behind a name, so both share every rule of the
+/// rewrite (what goes, what stays, the layout); only the type and the source differ.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Dest<'a> {
+    kind: &'static str,
+    attr: &'static str,
+    name: &'a str,
+}
+
+impl<'a> Dest<'a> {
+    pub(super) fn bridge(name: &'a str) -> Dest<'a> {
+        Dest {
+            kind: "bridge",
+            attr: "bridge",
+            name,
+        }
+    }
+
+    pub(super) fn network(name: &'a str) -> Dest<'a> {
+        Dest {
+            kind: "network",
+            attr: "network",
+            name,
+        }
+    }
+
+    /// Already a virtio NIC there.
+    pub(super) fn holds(&self, nic: &Nic) -> bool {
+        nic.kind == self.kind
+            && nic.source.get(self.attr).map(String::as_str) == Some(self.name)
+            && nic.model.as_deref() == Some("virtio")
+    }
+
+    /// The place in messages: a bridge by its name (as ever), a network as "network NAME".
+    fn label(&self) -> String {
+        if self.kind == "bridge" {
+            self.name.to_string()
+        } else {
+            format!("{} {}", self.kind, self.name)
+        }
+    }
+}
+
 pub(super) fn rewrite_to_bridge(
     xml: &str,
     bridge: &BridgeName,
     selection: &Selection,
 ) -> Result<Rewritten> {
-    let bridge = bridge.as_str();
+    rewrite_to(xml, Dest::bridge(bridge.as_str()), selection)
+}
+
+pub(super) fn rewrite_to(xml: &str, dest: Dest, selection: &Selection) -> Result<Rewritten> {
     let root = super::domain_root(xml)?;
     let elements = interfaces(&root);
     let nics = numbered(&elements);
 
-    let selected = select(&nics, bridge, selection)?;
+    let selected = select(&nics, dest, selection)?;
     for &i in &selected {
         if let Some(why) = unconvertible(&nics[i]) {
             let mut err = Error::unsupported(format!("{} is {why}", describe(&nics[i])));
@@ -34,20 +81,19 @@ pub(super) fn rewrite_to_bridge(
     }
 
     // Splice the new elements in, in document order.
-    let escaped = escape(bridge);
     let layout = Layout::of(xml, &root);
     let mut out = String::with_capacity(xml.len() + 64 * selected.len());
     let mut cursor = 0;
     let mut to_change = selected
         .iter()
         .copied()
-        .filter(|&i| !nics[i].is_on_bridge(bridge))
+        .filter(|&i| !dest.holds(&nics[i]))
         .collect::<Vec<_>>();
     to_change.sort_unstable();
     for &i in &to_change {
         let el = elements[i];
         out.push_str(&xml[cursor..el.span.start]);
-        out.push_str(&rewrite_interface(xml, el, &escaped, &layout));
+        out.push_str(&rewrite_interface(xml, el, dest, &layout));
         cursor = el.span.end;
     }
     out.push_str(&xml[cursor..]);
@@ -75,7 +121,8 @@ pub(super) fn rewrite_to_bridge(
 }
 
 /// Zero-based indexes of the interfaces the selection names.
-fn select(nics: &[Nic], bridge: &str, selection: &Selection) -> Result<Vec<usize>> {
+fn select(nics: &[Nic], dest: Dest, selection: &Selection) -> Result<Vec<usize>> {
+    let bridge = dest.label();
     let list = || {
         nics.iter()
             .map(|n| format!("{} ({})", n.index, n.mac.as_deref().unwrap_or("no MAC")))
@@ -123,11 +170,9 @@ fn select(nics: &[Nic], bridge: &str, selection: &Selection) -> Result<Vec<usize
                 return Err(no_nics());
             }
             let candidates: Vec<usize> = (0..nics.len())
-                .filter(|&i| unconvertible(&nics[i]).is_none() && !nics[i].is_on_bridge(bridge))
+                .filter(|&i| unconvertible(&nics[i]).is_none() && !dest.holds(&nics[i]))
                 .collect();
-            let on_bridge: Vec<usize> = (0..nics.len())
-                .filter(|&i| nics[i].is_on_bridge(bridge))
-                .collect();
+            let on_bridge: Vec<usize> = (0..nics.len()).filter(|&i| dest.holds(&nics[i])).collect();
             match candidates.len() {
                 // Only NICs that cannot be converted: "no change" would hide that.
                 0 if on_bridge.is_empty() => {
@@ -307,15 +352,29 @@ fn set_attr(doc: &str, el: &Element, name: &str, value: &str, quote: char) -> St
 }
 
 /// The new text of one interface element.
-fn rewrite_interface(doc: &str, el: &Element, bridge: &str, layout: &Layout) -> String {
+fn rewrite_interface(doc: &str, el: &Element, dest: Dest, layout: &Layout) -> String {
     let kind = el.attr("type").unwrap_or_default();
     let quote = el.attr_full("type").map_or('\'', |a| a.quote as char);
     let text = &doc[el.span.clone()];
     let eol = eol_of(text).unwrap_or(layout.eol);
     let own_indent = line_indent(doc, el.span.start);
-    let source_el = format!("<source bridge={quote}{bridge}{quote}/>");
+    // A portgroup is a part of one network: it stays while the NIC stays on that network
+    // (a model change), and goes with the network it belonged to.
+    let portgroup = el
+        .child("source")
+        .filter(|s| {
+            kind == dest.kind && dest.kind == "network" && s.attr("network") == Some(dest.name)
+        })
+        .and_then(|s| s.attr("portgroup"))
+        .map(|g| format!(" portgroup={quote}{}{quote}", escape(g)))
+        .unwrap_or_default();
+    let source_el = format!(
+        "<source {}={quote}{}{quote}{portgroup}/>",
+        dest.attr,
+        escape(dest.name)
+    );
     let model_el = format!("<model type={quote}virtio{quote}/>");
-    let open = set_attr(doc, el, "type", "bridge", quote);
+    let open = set_attr(doc, el, "type", dest.kind, quote);
 
     // Children are indented like their first indented sibling; a one-line interface
     // stays on one line; an empty one gets one level more than itself.
