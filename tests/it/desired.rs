@@ -268,3 +268,56 @@ fn a_transient_vm_is_refused_a_persistent_change_in_the_plan() {
     assert!(plan.vms[0].error.is_none(), "{plan:#?}");
     assert_eq!(plan.changes(), 1);
 }
+
+/// `network: NAME` NICs are applied (issue 11): persistent onto the NAT network, and a
+/// second apply changes nothing; a network libvirt lacks fails the VM before anything of it
+/// changes; a hotplug onto a network is planned with hotplug's derived MAC (the test driver
+/// cannot attach devices, so it is not applied here: the lab does).
+#[test]
+fn apply_puts_nics_on_a_libvirt_network() {
+    vbridge::libvirt::init();
+    let state = StateTmp::new();
+    let store = &state.state;
+    let file = format!(
+        "hosts:\n  - uri: {}\n    vms:\n      nas:\n        nics:\n          - {{mac: \"52:54:00:3a:10:05\", network: default, mode: persistent}}\n      db:\n        nics:\n          - {{mac: \"52:54:00:3a:10:02\", network: nope, mode: persistent}}\n",
+        homelab_uri()
+    );
+    let want = desired::parse(&file, Syntax::Yaml, "f").unwrap();
+    let conn = Conn::open(Some(&homelab_uri())).unwrap();
+    let db_before = conn.domain("db").unwrap().persistent_xml().unwrap();
+    let done = run::apply_host(&conn, &want.hosts[0], store).unwrap();
+    let vm = |r: &diff::HostPlan, n: &str| r.vms.iter().find(|v| v.name == n).cloned().unwrap();
+    assert!(vm(&done, "nas").error.is_none(), "{done:#?}");
+    let e = vm(&done, "db").error.expect("db's network does not exist");
+    assert!(e.message.contains("no network nope"), "{e:?}");
+    assert_eq!(
+        conn.domain("db").unwrap().persistent_xml().unwrap(),
+        db_before
+    );
+    let nics = |d: &str| {
+        vbridge::domxml::nics(&conn.domain(d).unwrap().persistent_xml().unwrap()).unwrap()
+    };
+    let nas = nics("nas");
+    assert_eq!(
+        (
+            nas[0].kind.as_str(),
+            nas[0].source.get("network").map(String::as_str)
+        ),
+        ("network", Some("default"))
+    );
+    let again = run::apply_host(&conn, &want.hosts[0], store).unwrap();
+    assert_eq!(vm(&again, "nas").changes.len(), 0, "{again:#?}");
+    let hot = format!(
+        "hosts:\n  - uri: {}\n    vms:\n      media:\n        nics:\n          - {{network: default, mode: hotplug}}\n",
+        homelab_uri()
+    );
+    let hot = desired::parse(&hot, Syntax::Yaml, "f").unwrap();
+    let plan = run::plan_host(&conn, &hot.hosts[0]).unwrap();
+    let uuid = conn.domain("media").unwrap().uuid().unwrap();
+    let media = vm(&plan, "media");
+    assert_eq!(
+        media.changes[0].mac.as_deref(),
+        Some(apply::derived_mac(&uuid, "default").as_str()),
+        "{plan:#?}"
+    );
+}

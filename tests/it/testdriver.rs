@@ -981,3 +981,196 @@ fn hotplug_onto_a_bridge_libvirt_owns_is_warned_about_and_its_hint_is_quoted() {
         "{hint}"
     );
 }
+
+/// `attach --network NAME` (issue 11): the persistent rewrite and the hotplug put a NIC on a
+/// libvirt network (type='network'), idempotently; a network libvirt does not have is
+/// refused before anything changes; the name is checked where it enters.
+#[test]
+fn attach_and_hotplug_onto_a_libvirt_network() {
+    use vbridge::attach::AttachRequest;
+    use vbridge::domxml::{NicOptions, Target};
+    let c = conn();
+    let tmp = StateTmp::new();
+    let onto = |net: &str, sel: Selection| AttachRequest {
+        target: Target::Network(net.into()),
+        selection: sel,
+        nic: NicOptions::default(),
+        live: None,
+        dry_run: false,
+        persist: false,
+        progress: Default::default(),
+    };
+    // nas: its br0 NIC onto the NAT network `default`.
+    let nas = || c.domain("nas").unwrap().persistent_xml().unwrap();
+    let r = attach::attach_request(
+        &c,
+        &["nas".into()],
+        &onto("default", Selection::Auto),
+        &tmp.state,
+        None,
+    )
+    .unwrap();
+    assert!(r.ok() && r.domains[0].changed, "{r:?}");
+    let nics = domxml::nics(&nas()).unwrap();
+    assert_eq!(nics[0].kind, "network", "{nics:?}");
+    assert_eq!(
+        nics[0].source.get("network").map(String::as_str),
+        Some("default")
+    );
+    assert_eq!(nics[0].model.as_deref(), Some("virtio"));
+    assert_eq!(backups(&tmp.state, "nas"), 1);
+    let again = attach::attach_request(
+        &c,
+        &["nas".into()],
+        &onto("default", Selection::Auto),
+        &tmp.state,
+        None,
+    )
+    .unwrap();
+    assert!(again.ok() && !again.domains[0].changed, "{again:?}");
+    // A network libvirt does not have: refused, nothing changed, no backup.
+    let before = nas();
+    let r = attach::attach_request(
+        &c,
+        &["nas".into()],
+        &onto("nope", Selection::Auto),
+        &tmp.state,
+        None,
+    );
+    let e = r.err().expect("a missing network is refused");
+    assert_eq!(e.kind, ErrorKind::NotFound);
+    assert!(e.message.contains("no network nope"), "{}", e.message);
+    assert_eq!(nas(), before);
+    assert_eq!(backups(&tmp.state, "nas"), 1);
+    // Hotplug onto the network (the test driver cannot attach devices: a dry run shows the
+    // type='network' NIC that would be added to the shut-off VM's config).
+    let m = mac("52:54:00:3a:10:44");
+    let target = Target::Network("default".into());
+    let opts = NicOptions::default();
+    let h = hotplug::hotplug_with(&c, "media", &target, Some(&m), &opts, true).unwrap();
+    assert!(h.changed, "{h:?}");
+    let diff = h.diff.as_deref().unwrap_or_default();
+    assert!(
+        diff.contains("<interface type='network'>") && diff.contains("<source network='default'/>"),
+        "{diff}"
+    );
+    let added = h.interfaces[0].after.as_ref().unwrap();
+    assert_eq!(
+        (
+            added.kind.as_str(),
+            added.source.get("network").map(String::as_str)
+        ),
+        ("network", Some("default"))
+    );
+    // A NIC with that MAC already on the network: nothing to do.
+    let h = hotplug::hotplug_with(
+        &c,
+        "db",
+        &target,
+        Some(&mac("52:54:00:3a:10:02")),
+        &opts,
+        false,
+    )
+    .unwrap();
+    assert!(!h.changed, "{h:?}");
+    // A MAC on a NIC that is not on the network is refused with a hint naming --network.
+    let e = hotplug::hotplug_with(
+        &c,
+        "media",
+        &target,
+        Some(&mac("52:54:00:3a:10:03")),
+        &opts,
+        false,
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict);
+    assert!(
+        e.hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("--network default"),
+        "{e:?}"
+    );
+    let e = hotplug::hotplug_with(
+        &c,
+        "media",
+        &Target::Network("nope".into()),
+        None,
+        &opts,
+        false,
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e:?}");
+}
+
+/// The CLI's `--network`: exclusive with `--bridge` and `--direct`, its name checked before
+/// libvirt is asked, and `--xml` rewrites onto it without libvirt.
+#[test]
+fn cli_network_flag() {
+    let state = StateTmp::new();
+    let run = |args: &[&str]| {
+        let out = Command::new(vbridge_bin())
+            .args(args)
+            .env("VBRIDGE_STATE_DIR", state.dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let uri = homelab_uri();
+    let (code, _, err) = run(&[
+        "-c",
+        &uri,
+        "attach",
+        "nas",
+        "--network",
+        "default",
+        "--bridge",
+        "br1",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(&[
+        "-c",
+        &uri,
+        "attach",
+        "nas",
+        "--network",
+        "default",
+        "--direct",
+        "eth0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(&["-c", &uri, "attach", "nas", "--network", "a/b"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not a valid network name"), "{err}");
+    let (code, _, err) = run(&["-c", &uri, "attach", "nas", "--network", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no network nope"), "{err}");
+    let (code, out, err) = run(&[
+        "-c",
+        &uri,
+        "--dry-run",
+        "attach",
+        "nas",
+        "--network",
+        "default",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("network default"), "{out}");
+    let doc = std::env::temp_dir().join(format!("vbridge-net-{}.xml", std::process::id()));
+    std::fs::write(
+        &doc,
+        "<domain><devices>\n  <interface type='bridge'>\n    <source bridge='br0'/>\n    <model type='virtio'/>\n  </interface>\n</devices></domain>\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["attach", "--xml", doc.to_str().unwrap(), "--network", "lan"]);
+    let _ = std::fs::remove_file(&doc);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("<interface type='network'>\n    <source network='lan'/>"),
+        "{out}"
+    );
+}
