@@ -521,3 +521,61 @@ fn lab_macvtap_on_a_dedicated_uplink() {
     assert_eq!(live_nic(&lab, &dom).kind, "direct");
     lab::finish(lab, &format!("[{name}]"));
 }
+
+/// Issue 11: `attach --live --network br0-network` moves a running guest from a libvirt NAT
+/// network onto the bridge-mode network (libvirt's update-device to type='network'), the
+/// flap makes it lease on the LAN, the never-strand check confirms it, and the definition
+/// names the network; a second run changes nothing.
+#[test]
+fn lab_live_move_onto_a_bridge_mode_network() {
+    if !common::require_root("lab_live_move_onto_a_bridge_mode_network") {
+        return;
+    }
+    let name = "live-net";
+    let lab = start(name);
+    let state = tempfile::tempdir().unwrap();
+    let (out, r) = lab.vbridge_json(state.path(), &["net-define"]);
+    assert!(out.status.success(), "{r}");
+    let net = lab.define_nat_network("nat");
+    let dom = lab.define_guest(GuestSpec {
+        dhcp: GuestDhcp::LinkUp,
+        ..GuestSpec::new("ln", vec![Nic::network(&net)])
+    });
+    let (nat_ip, _) = lab
+        .wait_console_from(&dom, "LEASE ip=", 0, BOOT)
+        .unwrap_or_else(|| panic!("no NAT lease; console:\n{}", lab.console(&dom)));
+    assert!(nat_ip.starts_with(&lab.nat_prefix()), "{nat_ip}");
+    let t = Instant::now();
+    let (out, r) = lab.vbridge_json(
+        state.path(),
+        &["attach", &dom, "--live", "--network", "br0-network"],
+    );
+    eprintln!("[{name}] live move onto br0-network {:?}: {r}", t.elapsed());
+    assert!(out.status.success(), "{r}");
+    let d = &r["domains"][0];
+    assert_eq!(d["live"]["moved"][0]["to"], "network br0-network", "{r}");
+    let ip = d["live"]["verified"][0]["ip"].as_str().unwrap_or_default();
+    assert!(in_lan_pool(&lab, ip), "not a LAN lease: {r}");
+    let n = live_nic(&lab, &dom);
+    assert_eq!(
+        n.source.get("network").map(String::as_str),
+        Some("br0-network"),
+        "{n:?}"
+    );
+    assert!(lab.bridge_ports().contains(n.target_dev.as_ref().unwrap()));
+    let def = domxml::nics(&inactive(&lab, &dom)).unwrap();
+    assert_eq!(
+        (
+            def[0].kind.as_str(),
+            def[0].source.get("network").map(String::as_str)
+        ),
+        ("network", Some("br0-network"))
+    );
+    let (out, again) = lab.vbridge_json(
+        state.path(),
+        &["attach", &dom, "--live", "--network", "br0-network"],
+    );
+    assert!(out.status.success(), "{again}");
+    assert_eq!(again["domains"][0]["changed"], false, "{again}");
+    lab::finish(lab, &format!("[{name}]"));
+}

@@ -4,7 +4,7 @@
 
 use crate::common;
 use crate::lab::sshd::Sshd;
-use crate::lab::{self, GuestSpec, Lab, Nic};
+use crate::lab::{self, GuestDhcp, GuestSpec, Lab, Nic};
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -111,6 +111,42 @@ fn lab_remote_over_qemu_ssh() {
 
     drop(sshd);
     lab::finish(lab, "remote");
+}
+
+/// `attach --live` over qemu+ssh (issue 11): a running guest on a NAT network moved onto
+/// br0 through the remote URI; the never-strand check runs from the client, with libvirt's
+/// address sources and the client's own view of the LAN (no host-side TAP checks).
+#[test]
+fn lab_remote_live_over_qemu_ssh() {
+    if !common::require_root("lab_remote_live_over_qemu_ssh") {
+        return;
+    }
+    let lab = Lab::start("remote-live");
+    let sshd = Sshd::start(&lab);
+    let uri = sshd.uri();
+    let state = tempfile::tempdir().unwrap();
+    let net = lab.define_nat_network("nat");
+    let dom = lab.define_guest(GuestSpec {
+        dhcp: GuestDhcp::LinkUp,
+        ..GuestSpec::new("rl", vec![Nic::network(&net)])
+    });
+    let nat_ip = lab.wait_console(&dom, "LEASE ip=", Duration::from_secs(90));
+    assert!(nat_ip.is_some(), "no NAT lease: {}", lab.console(&dom));
+    let (out, r) = remote(&lab, &uri, state.path(), &["attach", &dom, "--live"]);
+    eprintln!("attach --live over qemu+ssh: {r}");
+    assert!(out.status.success(), "{r}");
+    let d = &r["domains"][0];
+    assert_eq!(d["live"]["moved"][0]["to"], "bridge br0", "{r}");
+    assert!(d["live"]["verified"][0]["ip"].is_string(), "{r}");
+    let live = domxml::nics(&lab.virsh_ok(&["dumpxml", &dom])).unwrap();
+    assert!(
+        live[0].is_on_bridge("br0")
+            || live[0].source.get("bridge").map(String::as_str) == Some("br0"),
+        "{live:?}"
+    );
+    assert!(domxml::nics(&inactive(&lab, &dom)).unwrap()[0].is_on_bridge("br0"));
+    drop(sshd);
+    lab::finish(lab, "remote-live");
 }
 
 /// `ansible-playbook -c local` in the lab's host namespace, running the module against the
