@@ -1037,7 +1037,7 @@ fn attach_and_hotplug_onto_a_libvirt_network() {
         &tmp.state,
         None,
     );
-    let e = r.err().expect("a missing network is refused");
+    let e = r.expect_err("a missing network is refused");
     assert_eq!(e.kind, ErrorKind::NotFound);
     assert!(e.message.contains("no network nope"), "{}", e.message);
     assert_eq!(nas(), before);
