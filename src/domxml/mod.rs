@@ -7,6 +7,7 @@
 mod facts;
 mod rewrite;
 mod scan;
+mod wellformed;
 
 use crate::error::{Error, Result};
 use crate::validate::{BridgeName, Mac};
