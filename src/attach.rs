@@ -54,8 +54,10 @@ pub fn plan_domain(
 ) -> Result<(DomainResult, Plan<DomainStep>)> {
     let rewritten = domxml::rewrite_to_bridge(original, bridge, selection)?;
     let changed = rewritten.changed();
+    let notes = rewritten.notes();
     let interfaces = rewritten.changes.into_iter().map(NicResult::from).collect();
     let mut result = DomainResult::new(domain, changed, interfaces);
+    result.notes = notes;
     if changed && running {
         result.notes.push(format!(
             "{domain} is running: the new NIC setup takes effect after a full power-off (virsh shutdown, then start; a reboot inside the guest is not enough), or use --hotplug to add a NIC now"

@@ -77,6 +77,9 @@ impl AttachArgs {
 struct XmlReport {
     changed: bool,
     interfaces: Vec<NicResult>,
+    /// What the rewrite dropped and why (text mode prints them to stderr).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
     xml: String,
 }
 
@@ -130,17 +133,22 @@ fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
     read.map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
     let (bridge, selection) = a.checked()?;
     let rw = attach::rewrite_document(&xml, &bridge, &selection)?;
+    let notes = rw.notes();
     let r = XmlReport {
         changed: rw.changed(),
         interfaces: rw.changes.into_iter().map(NicResult::from).collect(),
+        notes: notes.clone(),
         xml: rw.xml,
     };
-    // Text mode prints the document itself, byte for byte, for pipes.
-    Ok(Box::new(super::Data(super::Rendered {
-        value: r,
-        render: |r, _| r.xml.clone(),
-        success: |_| true,
-    })))
+    // Text mode prints the document itself, byte for byte, for pipes; notes go to stderr.
+    Ok(Box::new(super::Data(
+        super::Rendered {
+            value: r,
+            render: |r, _| r.xml.clone(),
+            success: |_| true,
+        },
+        notes,
+    )))
 }
 
 pub fn detach(a: &DetachArgs, g: &Globals) -> CmdResult {

@@ -98,10 +98,14 @@ pub trait Report {
     fn is_data(&self) -> bool {
         false
     }
+    /// What a person should know beside data on stdout: printed to stderr in text mode.
+    fn notes(&self) -> &[String] {
+        &[]
+    }
 }
 
-/// A report whose text rendering is data for a pipe (`attach --xml`).
-pub struct Data<T: Serialize>(pub Rendered<T>);
+/// A report whose text rendering is data for a pipe (`attach --xml`), and its notes.
+pub struct Data<T: Serialize>(pub Rendered<T>, pub Vec<String>);
 
 impl<T: Serialize> Report for Data<T> {
     fn json(&self) -> serde_json::Value {
@@ -115,6 +119,9 @@ impl<T: Serialize> Report for Data<T> {
     }
     fn is_data(&self) -> bool {
         true
+    }
+    fn notes(&self) -> &[String] {
+        &self.1
     }
 }
 
@@ -232,6 +239,11 @@ pub fn main() -> ExitCode {
                 let text = report.text(&cli.globals);
                 // Renderers end their own lines: `attach --xml` must print the document as is.
                 let _ = write!(out, "{text}");
+                if !cli.globals.quiet {
+                    for n in report.notes() {
+                        eprintln!("vbridge: note: {n}");
+                    }
+                }
             }
             ExitCode::from(if ok { exit::OK } else { exit::FAILURE })
         }

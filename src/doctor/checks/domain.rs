@@ -86,7 +86,10 @@ pub(super) fn domain_checks(
                 }
             }
             if matches!(nic.kind.as_str(), "bridge" | "network" | "user" | "direct")
-                && nic.model.as_deref() != Some("virtio")
+                && !nic
+                    .model
+                    .as_deref()
+                    .is_some_and(crate::domxml::is_virtio_model)
             {
                 let model = nic
                     .model
