@@ -42,6 +42,8 @@ pub struct DomainPlan {
 pub struct AttachPlan {
     pub dry_run: bool,
     pub domains: Vec<DomainPlan>,
+    /// The request, to plan a domain again when its definition changed meanwhile.
+    pub options: AttachOptions,
 }
 
 /// The plan of rewriting one domain's persistent definition `original`. Pure.
@@ -129,6 +131,7 @@ pub fn plan(conn: &Conn, domains: &[String], opts: &AttachOptions) -> Result<Att
     Ok(AttachPlan {
         dry_run: opts.dry_run,
         domains,
+        options: opts.clone(),
     })
 }
 
@@ -188,7 +191,19 @@ pub fn apply(conn: &Conn, plan: AttachPlan, state: &StateDir) -> AttachReport {
                 r.backup = by.backup().cloned();
                 r
             }
-            Err(stopped) => DomainResult::failed(&s.result.domain, stopped.error),
+            Err(stopped) if by.outcome_unknown() => {
+                DomainResult::unknown(&s.result.domain, stopped.error, by.backup().cloned())
+            }
+            // Read under the domain's lock (still held by `by`): when another vbridge made
+            // this very change meanwhile, there is nothing left to do, and saying "changed"
+            // would count it twice.
+            Err(stopped) => match by.found_instead().map(|now| {
+                let o = &plan.options;
+                plan_domain(dom.name(), now, false, &o.bridge, &o.selection)
+            }) {
+                Some(Ok((r, p))) if p.is_empty() => r,
+                _ => DomainResult::failed(&s.result.domain, stopped.error),
+            },
         }
     });
     AttachReport {
@@ -321,7 +336,17 @@ pub fn undo(conn: &Conn, name: &str, state: &StateDir, dry_run: bool) -> Result<
         return Ok(result);
     }
     let mut by = DomainApplier::new(conn, v.dom.as_ref(), Some(state));
-    plan::apply(&p.steps, &mut by).map_err(|stopped| stopped.error)?;
+    if let Err(stopped) = plan::apply(&p.steps, &mut by) {
+        if by.outcome_unknown() {
+            // The backup stays unmarked: a second undo defines it again.
+            return Ok(DomainResult::unknown(
+                &v.name,
+                stopped.error,
+                Some(v.backup_path),
+            ));
+        }
+        return Err(stopped.error);
+    }
     if changed
         && v.dom
             .as_ref()

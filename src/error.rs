@@ -21,6 +21,9 @@ pub enum ErrorKind {
     Permission,
     /// libvirtd cannot be reached.
     Connection,
+    /// The connection to libvirtd broke during a call (libvirtd died, the socket closed, a
+    /// keepalive timed out): whether a change that call asked for took effect is unknown.
+    ConnectionLost,
     /// libvirt answered with an error not covered above.
     Libvirt,
     /// A host command or kernel interface failed.

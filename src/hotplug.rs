@@ -2,6 +2,7 @@
 //! in the running VM and its persistent config (`virsh attach-interface --config --live`).
 //! Each observes the domain, plans [`DomainStep`]s (pure), applies them, reports.
 
+use crate::backup::StateDir;
 use crate::domxml::{self, DomainFacts, Nic};
 use crate::edit::{DomainApplier, DomainStep};
 use crate::error::{Error, Result};
@@ -203,10 +204,28 @@ fn plan_detach(v: &MacView) -> (DomainResult, Plan<DomainStep>) {
     (result, Plan::new(steps))
 }
 
-/// Run a domain's plan, stopping at the first failing step.
-fn apply(conn: &Conn, dom: &Dom, p: &Plan<DomainStep>) -> Result<()> {
+/// Run a domain's plan, stopping at the first failing step. A change whose reply was lost
+/// gives the result `unknown` instead of an error.
+fn apply(
+    conn: &Conn,
+    dom: &Dom,
+    p: &Plan<DomainStep>,
+    result: DomainResult,
+) -> Result<DomainResult> {
     let mut by = DomainApplier::new(conn, Some(dom), None);
-    plan::apply(&p.steps, &mut by).map_err(|stopped| stopped.error)
+    match plan::apply(&p.steps, &mut by) {
+        Ok(()) => Ok(result),
+        Err(stopped) if by.outcome_unknown() => {
+            Ok(DomainResult::unknown(&result.domain, stopped.error, None))
+        }
+        Err(stopped) => Err(stopped.error),
+    }
+}
+
+/// Hold the domain's lock in the state dir from observing it to changing it, so two vbridge
+/// processes plugging the same VM do not both find it without the NIC and both add one.
+fn lock(conn: &Conn, name: &str, state: &StateDir) -> Result<crate::backup::DomainLock> {
+    state.lock_domain(&conn.domain(name)?.uuid()?)
 }
 
 /// `vbridge attach VM --hotplug`: add a virtio NIC on `bridge` to the running VM and its
@@ -218,7 +237,9 @@ pub fn hotplug(
     bridge: &BridgeName,
     mac: Option<&Mac>,
     dry_run: bool,
+    state: &StateDir,
 ) -> Result<DomainResult> {
+    let _lock = (!dry_run).then(|| lock(conn, name, state)).transpose()?;
     let (dom, mut v) = observe_mac(conn, name, |uuid| {
         mac.cloned().unwrap_or_else(|| derive_mac(uuid, bridge))
     })?;
@@ -232,8 +253,7 @@ pub fn hotplug(
         result.diff = p.steps.first().and_then(DomainStep::diff);
         return Ok(result);
     }
-    apply(conn, &dom, &p)?;
-    Ok(result)
+    apply(conn, &dom, &p, result)
 }
 
 /// `attach --hotplug` over several VMs on one connection: each gets its own result, and a
@@ -244,11 +264,13 @@ pub fn hotplug_many(
     bridge: &BridgeName,
     mac: Option<&Mac>,
     dry_run: bool,
+    state: &StateDir,
 ) -> AttachReport {
     let domains = domains
         .iter()
         .map(|d| {
-            hotplug(conn, d, bridge, mac, dry_run).unwrap_or_else(|e| DomainResult::failed(d, e))
+            hotplug(conn, d, bridge, mac, dry_run, state)
+                .unwrap_or_else(|e| DomainResult::failed(d, e))
         })
         .collect();
     AttachReport { dry_run, domains }
@@ -256,13 +278,20 @@ pub fn hotplug_many(
 
 /// `vbridge detach VM --mac MAC`: remove the NIC from the running VM and its config.
 /// Idempotent: no NIC with that MAC is success with no change.
-pub fn detach(conn: &Conn, name: &str, mac: &Mac, dry_run: bool) -> Result<DomainResult> {
+pub fn detach(
+    conn: &Conn,
+    name: &str,
+    mac: &Mac,
+    dry_run: bool,
+    state: &StateDir,
+) -> Result<DomainResult> {
+    let _lock = (!dry_run).then(|| lock(conn, name, state)).transpose()?;
     let (dom, v) = observe_mac(conn, name, |_| mac.clone())?;
     let (result, p) = plan_detach(&v);
-    if !dry_run {
-        apply(conn, &dom, &p)?;
+    if dry_run {
+        return Ok(result);
     }
-    Ok(result)
+    apply(conn, &dom, &p, result)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use vbridge::domxml::{Nic, Selection};
 use vbridge::error::Error;
 use vbridge::hotplug;
 use vbridge::libvirt::Conn;
-use vbridge::report::{AttachReport, DomainResult, NicResult};
+use vbridge::report::{AttachReport, DomainResult, NicResult, Outcome};
 use vbridge::validate::{BridgeName, Mac};
 
 #[derive(Debug, Args)]
@@ -89,7 +89,7 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
     }
     let conn = Conn::open(g.connect.as_deref())?;
     let r = if a.hotplug {
-        hotplug_many(&conn, a, g.dry_run)
+        hotplug_many(&conn, a, g.dry_run, &StateDir::from_env())
     } else {
         let (bridge, selection) = a.checked()?;
         let opts = AttachOptions {
@@ -103,14 +103,14 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
 }
 
 /// A bad bridge or MAC fails each named VM, as it always has with `--hotplug`.
-fn hotplug_many(conn: &Conn, a: &AttachArgs, dry_run: bool) -> AttachReport {
+fn hotplug_many(conn: &Conn, a: &AttachArgs, dry_run: bool, state: &StateDir) -> AttachReport {
     let checked = BridgeName::parse(&a.bridge).and_then(|b| {
         let mac = a.mac.as_deref().map(Mac::parse).transpose()?;
         Ok((b, mac))
     });
     match checked {
         Ok((bridge, mac)) => {
-            hotplug::hotplug_many(conn, &a.domains, &bridge, mac.as_ref(), dry_run)
+            hotplug::hotplug_many(conn, &a.domains, &bridge, mac.as_ref(), dry_run, state)
         }
         Err(e) => AttachReport {
             dry_run,
@@ -153,7 +153,9 @@ fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
 
 pub fn detach(a: &DetachArgs, g: &Globals) -> CmdResult {
     let conn = Conn::open(g.connect.as_deref())?;
-    let d = Mac::parse(&a.mac).and_then(|mac| hotplug::detach(&conn, &a.domain, &mac, g.dry_run));
+    let state = StateDir::from_env();
+    let d = Mac::parse(&a.mac)
+        .and_then(|mac| hotplug::detach(&conn, &a.domain, &mac, g.dry_run, &state));
     Ok(single(&a.domain, d, g))
 }
 
@@ -198,9 +200,17 @@ fn render(r: &AttachReport, g: &Globals) -> String {
     let would = if r.dry_run { "would change" } else { "changed" };
     for d in &r.domains {
         if let Some(e) = &d.error {
-            out.push_str(&format!("{}: error: {}\n", d.domain, e.message));
+            let what = if d.outcome == Outcome::Unknown {
+                "unknown: check"
+            } else {
+                "error"
+            };
+            out.push_str(&format!("{}: {what}: {}\n", d.domain, e.message));
             if let Some(h) = &e.hint {
                 out.push_str(&format!("  hint: {h}\n"));
+            }
+            if let Some(b) = &d.backup {
+                out.push_str(&format!("  backup: {}\n", b.display()));
             }
             continue;
         }
