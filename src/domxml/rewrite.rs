@@ -517,30 +517,36 @@ fn rewrite_interface(
 /// it has none. An inbound left without an average says nothing libvirt accepts and goes; a
 /// bandwidth left without children goes too (the empty string).
 fn without_floor(doc: &str, bw: &Element) -> Option<(String, String)> {
-    let inbound = bw
+    let floors: Vec<&Element> = bw
         .children_named("inbound")
-        .find(|i| i.attr("floor").is_some())?;
-    let floor = one_line(inbound.attr("floor").unwrap_or_default());
+        .filter(|i| i.attr("floor").is_some())
+        .collect();
+    let first = floors.first()?;
+    let floor = one_line(first.attr("floor").unwrap_or_default());
     let why = "only a NIC on a libvirt network can reserve a floor";
+    let note = if first.attr("average").is_some() {
+        format!("dropped floor='{floor}' from <bandwidth><inbound> ({why}); its average, peak and burst stay")
+    } else {
+        format!("dropped <bandwidth><inbound floor='{floor}'> ({why}); it set no average to keep")
+    };
     let mut out = doc[bw.start_tag.clone()].to_string();
     let mut cursor = bw.start_tag.end;
-    let gap = &doc[cursor..inbound.span.start];
-    let note;
-    if inbound.attr("average").is_some() {
-        note = format!("dropped floor='{floor}' from <bandwidth><inbound> ({why}); its average, peak and burst stay");
-        out.push_str(gap);
-        out.push_str(&remove_attr(doc, inbound, "floor"));
-        out.push_str(&doc[inbound.start_tag.end..inbound.span.end]);
-        cursor = inbound.span.end;
-    } else {
-        note = format!(
-            "dropped <bandwidth><inbound floor='{floor}'> ({why}); it set no average to keep"
-        );
-        out.push_str(&gap[..cut_before_removed(gap)]);
-        cursor = line_rest(doc, inbound.span.end, bw.end_tag_start);
-        if bw.children.len() == 1 {
-            return Some((String::new(), note));
+    let mut removed = 0;
+    for inbound in floors {
+        let gap = &doc[cursor..inbound.span.start];
+        if inbound.attr("average").is_some() {
+            out.push_str(gap);
+            out.push_str(&remove_attr(doc, inbound, "floor"));
+            out.push_str(&doc[inbound.start_tag.end..inbound.span.end]);
+            cursor = inbound.span.end;
+        } else {
+            out.push_str(&gap[..cut_before_removed(gap)]);
+            cursor = line_rest(doc, inbound.span.end, bw.end_tag_start);
+            removed += 1;
         }
+    }
+    if removed == bw.children.len() {
+        return Some((String::new(), note));
     }
     out.push_str(&doc[cursor..bw.span.end]);
     Some((out, note))

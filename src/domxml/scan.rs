@@ -107,6 +107,55 @@ fn malformed(doc: &str, offset: usize, what: impl std::fmt::Display) -> Error {
 /// libvirt would) with the line and column of the first offence. Reader positions give each
 /// event's bytes.
 pub(crate) fn parse(doc: &str) -> Result<Element> {
+    parse_with(doc, &[], 0)
+}
+
+/// How deep entity values may refer to other entities (libxml2 refuses loops; vbridge
+/// refuses depth, which bounds the work too).
+const ENTITY_DEPTH: usize = 8;
+
+/// Check the entities referenced at `at`: their replacement text must be well-formed content
+/// (or, in an attribute value, hold no `<` and no external entity).
+fn check_entity_uses(
+    doc: &str,
+    at: usize,
+    used: &[(usize, &wf::Entity)],
+    entities: &[wf::Entity],
+    in_attr: bool,
+    depth: usize,
+) -> Result<()> {
+    for (off, e) in used {
+        let here = at + off;
+        let fail = |why: String| malformed(doc, here, format!("entity &{};: {why}", e.name));
+        if depth >= ENTITY_DEPTH {
+            return Err(fail("entity references nest too deep".into()));
+        }
+        match (&e.value, in_attr) {
+            (None, true) => return Err(fail("an external entity in an attribute value".into())),
+            (None, false) => {}
+            (Some(v), true) => {
+                if v.contains('<') {
+                    return Err(fail("its text puts '<' in an attribute value".into()));
+                }
+                let inner = wf::check_refs(v, entities).map_err(|(_, why)| fail(why))?;
+                check_entity_uses(doc, here - off, &inner, entities, true, depth + 1)
+                    .map_err(|e| fail(e.message))?;
+            }
+            (Some(v), false) => {
+                parse_with(&format!("<x>{v}</x>"), entities, depth + 1).map_err(|err| {
+                    fail(format!(
+                        "its text is not well-formed content ({})",
+                        err.message
+                    ))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`parse`], with the entities of an enclosing document when `doc` is an entity's text.
+fn parse_with(doc: &str, inherited: &[wf::Entity], depth: usize) -> Result<Element> {
     // Reader positions count from after a byte-order mark; spans count from the file start.
     let base = if doc.starts_with('\u{feff}') { 3 } else { 0 };
     wf::check_chars(&doc[base..]).map_err(|(at, why)| malformed(doc, base + at, why))?;
@@ -115,7 +164,7 @@ pub(crate) fn parse(doc: &str) -> Result<Element> {
     reader.config_mut().check_comments = true;
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
-    let mut entities: Vec<String> = Vec::new();
+    let mut entities: Vec<wf::Entity> = inherited.to_vec();
     let mut seen_doctype = false;
     let mut pos = base;
     loop {
@@ -133,7 +182,8 @@ pub(crate) fn parse(doc: &str) -> Result<Element> {
                 if outside && root.is_some() {
                     return Err(malformed(doc, start, "a second root element"));
                 }
-                let (name, attrs) = parse_start_tag(doc, start..pos, self_closing, &entities)?;
+                let (name, attrs) =
+                    parse_start_tag(doc, start..pos, self_closing, &entities, depth)?;
                 let el = Element {
                     name,
                     span: start..pos,
@@ -165,7 +215,8 @@ pub(crate) fn parse(doc: &str) -> Result<Element> {
                 }
             }
             Event::Text(_) | Event::GeneralRef(_) => {
-                wf::check_char_data(raw, &entities).map_err(at)?;
+                let used = wf::check_char_data(raw, &entities).map_err(at)?;
+                check_entity_uses(doc, start, &used, &entities, false, depth)?;
             }
             Event::Comment(_) => wf::check_comment(raw).map_err(at)?,
             Event::PI(_) => wf::check_pi(raw).map_err(at)?,
@@ -184,7 +235,7 @@ pub(crate) fn parse(doc: &str) -> Result<Element> {
                     return Err(malformed(doc, start, "a DOCTYPE out of place"));
                 }
                 seen_doctype = true;
-                entities = wf::declared_entities(raw);
+                entities = wf::check_doctype(raw).map_err(at)?;
             }
             Event::Eof => break,
             Event::CData(_) => {}
@@ -218,7 +269,8 @@ fn parse_start_tag(
     doc: &str,
     tag: Range<usize>,
     self_closing: bool,
-    entities: &[String],
+    entities: &[wf::Entity],
+    depth: usize,
 ) -> Result<(String, Vec<Attr>)> {
     let b = doc.as_bytes();
     let end = if self_closing {
@@ -309,9 +361,10 @@ fn parse_start_tag(
                 format!("'<' in the value of {an:?}"),
             ));
         }
-        wf::check_refs(raw, entities).map_err(|(p, why)| {
+        let used = wf::check_refs(raw, entities).map_err(|(p, why)| {
             malformed(doc, v_start + p, format!("in the value of {an:?}: {why}"))
         })?;
+        check_entity_uses(doc, v_start, &used, entities, true, depth)?;
         if attrs.iter().any(|a: &Attr| a.name == an) {
             return Err(malformed(
                 doc,
@@ -428,6 +481,30 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    /// An entity's text is checked where it is used, as libxml2 checks it.
+    #[test]
+    fn entities_are_checked_where_they_are_used() {
+        let doc = |decl: &str, body: &str| format!("<!DOCTYPE d [{decl}]><d>{body}</d>");
+        for (decl, body, ok) in [
+            ("<!ENTITY e 'd<!-- a--b -->x'>", "", true),
+            ("<!ENTITY e 'd<!-- a--b -->x'>", "&e;", false),
+            ("<!ENTITY e '<b>t</b>'>", "&e;", true),
+            ("<!ENTITY e '<b>t'>", "&e;", false),
+            ("<!ENTITY e '&#60;b>'>", "&e;", false),
+            ("<!ENTITY e '<b>t</b>'>", "<a x='&e;'/>", false),
+            ("<!ENTITY e 'plain'>", "<a x='&e;'/>", true),
+            ("<!ENTITY e SYSTEM 'e.xml'>", "&e;", true),
+            ("<!ENTITY e SYSTEM 'e.xml'>", "<a x='&e;'/>", false),
+            ("<!ENTITY a 'x&b;'><!ENTITY b 'y'>", "&a;", true),
+            ("<!ENTITY a 'x&b;'>", "", true),
+            ("<!ENTITY a 'x&b;'>", "&a;", false),
+            ("<!ENTITY a '&b;'><!ENTITY b '&a;'>", "&a;", false),
+        ] {
+            let d = doc(decl, body);
+            assert_eq!(parse(&d).is_ok(), ok, "{d}");
+        }
     }
 
     #[test]

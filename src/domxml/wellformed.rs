@@ -72,9 +72,31 @@ pub(super) fn is_space(b: u8) -> bool {
 /// The entities every document knows.
 const PREDEFINED: [&str; 5] = ["amp", "lt", "gt", "apos", "quot"];
 
+/// A general entity an internal DTD subset declares: its replacement text, or None for an
+/// external (or unparsed) one, whose text libvirt's parser never loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Entity {
+    pub name: String,
+    pub value: Option<String>,
+}
+
 /// Every `&` in character data or an attribute value starts a reference to a declared
-/// entity or a character reference to an allowed character, ended by `;`.
-pub(super) fn check_refs(text: &str, declared: &[String]) -> Result<(), Offence> {
+/// entity or a character reference to an allowed character, ended by `;`. Returns where
+/// each reference to a declared entity is and which entity it names.
+pub(super) fn check_refs<'e>(
+    text: &str,
+    declared: &'e [Entity],
+) -> Result<Vec<(usize, &'e Entity)>, Offence> {
+    refs(text, Some(declared))
+}
+
+/// [`check_refs`]; with `declared` None, any entity name passes (an entity value may name
+/// one declared after it: it is checked where it is used).
+fn refs<'e>(
+    text: &str,
+    declared: Option<&'e [Entity]>,
+) -> Result<Vec<(usize, &'e Entity)>, Offence> {
+    let mut used = Vec::new();
     let mut from = 0;
     while let Some(p) = text[from..].find('&').map(|p| p + from) {
         let rest = &text[p + 1..];
@@ -105,16 +127,45 @@ pub(super) fn check_refs(text: &str, declared: &[String]) -> Result<(), Offence>
             }
         } else if name_len(body) != body.len() || body.is_empty() {
             return Err((p, "'&' starts no reference (write &amp;)".into()));
-        } else if !PREDEFINED.contains(&body) && !declared.iter().any(|d| d == body) {
+        } else if let Some(e) = declared.and_then(|d| d.iter().find(|e| e.name == body)) {
+            used.push((p, e));
+        } else if !PREDEFINED.contains(&body) && declared.is_some() {
             return Err((p, format!("entity &{body}; is not defined")));
         }
         from = p + 1 + semi + 1;
     }
-    Ok(())
+    Ok(used)
+}
+
+/// An entity value with its character references replaced, as the parser stores it.
+fn expand_char_refs(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(p) = rest.find("&#") {
+        out.push_str(&rest[..p]);
+        let after = &rest[p + 2..];
+        let end = after.find(';').unwrap_or(after.len());
+        let num = &after[..end];
+        let c = match num.strip_prefix('x') {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => num.parse().ok(),
+        }
+        .and_then(char::from_u32);
+        match c {
+            Some(c) => out.push(c),
+            None => out.push_str(&rest[p..p + 2 + end + 1]),
+        }
+        rest = &after[(end + 1).min(after.len())..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Character data may not hold `]]>` (it ends only a CDATA section).
-pub(super) fn check_char_data(text: &str, declared: &[String]) -> Result<(), Offence> {
+pub(super) fn check_char_data<'e>(
+    text: &str,
+    declared: &'e [Entity],
+) -> Result<Vec<(usize, &'e Entity)>, Offence> {
     if let Some(p) = text.find("]]>") {
         return Err((p, "']]>' is not allowed in text".into()));
     }
@@ -251,24 +302,228 @@ pub(super) fn check_decl(raw: &str) -> Result<(), Offence> {
     Ok(())
 }
 
-/// The general entities an internal DTD subset declares (`<!ENTITY name ...>`), so
-/// references to them are not refused. Parameter entities (`<!ENTITY % ...>`) are not
-/// referenced from content.
-pub(super) fn declared_entities(doctype: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = doctype;
-    while let Some(p) = rest.find("<!ENTITY") {
-        rest = &rest[p + "<!ENTITY".len()..];
-        let t = rest.trim_start_matches(|c: char| c.is_ascii() && is_space(c as u8));
-        if t.len() == rest.len() || t.starts_with('%') {
-            continue;
-        }
-        let n = name_len(t);
-        if n > 0 {
-            out.push(t[..n].to_string());
+/// A cursor over a DOCTYPE declaration, for [`check_doctype`].
+struct Dtd<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> Dtd<'a> {
+    fn err<T>(&self, why: &str) -> Result<T, Offence> {
+        Err((self.i, format!("malformed DOCTYPE: {why}")))
+    }
+
+    fn rest(&self) -> &'a str {
+        &self.s[self.i..]
+    }
+
+    /// Skip white space; whether there was any.
+    fn space(&mut self) -> bool {
+        let n = self.rest().len()
+            - self
+                .rest()
+                .trim_start_matches([' ', '\t', '\n', '\r'])
+                .len();
+        self.i += n;
+        n > 0
+    }
+
+    fn need_space(&mut self) -> Result<(), Offence> {
+        if self.space() {
+            Ok(())
+        } else {
+            self.err("white space expected")
         }
     }
-    out
+
+    fn eat(&mut self, lit: &str) -> bool {
+        let ok = self.rest().starts_with(lit);
+        if ok {
+            self.i += lit.len();
+        }
+        ok
+    }
+
+    fn name(&mut self) -> Result<&'a str, Offence> {
+        let n = name_len(self.rest());
+        if n == 0 {
+            return self.err("a name expected");
+        }
+        let name = &self.rest()[..n];
+        self.i += n;
+        Ok(name)
+    }
+
+    /// A quoted literal; returns its content.
+    fn literal(&mut self) -> Result<&'a str, Offence> {
+        let q = match self.rest().as_bytes().first() {
+            Some(&q @ (b'\'' | b'"')) => q as char,
+            _ => return self.err("a quoted value expected"),
+        };
+        let Some(len) = self.rest()[1..].find(q) else {
+            return self.err("a quoted value is not closed");
+        };
+        let v = &self.rest()[1..1 + len];
+        self.i += len + 2;
+        Ok(v)
+    }
+
+    /// `SYSTEM "uri"` or `PUBLIC "id" "uri"` (the URI optional when `public_only`).
+    fn external_id(&mut self, public_only: bool) -> Result<bool, Offence> {
+        if self.eat("SYSTEM") {
+            self.need_space()?;
+            self.literal()?;
+        } else if self.eat("PUBLIC") {
+            self.need_space()?;
+            self.literal()?;
+            let back = self.i;
+            if self.space() && matches!(self.rest().as_bytes().first(), Some(b'\'' | b'"')) {
+                self.literal()?;
+            } else if public_only {
+                self.i = back;
+            } else {
+                return self.err("PUBLIC needs a system literal");
+            }
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The body of `<!ELEMENT` or `<!ATTLIST` up to its `>`, quoted values skipped.
+    fn skip_to_close(&mut self) -> Result<(), Offence> {
+        loop {
+            match self.rest().as_bytes().first() {
+                None => return self.err("a declaration is not closed"),
+                Some(b'>') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                Some(b'\'' | b'"') => {
+                    self.literal()?;
+                }
+                Some(b'<') => return self.err("'<' inside a declaration"),
+                Some(_) => {
+                    let c = self.rest().chars().next().unwrap();
+                    self.i += c.len_utf8();
+                }
+            }
+        }
+    }
+
+    /// `<!ENTITY` S ('%' S)? Name S (EntityValue | ExternalID NDataDecl?) S? `>`; returns the
+    /// name of a general entity.
+    fn entity(&mut self) -> Result<Option<Entity>, Offence> {
+        self.need_space()?;
+        let parameter = self.eat("%");
+        if parameter {
+            self.need_space()?;
+        }
+        let name = self.name()?;
+        self.need_space()?;
+        let mut text = None;
+        if !self.external_id(false)? {
+            let at = self.i + 1;
+            let value = self.literal()?;
+            if let Some(p) = value.find('%') {
+                // Parameter-entity references in an internal subset's values are not allowed.
+                return Err((at + p, "malformed DOCTYPE: '%' in an entity value".into()));
+            }
+            refs(value, None).map_err(|(p, why)| (at + p, why))?;
+            text = Some(expand_char_refs(value));
+        } else if !parameter {
+            let back = self.i;
+            if self.space() && self.eat("NDATA") {
+                self.need_space()?;
+                self.name()?;
+            } else {
+                self.i = back;
+            }
+        }
+        self.space();
+        if !self.eat(">") {
+            return self.err("'>' expected after an entity declaration");
+        }
+        Ok((!parameter).then(|| Entity {
+            name: name.to_string(),
+            value: text,
+        }))
+    }
+}
+
+/// Check a `<!DOCTYPE ...>` declaration, its internal subset included, and return the
+/// general entities it declares (references to them are then not refused).
+pub(super) fn check_doctype(raw: &str) -> Result<Vec<Entity>, Offence> {
+    let mut d = Dtd { s: raw, i: 0 };
+    let mut out: Vec<Entity> = Vec::new();
+    if !d.eat("<!DOCTYPE") {
+        return d.err("'<!DOCTYPE' expected");
+    }
+    d.need_space()?;
+    d.name()?;
+    let had_space = d.space();
+    if had_space && d.external_id(false)? {
+        d.space();
+    }
+    if d.eat("[") {
+        loop {
+            d.space();
+            if d.eat("]") {
+                break;
+            }
+            if d.eat("<!--") {
+                let Some(end) = d.rest().find("-->") else {
+                    return d.err("a comment is not closed");
+                };
+                let body = &d.rest()[..end];
+                if body.contains("--") || body.ends_with('-') {
+                    return d.err("'--' inside a comment");
+                }
+                d.i += end + 3;
+            } else if d.rest().starts_with("<?") {
+                let Some(end) = d.rest().find("?>") else {
+                    return d.err("a processing instruction is not closed");
+                };
+                let at = d.i;
+                check_pi(&d.rest()[..end + 2]).map_err(|(p, why)| (at + p, why))?;
+                d.i += end + 2;
+            } else if d.eat("<!ENTITY") {
+                if let Some(e) = d.entity()? {
+                    // The first declaration of a name binds.
+                    if !out.iter().any(|o| o.name == e.name) {
+                        out.push(e);
+                    }
+                }
+            } else if d.eat("<!ELEMENT") || d.eat("<!ATTLIST") {
+                d.need_space()?;
+                d.name()?;
+                d.skip_to_close()?;
+            } else if d.eat("<!NOTATION") {
+                d.need_space()?;
+                d.name()?;
+                d.need_space()?;
+                if !d.external_id(true)? {
+                    return d.err("a notation needs SYSTEM or PUBLIC");
+                }
+                d.space();
+                if !d.eat(">") {
+                    return d.err("'>' expected after a notation");
+                }
+            } else if d.eat("%") {
+                d.name()?;
+                if !d.eat(";") {
+                    return d.err("';' expected after a parameter entity reference");
+                }
+            } else {
+                return d.err("not a declaration");
+            }
+        }
+        d.space();
+    }
+    if d.rest() != ">" {
+        return d.err("'>' expected at the end");
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -316,7 +571,7 @@ mod tests {
 
     #[test]
     fn references() {
-        let none: &[String] = &[];
+        let none: &[Entity] = &[];
         assert!(check_refs("&amp;&lt;&gt;&apos;&quot;&#65;&#x41;&#x10FFFF;", none).is_ok());
         for (bad, needle) in [
             ("a&bogus;", "not defined"),
@@ -336,7 +591,12 @@ mod tests {
             assert!(why.contains(needle), "{bad}: {why}");
             assert_eq!(at, bad.find('&').unwrap(), "{bad}");
         }
-        assert!(check_refs("&br;", &["br".to_string()]).is_ok());
+        let br = [Entity {
+            name: "br".into(),
+            value: Some("br0".into()),
+        }];
+        assert_eq!(check_refs("a&br;", &br).unwrap(), vec![(1, &br[0])]);
+        assert_eq!(expand_char_refs("&#60;b&#x3E;&bad"), "<b>&bad");
         assert_eq!(check_char_data("a]]>", none).unwrap_err().0, 1);
         assert!(check_char_data("a]] >", none).is_ok());
     }
@@ -381,8 +641,38 @@ mod tests {
     }
 
     #[test]
-    fn entity_declarations() {
-        let d = "<!DOCTYPE domain [\n<!ENTITY br 'br0'>\n<!ENTITY % p 'x'>\n<!ENTITY\tn2 SYSTEM 'f'>\n]>";
-        assert_eq!(declared_entities(d), vec!["br", "n2"]);
+    fn doctypes() {
+        let d = "<!DOCTYPE domain [\n<!ENTITY br 'br0'>\n<!ENTITY % p 'x'>\n<!ENTITY\tn2 SYSTEM 'f'>\n%p;\n<!ENTITY both '&br;&#65;'>\n<!-- c --><?pi x?>\n<!ELEMENT domain ANY>\n<!ATTLIST domain type CDATA 'a>b'>\n<!NOTATION n PUBLIC 'x'>\n<!ENTITY u SYSTEM 'u' NDATA n>\n]>";
+        let names: Vec<String> = check_doctype(d)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, vec!["br", "n2", "both", "u"]);
+        for ok in [
+            "<!DOCTYPE domain>",
+            "<!DOCTYPE domain SYSTEM 'x.dtd'>",
+            "<!DOCTYPE domain PUBLIC 'id' \"x.dtd\" [ ] >",
+            "<!DOCTYPE domain []>",
+        ] {
+            assert!(check_doctype(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "<!DOCTYPE>",
+            "<!DOCTYPE domain [\n  <!ENTITY lan!DOCTYPE domain [\n  <!ENTITY lan \"default\">\n]>",
+            "<!DOCTYPE domain [<!ENTITY a 'x'>",
+            "<!DOCTYPE domain [<!ENTITY a 'x>]>",
+            "<!DOCTYPE domain [<!ENTITY a '& nope;'>]>",
+            "<!DOCTYPE domain [<!ENTITY a '%p;'>]>",
+            "<!DOCTYPE domain [<!ENTITYa 'x'>]>",
+            "<!DOCTYPE domain [<!-- a--b -->]>",
+            "<!DOCTYPE domain [junk]>",
+            "<!DOCTYPE domain [<!ELEMENT domain ANY]>",
+            "<!DOCTYPE domain PUBLIC 'id'>",
+            "<!DOCTYPE domain] >",
+            "<!DOCTYPE domain [] x>",
+        ] {
+            assert!(check_doctype(bad).is_err(), "{bad}");
+        }
     }
 }

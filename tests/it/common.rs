@@ -247,20 +247,29 @@ pub fn assert_children_kept(what: &str, input: &str, r: &vbridge::domxml::Rewrit
                 None => {}
             }
         }
-        for name in ["source", "model"] {
-            assert_eq!(
-                after.iter().filter(|(n, _)| n == name).count(),
-                1,
-                "{what}: interface {} has not exactly one <{name}>",
-                c.index
-            );
-        }
-        for (name, text) in &after {
-            assert!(
-                name != "bandwidth" || !text.contains("floor"),
-                "{what}: interface {} kept a bandwidth floor: {text}",
-                c.index
-            );
+        let count =
+            |list: &[(String, String)], name: &str| list.iter().filter(|(n, _)| n == name).count();
+        // One source; a model added only where there was none (several stay several).
+        assert_eq!(
+            count(&after, "source"),
+            1,
+            "{what}: interface {}: <source>",
+            c.index
+        );
+        assert_eq!(
+            count(&after, "model"),
+            count(&before, "model").max(1),
+            "{what}: interface {}: <model>",
+            c.index
+        );
+        for (_, text) in after.iter().filter(|(n, _)| n == "bandwidth") {
+            for (name, inner) in children(text) {
+                assert!(
+                    name != "inbound" || !inner.contains("floor"),
+                    "{what}: interface {} kept a bandwidth floor: {inner}",
+                    c.index
+                );
+            }
         }
     }
 }
