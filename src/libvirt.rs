@@ -425,12 +425,24 @@ mod tests {
     #[test]
     fn rpc_failures_are_a_lost_connection() {
         // "End of file while reading data", "Cannot recv data": VIR_FROM_RPC.
-        assert!(connection_lost(Some(N::SystemError), Some(ErrorDomain::Rpc)));
-        assert!(connection_lost(Some(N::InternalError), Some(ErrorDomain::Rpc)));
+        assert!(connection_lost(
+            Some(N::SystemError),
+            Some(ErrorDomain::Rpc)
+        ));
+        assert!(connection_lost(
+            Some(N::InternalError),
+            Some(ErrorDomain::Rpc)
+        ));
         assert!(connection_lost(Some(N::Rpc), Some(ErrorDomain::Remote)));
         // What libvirtd answers is an answer: the outcome is known.
-        assert!(!connection_lost(Some(N::OperationInvalid), Some(ErrorDomain::Domain)));
-        assert!(!connection_lost(Some(N::InternalError), Some(ErrorDomain::Qemu)));
+        assert!(!connection_lost(
+            Some(N::OperationInvalid),
+            Some(ErrorDomain::Domain)
+        ));
+        assert!(!connection_lost(
+            Some(N::InternalError),
+            Some(ErrorDomain::Qemu)
+        ));
         assert!(!connection_lost(None, None));
     }
 

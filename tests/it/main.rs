@@ -9,5 +9,6 @@ mod lab_core;
 mod lab_doctor;
 mod lab_e2e;
 mod lab_smoke;
+mod mutation;
 mod rewrite;
 mod testdriver;
