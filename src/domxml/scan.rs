@@ -252,7 +252,7 @@ fn parse_with(doc: &str, inherited: &[wf::Entity], depth: usize) -> Result<Eleme
             ),
         ));
     }
-    root.ok_or_else(|| Error::invalid("the domain XML is empty: it has no root element"))
+    root.ok_or_else(|| malformed(doc, doc.len(), "it has no root element"))
 }
 
 fn close(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
