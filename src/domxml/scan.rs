@@ -238,6 +238,9 @@ fn parse_with(doc: &str, inherited: &[wf::Entity], depth: usize) -> Result<Eleme
                 entities = wf::check_doctype(raw).map_err(at)?;
             }
             Event::Eof => break,
+            Event::CData(_) if outside => {
+                return Err(malformed(doc, start, "CDATA outside the root element"));
+            }
             Event::CData(_) => {}
         }
     }
@@ -467,6 +470,9 @@ mod tests {
             ("<a/>x", false),
             ("x<a/>", false),
             ("<a/>&amp;", false),
+            ("<![CDATA[x]]><a/>", false),
+            ("<a/><![CDATA[x]]>", false),
+            ("<a><![CDATA[<x>]]></a>", true),
             ("<a/>\n<!DOCTYPE a>", false),
             ("<!DOCTYPE a><!DOCTYPE a><a/>", false),
             (" <?xml version='1.0'?><a/>", false),
