@@ -14,7 +14,7 @@ use vbridge::tap;
 #[derive(Debug, Args)]
 pub struct HostBridgeArgs {
     /// The NIC to put on the bridge (e.g. enp3s0)
-    #[arg(required_unless_present_any = ["confirm", "revert_pending"])]
+    #[arg(required_unless_present_any = ["confirm", "remove", "revert_pending"])]
     pub nic: Option<String>,
     /// Bridge name
     #[arg(long, default_value = "br0")]
@@ -57,6 +57,10 @@ pub struct HostBridgeArgs {
     /// Keep a pending change made with --confirm-within
     #[arg(long, conflicts_with_all = ["live", "netplan", "confirm_within"])]
     pub confirm: bool,
+    /// Undo the pending change now (one waiting for --confirm, or one a killed vbridge left
+    /// part-way) and check the network is as it was before
+    #[arg(long, conflicts_with_all = ["live", "netplan", "confirm_within", "confirm"])]
+    pub remove: bool,
     /// Internal: the detached reverter of a --confirm-within change
     #[arg(long, value_name = "ID", hide = true)]
     pub revert_pending: Option<String>,
@@ -229,6 +233,29 @@ pub fn host_bridge(a: &HostBridgeArgs, g: &Globals) -> CmdResult {
             },
             |r, _| format!("confirmed: {} stays on {}\n", r.nic, r.bridge),
             |_| true,
+        ));
+    }
+    if a.remove {
+        let rec = host_bridge::remove(&dir)?;
+        return Ok(super::report(
+            RevertReport {
+                reverted: rec.reverted,
+                record: Some(rec),
+            },
+            |r, _| match &r.record {
+                Some(rec) if r.reverted => {
+                    format!(
+                        "removed: {} is off {} again, as before\n",
+                        rec.nic, rec.bridge
+                    )
+                }
+                Some(rec) => format!(
+                    "removed, but not everything is as before: {}\n",
+                    rec.problems.join("; ")
+                ),
+                None => "removed\n".into(),
+            },
+            |r| r.reverted,
         ));
     }
     let opts = host_bridge_options(a, g, dir)?;

@@ -284,6 +284,7 @@ mod tests {
             "vbridge doctor web --fix --persist",
             "vbridge host-bridge eth1 --dhcp --netplan --root-dir /tmp/x",
             "vbridge host-bridge eth1 --address 10.0.0.2/24 --gateway 10.0.0.1 --live",
+            "vbridge host-bridge --remove",
             "vbridge tap add tap0 --bridge br0",
             "vbridge tap del tap0",
         ];
@@ -302,6 +303,8 @@ mod tests {
             "vbridge attach web -o yaml",
             "vbridge detach web",
             "vbridge -q -v doctor",
+            "vbridge host-bridge eth1 --live --remove",
+            "vbridge host-bridge --remove --confirm",
             "vbridge frobnicate",
         ];
         for line in invalid {

@@ -110,6 +110,8 @@ pub fn run_netplan(o: &Options) -> Result<Report> {
             reverter_pid: None,
             reverter_unit: None,
             before: None,
+            complete: true,
+            maker_pid: None,
         };
         leave_pending(o, &p, &mut rep, window, |p| {
             p.netplan
