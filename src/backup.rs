@@ -82,9 +82,16 @@ impl StateDir {
                 Ok(mut f) => {
                     // Durability comes from one `sync()` over all backups of a call,
                     // before the first definition changes.
-                    f.write_all(xml.as_bytes()).map_err(|e| {
-                        Error::io(format!("cannot write backup {}", path.display()), e)
-                    })?;
+                    if let Err(e) = f.write_all(xml.as_bytes()) {
+                        // A truncated backup (a full disk) must not be there for `undo` to
+                        // pick as the latest.
+                        let _ = fs::remove_file(&path);
+                        return Err(Error::io(
+                            format!("cannot write backup {}", path.display()),
+                            e,
+                        )
+                        .with_hint("free space in the state directory, or set VBRIDGE_STATE_DIR to another folder"));
+                    }
                     return Ok(path);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
