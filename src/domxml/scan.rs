@@ -159,6 +159,11 @@ fn parse_with(doc: &str, inherited: &[wf::Entity], depth: usize) -> Result<Eleme
     // Reader positions count from after a byte-order mark; spans count from the file start.
     let base = if doc.starts_with('\u{feff}') { 3 } else { 0 };
     wf::check_chars(&doc[base..]).map_err(|(at, why)| malformed(doc, base + at, why))?;
+    // A second U+FEFF is a character before the root (libxml2 refuses it); quick-xml would
+    // skip it as another byte-order mark and shift every position.
+    if doc[base..].starts_with('\u{feff}') {
+        return Err(malformed(doc, base, "text outside the root element"));
+    }
     let mut reader = Reader::from_str(&doc[base..]);
     // Whitespace, comments and everything else stay in the text between spans.
     reader.config_mut().check_comments = true;
@@ -474,6 +479,9 @@ mod tests {
             ("<a/><![CDATA[x]]>", false),
             ("<a><![CDATA[<x>]]></a>", true),
             ("<a/>\n<!DOCTYPE a>", false),
+            ("\u{feff}\u{feff}<?xml version='1.0'?><a/>", false),
+            ("\u{feff}\u{feff}<?xml* x?><a/>", false),
+            ("\u{feff}<a>\u{feff}</a>", true),
             ("<!DOCTYPE a><!DOCTYPE a><a/>", false),
             (" <?xml version='1.0'?><a/>", false),
             ("<?xml version='2.0'?><a/>", false),

@@ -101,6 +101,7 @@ const TOKENS: &[&str] = &[
     "\r\n",
     "\u{1}",
     "\u{FFFE}",
+    "\u{FEFF}",
     "&bogus;",
     "&amp;",
     "&#0;",
