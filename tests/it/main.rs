@@ -8,6 +8,7 @@ mod lab;
 mod lab_core;
 mod lab_doctor;
 mod lab_e2e;
+mod lab_faults;
 mod lab_smoke;
 mod mutation;
 mod rewrite;
