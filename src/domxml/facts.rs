@@ -184,6 +184,15 @@ mod tests {
             ..DomainFacts::default()
         };
         assert!(base.hotplug_blocker().is_none());
+        // The i440fx/ACPI rule is x86's: i686 too, not aarch64 (its own rules).
+        for (arch, blocked) in [("i686", true), ("aarch64", false), ("x86_64", true)] {
+            let f = DomainFacts {
+                acpi: false,
+                arch: Some(arch.into()),
+                ..base.clone()
+            };
+            assert_eq!(f.hotplug_blocker().is_some(), blocked, "{arch}");
+        }
         let no_acpi = DomainFacts {
             acpi: false,
             ..base.clone()

@@ -535,6 +535,25 @@ mod tests {
         assert!(f.iter().any(|f| f.id == "forward-drop-ipv6"));
     }
 
+    /// iptables-nft's `ip filter FORWARD` is left to `iptables -S` only when that was read (a
+    /// policy came back); otherwise nftables' view of it is judged.
+    #[test]
+    fn nft_judges_iptables_nft_forward_when_iptables_said_nothing() {
+        let json = r#"{"nftables":[{"chain":{"family":"ip","table":"filter","name":"FORWARD","type":"filter","hook":"forward","prio":0,"policy":"drop"}}]}"#;
+        let mut o = healthy();
+        host(&mut o).firewall = Some(Firewall {
+            nft: Some(nft(json)),
+            ..Firewall::default()
+        });
+        let f = check(&o);
+        let d = only_error(&f, "forward-drop", "br0");
+        assert!(
+            d.message.contains("nftables chain ip filter FORWARD"),
+            "{}",
+            d.message
+        );
+    }
+
     /// A jump to a chain that accepts the bridge's frames saves them from the policy.
     #[test]
     fn nft_jumps_are_followed_by_the_check() {
