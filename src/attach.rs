@@ -93,6 +93,8 @@ pub struct AttachPlan {
     pub workers: usize,
     /// The options' sink, for [`apply`].
     pub progress: crate::progress::Sink,
+    /// The request, to plan a domain again when its definition changed meanwhile.
+    pub request: AttachRequest,
 }
 
 /// The plan of rewriting one domain's persistent definition `original`. Pure.
@@ -144,6 +146,8 @@ pub fn plan_request_domain(
         .collect();
     let moved = live.as_ref().is_some_and(|l| !l.steps.is_empty());
     let mut result = DomainResult::new(domain, changed || moved, interfaces);
+    // What the rewrite dropped that a person should know (a bandwidth floor, a virtualport).
+    result.notes = rewritten.notes();
     if changed && live_xml.is_some() && live.is_none() {
         result.notes.push(format!(
             "{domain} is running: the new NIC setup takes effect after a full power-off (virsh shutdown, then start; a reboot inside the guest is not enough), or use --live to move it now, or --hotplug to add a NIC now"
@@ -220,6 +224,7 @@ pub fn plan_request(conn: &Conn, domains: &[String], req: &AttachRequest) -> Res
         } else {
             conn.calls_in_flight()
         },
+        request: req.clone(),
     })
 }
 
@@ -419,9 +424,19 @@ pub fn apply_confirmed(
                     }
                 }
             }
-            Err(stopped) if stopped.applied == 0 => {
-                DomainResult::failed(&s.result.domain, stopped.error)
+            Err(stopped) if by.outcome_unknown() => {
+                DomainResult::unknown(&s.result.domain, stopped.error, by.backup().cloned())
             }
+            // Read under the domain's lock (still held by `by`): when another vbridge made
+            // this very change meanwhile, there is nothing left to do, and saying "changed"
+            // would count it twice.
+            Err(stopped) if stopped.applied == 0 => match by
+                .found_instead()
+                .map(|now| plan_request_domain(dom.name(), now, None, &plan.request))
+            {
+                Some(Ok((r, p, _))) if p.is_empty() => r,
+                _ => DomainResult::failed(&s.result.domain, stopped.error),
+            },
             Err(stopped) => {
                 // A live step failed after the definition changed: put back what was done.
                 let problems: Vec<String> = p

@@ -93,9 +93,16 @@ impl StateDir {
                 Ok(mut f) => {
                     // Durability comes from one `sync()` over all backups of a call,
                     // before the first definition changes.
-                    f.write_all(xml.as_bytes()).map_err(|e| {
-                        Error::io(format!("cannot write backup {}", path.display()), e)
-                    })?;
+                    if let Err(e) = f.write_all(xml.as_bytes()) {
+                        // A truncated backup (a full disk) must not be there for `undo` to
+                        // pick as the latest.
+                        let _ = fs::remove_file(&path);
+                        return Err(Error::io(
+                            format!("cannot write backup {}", path.display()),
+                            e,
+                        )
+                        .with_hint("free space in the state directory, or set VBRIDGE_STATE_DIR to another folder"));
+                    }
                     self.written
                         .lock()
                         .expect("written lock")
@@ -187,6 +194,75 @@ impl StateDir {
     }
 }
 
+/// How long [`StateDir::lock_domain`] waits for another vbridge to finish with a domain.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An exclusive hold on one domain among vbridge processes sharing a state directory,
+/// released when dropped (or when the process dies: it is an `flock`).
+#[derive(Debug)]
+pub struct DomainLock {
+    _file: fs::File,
+}
+
+impl StateDir {
+    /// Take the per-domain lock (`locks/<key>.lock`, `key` being the domain's UUID), so
+    /// two vbridge processes never read, plan and change the same domain at once. Waits up to
+    /// a minute for another vbridge to finish with it.
+    pub fn lock_domain(&self, key: &str) -> Result<DomainLock> {
+        let dir = self.root.join("locks");
+        let hint = "run as root, or set VBRIDGE_STATE_DIR to a writable folder";
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| {
+                Error::io(format!("cannot create lock folder {}", dir.display()), e).with_hint(hint)
+            })?;
+        let safe: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("{safe}.lock"));
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| {
+                Error::io(format!("cannot open lock {}", path.display()), e).with_hint(hint)
+            })?;
+        use std::os::fd::AsRawFd;
+        let t0 = std::time::Instant::now();
+        loop {
+            // SAFETY: flock on a descriptor `file` owns and keeps open.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(DomainLock { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(Error::io(format!("cannot lock {}", path.display()), err));
+            }
+            if t0.elapsed() > LOCK_WAIT {
+                return Err(Error::conflict(format!(
+                    "another vbridge has been changing this domain for over {} s (lock {})",
+                    LOCK_WAIT.as_secs(),
+                    path.display()
+                ))
+                .with_hint("wait for it to finish, then run the command again"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
 /// `YYYYMMDDTHHMMSS.uuuuuuZ`: sortable, unique enough, readable.
 pub fn utc_stamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -261,5 +337,46 @@ mod tests {
         let gone = s.save_backup("c", "<c/>").unwrap();
         fs::remove_file(&gone).unwrap();
         s.sync().unwrap();
+    }
+
+    #[test]
+    fn domain_locks_exclude_each_other_until_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::new(tmp.path());
+        let held = s
+            .lock_domain("6f1b2c3d-0000-4000-8000-000000000001")
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = s.clone();
+        let waiter = std::thread::spawn(move || {
+            let got = s2.lock_domain("6f1b2c3d-0000-4000-8000-000000000001");
+            tx.send(()).unwrap();
+            got.map(drop)
+        });
+        // Another domain is not held up.
+        drop(s.lock_domain("other").unwrap());
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "taken twice"
+        );
+        drop(held);
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("taken once released");
+        waiter.join().unwrap().unwrap();
+        let mode = fs::metadata(tmp.path().join("locks"))
+            .unwrap()
+            .permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_read_only_state_dir_refuses_the_lock_with_a_reason() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::new(tmp.path().join("missing/under/a/file"));
+        fs::write(tmp.path().join("missing"), "a file, not a folder").unwrap();
+        let e = s.lock_domain("x").unwrap_err();
+        assert!(e.message.contains("cannot create lock folder"), "{e}");
+        assert!(!e.message.contains('\n'));
     }
 }

@@ -2,9 +2,9 @@
 //! device, the bookkeeping of undo) and the applier that carries them out. Shared by attach,
 //! hotplug, detach and undo, which plan in these steps and never import each other.
 
-use crate::backup::StateDir;
+use crate::backup::{DomainLock, StateDir};
 use crate::domxml;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::libvirt::{Conn, Dom};
 use crate::plan::{Applier, Step};
 use std::path::PathBuf;
@@ -254,6 +254,13 @@ pub struct DomainApplier<'a> {
     /// The backup a Define step made (or was given, already durable).
     backup: Option<PathBuf>,
     durable: bool,
+    /// The per-domain lock, taken before the first definition change and held until the
+    /// applier is dropped, so the caller can re-plan under it.
+    lock: Option<DomainLock>,
+    /// The definition found instead of the one a Define step was planned from.
+    found: Option<String>,
+    /// A change was sent and its reply lost: it may or may not have been made.
+    unknown: bool,
 }
 
 impl<'a> DomainApplier<'a> {
@@ -265,6 +272,9 @@ impl<'a> DomainApplier<'a> {
             state,
             backup: None,
             durable: false,
+            lock: None,
+            found: None,
+            unknown: false,
         }
     }
 
@@ -294,6 +304,40 @@ impl<'a> DomainApplier<'a> {
     /// The backup of the definition replaced, once a Define step kept one.
     pub fn backup(&self) -> Option<&PathBuf> {
         self.backup.as_ref()
+    }
+
+    /// After a Define step refused because the definition was not the one planned from:
+    /// the definition found, read under the domain's lock (still held), so the caller can
+    /// tell whether another vbridge already made the change.
+    pub fn found_instead(&self) -> Option<&str> {
+        self.found.as_deref()
+    }
+
+    /// Whether the failing step's change was sent and its reply lost (the connection to
+    /// libvirtd broke): the change may or may not be in place, and the backup is kept.
+    pub fn outcome_unknown(&self) -> bool {
+        self.unknown
+    }
+
+    /// Take the domain's lock in the state dir unless held already.
+    fn lock(&mut self, domain: &str) -> Result<()> {
+        if self.lock.is_none() {
+            let key = match self.dom {
+                Some(d) => d.uuid()?,
+                // A domain removed since (undo): its name is all there is.
+                None => format!("name-{domain}"),
+            };
+            self.lock = Some(self.state()?.lock_domain(&key)?);
+        }
+        Ok(())
+    }
+
+    /// A failed call that changes the domain: a lost reply leaves its outcome unknown.
+    fn changing_call_failed(&mut self, e: Error) -> Error {
+        if e.kind == ErrorKind::ConnectionLost {
+            self.unknown = true;
+        }
+        e
     }
 
     fn state(&self) -> Result<&'a StateDir> {
@@ -330,12 +374,21 @@ impl<'a> DomainApplier<'a> {
             }
             _ => {}
         }
+        // Read, compare and define under the domain's lock: another vbridge cannot slip a
+        // change in between (other tools can; the comparison is best-effort against them).
+        if let Err(e) = self.lock(domain) {
+            if keep == Keep::Backup {
+                self.discard_backup();
+            }
+            return Err(e);
+        }
         if let (Some(dom), Some(before)) = (self.dom, before) {
             let now = dom.persistent_xml();
             if now.as_deref().ok() != Some(before) {
                 if keep == Keep::Backup {
                     self.discard_backup();
                 }
+                self.found = now.as_ref().ok().cloned();
                 return Err(now.err().unwrap_or_else(|| {
                     Error::conflict(format!(
                         "the definition of {domain} changed while vbridge was working on it (someone else edited it); nothing was written"
@@ -345,6 +398,21 @@ impl<'a> DomainApplier<'a> {
             }
         }
         if let Err(e) = self.conn.define_domain(after) {
+            if e.kind == ErrorKind::ConnectionLost {
+                // The definition may have reached libvirtd: its backup must stay for undo.
+                self.unknown = true;
+                let keep_note = match &self.backup {
+                    Some(b) => format!("the backup {} is kept", b.display()),
+                    None => "nothing was backed up".to_string(),
+                };
+                return Err(e
+                    .context(format!(
+                        "the connection to libvirtd was lost while defining {domain}: the new definition may or may not be in place"
+                    ))
+                    .with_hint(format!(
+                        "check with `virsh dumpxml --inactive {domain}`, then run the command again or `vbridge undo {domain}`; {keep_note}"
+                    )));
+            }
             if keep == Keep::Backup {
                 self.discard_backup();
             }
@@ -369,11 +437,20 @@ impl Applier<DomainStep> for DomainApplier<'_> {
             DomainStep::MarkUndone { backup } => self.state()?.mark_undone(backup),
             DomainStep::AttachDevice {
                 xml, config, live, ..
-            } => self.dom()?.attach_device(xml, *config, *live),
+            } => self
+                .dom()?
+                .attach_device(xml, *config, *live)
+                .map_err(|e| self.changing_call_failed(e)),
             DomainStep::DetachDevice {
                 xml, config, live, ..
-            } => self.dom()?.detach_device(xml, *config, *live),
-            DomainStep::UpdateDevice { after, .. } => self.dom()?.update_device(after, false, true),
+            } => self
+                .dom()?
+                .detach_device(xml, *config, *live)
+                .map_err(|e| self.changing_call_failed(e)),
+            DomainStep::UpdateDevice { after, .. } => self
+                .dom()?
+                .update_device(after, false, true)
+                .map_err(|e| self.changing_call_failed(e)),
             DomainStep::Wait { ms, .. } => {
                 std::thread::sleep(std::time::Duration::from_millis(*ms));
                 Ok(())

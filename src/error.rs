@@ -24,6 +24,9 @@ pub enum ErrorKind {
     /// libvirt answers, but the driver this needs is not there (its network driver not
     /// installed or not running: virtqemud without virtnetworkd).
     DriverUnavailable,
+    /// The connection to libvirtd broke during a call (libvirtd died, the socket closed, a
+    /// keepalive timed out): whether a change that call asked for took effect is unknown.
+    ConnectionLost,
     /// libvirt answered with an error not covered above.
     Libvirt,
     /// A host command or kernel interface failed.

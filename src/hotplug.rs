@@ -2,6 +2,7 @@
 //! (or a libvirt network), in the running VM and its persistent config (`virsh attach-interface --config --live`).
 //! Each observes the domain, plans [`DomainStep`]s (pure), applies them, reports.
 
+use crate::backup::StateDir;
 use crate::domxml::{self, DomainFacts, Nic, NicOptions, Target};
 use crate::edit::{DomainApplier, DomainStep};
 use crate::error::{Error, Result};
@@ -235,10 +236,28 @@ fn plan_detach(v: &MacView) -> (DomainResult, Plan<DomainStep>) {
     (result, Plan::new(steps))
 }
 
-/// Run a domain's plan, stopping at the first failing step.
-fn apply(conn: &Conn, dom: &Dom, p: &Plan<DomainStep>) -> Result<()> {
+/// Run a domain's plan, stopping at the first failing step. A change whose reply was lost
+/// gives the result `unknown` instead of an error.
+fn apply(
+    conn: &Conn,
+    dom: &Dom,
+    p: &Plan<DomainStep>,
+    result: DomainResult,
+) -> Result<DomainResult> {
     let mut by = DomainApplier::new(conn, Some(dom), None);
-    plan::apply(&p.steps, &mut by).map_err(|stopped| stopped.error)
+    match plan::apply(&p.steps, &mut by) {
+        Ok(()) => Ok(result),
+        Err(stopped) if by.outcome_unknown() => {
+            Ok(DomainResult::unknown(&result.domain, stopped.error, None))
+        }
+        Err(stopped) => Err(stopped.error),
+    }
+}
+
+/// Hold the domain's lock in the state dir from observing it to changing it, so two vbridge
+/// processes plugging the same VM do not both find it without the NIC and both add one.
+fn lock(conn: &Conn, name: &str, state: &StateDir) -> Result<crate::backup::DomainLock> {
+    state.lock_domain(&conn.domain(name)?.uuid()?)
 }
 
 /// `vbridge attach VM --hotplug`: add a virtio NIC on `bridge` to the running VM and its
@@ -250,9 +269,18 @@ pub fn hotplug(
     bridge: &BridgeName,
     mac: Option<&Mac>,
     dry_run: bool,
+    state: &StateDir,
 ) -> Result<DomainResult> {
     let target = Target::Bridge(bridge.clone());
-    hotplug_with(conn, name, &target, mac, &NicOptions::default(), dry_run)
+    hotplug_with(
+        conn,
+        name,
+        &target,
+        mac,
+        &NicOptions::default(),
+        dry_run,
+        state,
+    )
 }
 
 /// [`hotplug`] onto a bridge or a libvirt network (`--network`; macvtap is not hot-plugged),
@@ -265,12 +293,15 @@ pub fn hotplug_with(
     mac: Option<&Mac>,
     options: &NicOptions,
     dry_run: bool,
+    state: &StateDir,
 ) -> Result<DomainResult> {
     if let Target::Direct { .. } = target {
         return Err(Error::unsupported(
             "a macvtap NIC is not hot-plugged: use --direct without --hotplug",
         ));
     }
+    // Two vbridge processes on one VM: the second finds the first's NIC, not a gap.
+    let _lock = (!dry_run).then(|| lock(conn, name, state)).transpose()?;
     let (_, place) = place(target);
     // A network must exist whether or not the VM runs: libvirt would take the NIC into the
     // definition and fail only at the next start.
@@ -293,8 +324,7 @@ pub fn hotplug_with(
         result.diff = p.steps.first().and_then(DomainStep::diff);
         return Ok(result);
     }
-    apply(conn, &dom, &p)?;
-    Ok(result)
+    apply(conn, &dom, &p, result)
 }
 
 /// `attach --hotplug` over several VMs on one connection: each gets its own result, and a
@@ -305,22 +335,39 @@ pub fn hotplug_many(
     bridge: &BridgeName,
     mac: Option<&Mac>,
     dry_run: bool,
+    state: &StateDir,
 ) -> AttachReport {
     let (options, quiet) = (NicOptions::default(), Sink::default());
     let target = Target::Bridge(bridge.clone());
-    hotplug_many_with(conn, domains, &target, mac, &options, dry_run, &quiet)
+    let nic = NewNic {
+        target: &target,
+        mac,
+        options: &options,
+    };
+    hotplug_many_with(conn, domains, &nic, dry_run, &quiet, state)
+}
+
+/// The NIC `attach --hotplug` adds: where it goes, its MAC (None: derived), its options.
+pub struct NewNic<'a> {
+    pub target: &'a Target,
+    pub mac: Option<&'a Mac>,
+    pub options: &'a NicOptions,
 }
 
 /// [`hotplug_many`] with NIC options, telling `progress` as each VM is finished.
 pub fn hotplug_many_with(
     conn: &Conn,
     domains: &[String],
-    target: &Target,
-    mac: Option<&Mac>,
-    options: &NicOptions,
+    nic: &NewNic,
     dry_run: bool,
     progress: &Sink,
+    state: &StateDir,
 ) -> AttachReport {
+    let NewNic {
+        target,
+        mac,
+        options,
+    } = *nic;
     // Whether a libvirt network owns the bridge: asked once for the whole call.
     let owner = match target {
         Target::Bridge(b) => crate::topology::bridge_owner_notes(conn, b.as_str()),
@@ -330,7 +377,7 @@ pub fn hotplug_many_with(
     let domains = domains
         .iter()
         .map(
-            |d| match hotplug_with(conn, d, target, mac, options, dry_run) {
+            |d| match hotplug_with(conn, d, target, mac, options, dry_run, state) {
                 Ok(mut r) => {
                     if r.changed {
                         r.notes.extend(owner.iter().cloned());
@@ -347,13 +394,20 @@ pub fn hotplug_many_with(
 
 /// `vbridge detach VM --mac MAC`: remove the NIC from the running VM and its config.
 /// Idempotent: no NIC with that MAC is success with no change.
-pub fn detach(conn: &Conn, name: &str, mac: &Mac, dry_run: bool) -> Result<DomainResult> {
+pub fn detach(
+    conn: &Conn,
+    name: &str,
+    mac: &Mac,
+    dry_run: bool,
+    state: &StateDir,
+) -> Result<DomainResult> {
+    let _lock = (!dry_run).then(|| lock(conn, name, state)).transpose()?;
     let (dom, v) = observe_mac(conn, name, |_| mac.clone())?;
     let (result, p) = plan_detach(&v);
-    if !dry_run {
-        apply(conn, &dom, &p)?;
+    if dry_run {
+        return Ok(result);
     }
-    Ok(result)
+    apply(conn, &dom, &p, result)
 }
 
 #[cfg(test)]

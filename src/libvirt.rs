@@ -4,6 +4,7 @@
 use crate::error::{Error, ErrorKind, Result};
 use virt::connect::Connect;
 use virt::domain::Domain;
+use virt::error::ErrorDomain;
 use virt::error::ErrorNumber as N;
 use virt::network::Network;
 use virt::sys;
@@ -32,6 +33,13 @@ fn map(err: virt::error::Error) -> Error {
         }
     }
     let kind = match code.known() {
+        _ if connection_lost(code.known(), err.domain().known()) => {
+            if msg.contains(NOT_SENT) {
+                ErrorKind::Connection
+            } else {
+                ErrorKind::ConnectionLost
+            }
+        }
         Some(N::NoDomain | N::NoNetwork | N::NoNetworkPort) => ErrorKind::NotFound,
         Some(N::AuthFailed | N::AccessDenied | N::AuthCancelled | N::AuthUnavailable) => {
             ErrorKind::Permission
@@ -49,6 +57,10 @@ fn map(err: virt::error::Error) -> Error {
         e = e.with_hint(h);
     } else if msg.contains("does not support hotplugging") {
         e = e.with_hint("add <acpi/> under <features> (takes effect after a power-off), or use `vbridge attach` without --hotplug");
+    } else if msg.contains(NOT_SENT) {
+        e = e.with_hint("the connection to libvirtd was closed before this call: nothing was sent; check that libvirtd runs, then run the command again");
+    } else if kind == ErrorKind::ConnectionLost {
+        e = e.with_hint("the connection to libvirtd was lost: check that libvirtd runs (`systemctl status libvirtd`), then look at what was changed");
     } else if kind == ErrorKind::Permission || msg.contains("Permission denied") {
         e.kind = ErrorKind::Permission;
         e = e.with_hint("run as root, or as a user in the libvirt group");
@@ -80,6 +92,17 @@ fn network_driver_unavailable(msg: &str) -> Option<Error> {
 pub fn is_network_driver_unavailable(e: &Error) -> bool {
     e.kind == ErrorKind::DriverUnavailable
 }
+
+/// Errors of the RPC layer are the client's own: the reply never came (libvirtd died, the
+/// socket closed, a keepalive timed out), so a change the call carried may or may not have
+/// been made. Errors libvirtd itself sends back keep their own domain (qemu, domain, ...).
+fn connection_lost(code: Option<N>, domain: Option<ErrorDomain>) -> bool {
+    code == Some(N::Rpc) || domain == Some(ErrorDomain::Rpc)
+}
+
+/// What libvirt's client says when a call finds the connection already closed: the call was
+/// never sent, so nothing it asked for was done.
+const NOT_SENT: &str = "client socket is closed";
 
 /// libvirt's words when a NIC's bridge is missing name the bridge; a bare "No such device"
 /// can be any device (a direct NIC's source, a disk), so only this message earns the hint.
@@ -570,6 +593,30 @@ mod tests {
             "this function is not supported by the connection driver: virDomainGetHostname"
         )
         .is_none());
+    }
+
+    #[test]
+    fn rpc_failures_are_a_lost_connection() {
+        // "End of file while reading data", "Cannot recv data": VIR_FROM_RPC.
+        assert!(connection_lost(
+            Some(N::SystemError),
+            Some(ErrorDomain::Rpc)
+        ));
+        assert!(connection_lost(
+            Some(N::InternalError),
+            Some(ErrorDomain::Rpc)
+        ));
+        assert!(connection_lost(Some(N::Rpc), Some(ErrorDomain::Remote)));
+        // What libvirtd answers is an answer: the outcome is known.
+        assert!(!connection_lost(
+            Some(N::OperationInvalid),
+            Some(ErrorDomain::Domain)
+        ));
+        assert!(!connection_lost(
+            Some(N::InternalError),
+            Some(ErrorDomain::Qemu)
+        ));
+        assert!(!connection_lost(None, None));
     }
 
     #[test]

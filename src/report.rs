@@ -27,10 +27,27 @@ impl From<domxml::NicChange> for NicResult {
     }
 }
 
+/// What became of one domain, in one word a script can branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The change was made (with `--dry-run`: would be made).
+    Changed,
+    /// Nothing needed changing.
+    Unchanged,
+    /// Nothing was changed: `error` says why.
+    Failed,
+    /// The call that makes the change was sent and its reply lost (the connection to
+    /// libvirtd broke): the change may or may not be in place. The backup is kept, so
+    /// `vbridge undo` can restore the old definition either way: check, then rerun or undo.
+    Unknown,
+}
+
 /// The outcome for one domain.
 #[derive(Debug, Clone, Serialize)]
 pub struct DomainResult {
     pub domain: String,
+    pub outcome: Outcome,
     pub changed: bool,
     pub interfaces: Vec<NicResult>,
     /// Set when this domain failed; other domains in the same call still ran.
@@ -86,6 +103,11 @@ impl DomainResult {
     pub fn new(domain: &str, changed: bool, interfaces: Vec<NicResult>) -> DomainResult {
         DomainResult {
             domain: domain.to_string(),
+            outcome: if changed {
+                Outcome::Changed
+            } else {
+                Outcome::Unchanged
+            },
             changed,
             interfaces,
             error: None,
@@ -99,7 +121,19 @@ impl DomainResult {
     /// A domain that failed; other domains in the same call still ran.
     pub fn failed(domain: &str, error: Error) -> DomainResult {
         DomainResult {
+            outcome: Outcome::Failed,
             error: Some(error),
+            ..DomainResult::new(domain, false, Vec::new())
+        }
+    }
+
+    /// A domain whose change was sent but whose reply was lost: `backup` (kept) holds the
+    /// definition it replaced, if it replaced one.
+    pub fn unknown(domain: &str, error: Error, backup: Option<PathBuf>) -> DomainResult {
+        DomainResult {
+            outcome: Outcome::Unknown,
+            error: Some(error),
+            backup,
             ..DomainResult::new(domain, false, Vec::new())
         }
     }

@@ -307,6 +307,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn object_names() {
+        for ok in ["br0-network", "my net", "ünï", ".hidden", "a&b<c>"] {
+            object_name("network", ok).unwrap();
+        }
+        for (bad, needle) in [
+            ("", "the network name is empty"),
+            ("a/b", "contains '/'"),
+            ("a\nb", "control character"),
+            ("tab\there", "control character"),
+        ] {
+            let e = object_name("network", bad).unwrap_err();
+            assert_eq!(e.kind, crate::error::ErrorKind::InvalidInput, "{bad:?}");
+            assert!(e.message.contains(needle), "{bad:?}: {}", e.message);
+        }
+    }
+
+    #[test]
     fn interface_names() {
         for ok in ["br0", "a", "br-lan.100", "123456789012345"] {
             interface_name(ok).unwrap();

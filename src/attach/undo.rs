@@ -102,7 +102,17 @@ pub fn undo(conn: &Conn, name: &str, state: &StateDir, dry_run: bool) -> Result<
         return Ok(result);
     }
     let mut by = DomainApplier::new(conn, v.dom.as_ref(), Some(state));
-    plan::apply(&p.steps, &mut by).map_err(|stopped| stopped.error)?;
+    if let Err(stopped) = plan::apply(&p.steps, &mut by) {
+        if by.outcome_unknown() {
+            // The backup stays unmarked: a second undo defines it again.
+            return Ok(DomainResult::unknown(
+                &v.name,
+                stopped.error,
+                Some(v.backup_path),
+            ));
+        }
+        return Err(stopped.error);
+    }
     if changed
         && v.dom
             .as_ref()

@@ -15,7 +15,7 @@ use vbridge::error::Error;
 use vbridge::hotplug;
 use vbridge::libvirt::Conn;
 use vbridge::progress::Sink;
-use vbridge::report::{AttachReport, DomainResult, NicResult};
+use vbridge::report::{AttachReport, DomainResult, NicResult, Outcome};
 use vbridge::validate::{BridgeName, DirectMode, Mac, Mtu, Queues};
 use vbridge::verify;
 
@@ -164,6 +164,9 @@ impl AttachArgs {
 struct XmlReport {
     changed: bool,
     interfaces: Vec<NicResult>,
+    /// What the rewrite dropped and why (text mode prints them to stderr).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
     xml: String,
 }
 
@@ -174,7 +177,7 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
     if a.hotplug {
         let conn = Conn::open(g.connect.as_deref())?;
         return Ok(report(
-            hotplug_many(&conn, a, g.dry_run, &g.progress),
+            hotplug_many(&conn, a, g.dry_run, &g.progress, &StateDir::from_env()),
             render,
             AttachReport::ok,
         ));
@@ -199,22 +202,27 @@ pub fn attach(a: &AttachArgs, g: &Globals) -> CmdResult {
 
 /// A bad bridge, network name, MAC, MTU or queue count fails each named VM, as it always has with
 /// `--hotplug`.
-fn hotplug_many(conn: &Conn, a: &AttachArgs, dry_run: bool, progress: &Sink) -> AttachReport {
+fn hotplug_many(
+    conn: &Conn,
+    a: &AttachArgs,
+    dry_run: bool,
+    progress: &Sink,
+    state: &StateDir,
+) -> AttachReport {
     let checked = BridgeName::parse(&a.bridge).and_then(|b| {
         let target = a.network_target()?.unwrap_or(Target::Bridge(b));
         let mac = a.mac.as_deref().map(Mac::parse).transpose()?;
         Ok((target, mac, a.nic_options()?))
     });
     match checked {
-        Ok((target, mac, nic)) => hotplug::hotplug_many_with(
-            conn,
-            &a.domains,
-            &target,
-            mac.as_ref(),
-            &nic,
-            dry_run,
-            progress,
-        ),
+        Ok((target, mac, nic)) => {
+            let new = hotplug::NewNic {
+                target: &target,
+                mac: mac.as_ref(),
+                options: &nic,
+            };
+            hotplug::hotplug_many_with(conn, &a.domains, &new, dry_run, progress, state)
+        }
         Err(e) => AttachReport {
             dry_run,
             domains: a
@@ -236,22 +244,29 @@ fn attach_xml(a: &AttachArgs, path: &std::path::Path) -> CmdResult {
     read.map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
     let req = a.request(false, Sink::default())?;
     let rw = attach::rewrite_document_request(&xml, &req)?;
+    let notes = rw.notes();
     let r = XmlReport {
         changed: rw.changed(),
         interfaces: rw.changes.into_iter().map(NicResult::from).collect(),
+        notes: notes.clone(),
         xml: rw.xml,
     };
-    // Text mode prints the document itself, byte for byte, for pipes.
-    Ok(Box::new(super::Data(super::Rendered {
-        value: r,
-        render: |r, _, t| t.out.push_str(&r.xml),
-        success: |_| true,
-    })))
+    // Text mode prints the document itself, byte for byte, for pipes; notes go to stderr.
+    Ok(Box::new(super::Data(
+        super::Rendered {
+            value: r,
+            render: |r, _, t| t.out.push_str(&r.xml),
+            success: |_| true,
+        },
+        notes,
+    )))
 }
 
 pub fn detach(a: &DetachArgs, g: &Globals) -> CmdResult {
     let conn = Conn::open(g.connect.as_deref())?;
-    let d = Mac::parse(&a.mac).and_then(|mac| hotplug::detach(&conn, &a.domain, &mac, g.dry_run));
+    let state = StateDir::from_env();
+    let d = Mac::parse(&a.mac)
+        .and_then(|mac| hotplug::detach(&conn, &a.domain, &mac, g.dry_run, &state));
     Ok(single(&a.domain, d, g))
 }
 
@@ -303,7 +318,19 @@ fn render(r: &AttachReport, g: &Globals, t: &mut Text) {
     let would = if r.dry_run { "would change" } else { "changed" };
     for d in &r.domains {
         if let Some(e) = &d.error {
-            t.error(&d.domain, e);
+            if d.outcome == Outcome::Unknown {
+                // The call's reply was lost: it may have happened. The backup is kept.
+                t.err
+                    .push_str(&format!("{}: unknown: check: {}\n", d.domain, e.message));
+                if let Some(h) = &e.hint {
+                    t.err.push_str(&format!("  hint: {h}\n"));
+                }
+                if let Some(b) = &d.backup {
+                    t.err.push_str(&format!("  backup: {}\n", b.display()));
+                }
+            } else {
+                t.error(&d.domain, e);
+            }
             continue;
         }
         let out = &mut t.out;

@@ -66,11 +66,14 @@ pub fn completions(a: &CompletionsArgs, _g: &Globals) -> CmdResult {
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "vbridge", &mut buf);
     let script = String::from_utf8_lossy(&buf).into_owned();
-    Ok(Box::new(Data(Rendered {
-        value: script,
-        render: |s, _, t| t.out.push_str(s),
-        success: |_| true,
-    })))
+    Ok(Box::new(Data(
+        Rendered {
+            value: script,
+            render: |s, _, t| t.out.push_str(s),
+            success: |_| true,
+        },
+        Vec::new(),
+    )))
 }
 
 /// `vbridge man --dir DIR`: vbridge.1 and vbridge-COMMAND.1 (vbridge-tap-add.1 ...) in DIR.

@@ -54,7 +54,9 @@ pub struct HostBridgeArgs {
     #[arg(long)]
     pub apply: bool,
     /// Undo the bridge: the NIC gets its addresses and routes back live (probe and
-    /// rollback as --live), vbridge's files are removed and the files it edited restored
+    /// rollback as --live), vbridge's files are removed and the files it edited restored.
+    /// A change still pending (waiting for --confirm, or left part-way by a killed vbridge)
+    /// is undone first, and checked against the state from before it
     #[arg(long, conflicts_with_all = ["live", "persist", "netplan", "dhcp", "address", "gateway", "dns"])]
     pub remove: bool,
     /// Apply now through netlink, with automatic rollback
@@ -303,6 +305,28 @@ pub fn host_bridge(a: &HostBridgeArgs, g: &Globals) -> CmdResult {
                     .push_str(&format!("confirmed: {} stays on {}\n", r.nic, r.bridge))
             },
             |_| true,
+        ));
+    }
+    // A change still pending is what --remove undoes first: back to the state before it.
+    if a.remove && pending::read(&dir)?.is_some() {
+        let rec = host_bridge::remove(&dir)?;
+        return Ok(super::report(
+            RevertReport {
+                reverted: rec.reverted,
+                record: Some(rec),
+            },
+            |r, _, t| match &r.record {
+                Some(rec) if r.reverted => t.out.push_str(&format!(
+                    "removed: {} is off {} again, as before\n",
+                    rec.nic, rec.bridge
+                )),
+                Some(rec) => t.err.push_str(&format!(
+                    "removed, but not everything is as before: {}\n",
+                    rec.problems.join("; ")
+                )),
+                None => t.out.push_str("removed\n"),
+            },
+            |r| r.reverted,
         ));
     }
     let opts = host_bridge_options(a, g, dir)?;

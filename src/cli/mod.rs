@@ -144,10 +144,14 @@ pub trait Report {
     fn exit_code(&self) -> Option<u8> {
         None
     }
+    /// What a person should know beside data on stdout: printed to stderr in text mode.
+    fn notes(&self) -> &[String] {
+        &[]
+    }
 }
 
-/// A report whose text rendering is data for a pipe (`attach --xml`).
-pub struct Data<T: Serialize>(pub Rendered<T>);
+/// A report whose text rendering is data for a pipe (`attach --xml`), and its notes.
+pub struct Data<T: Serialize>(pub Rendered<T>, pub Vec<String>);
 
 impl<T: Serialize> Report for Data<T> {
     fn json(&self) -> serde_json::Value {
@@ -161,6 +165,9 @@ impl<T: Serialize> Report for Data<T> {
     }
     fn is_data(&self) -> bool {
         true
+    }
+    fn notes(&self) -> &[String] {
+        &self.1
     }
 }
 
@@ -322,6 +329,12 @@ pub fn main() -> ExitCode {
             } else {
                 let mut t = text_for(g);
                 report.text(g, &mut t);
+                if !g.quiet {
+                    // What was dropped from a rewritten document: beside the data, on stderr.
+                    for n in report.notes() {
+                        t.err.push_str(&format!("vbridge: note: {n}\n"));
+                    }
+                }
                 print_text(&t, !g.quiet || !ok || report.is_data());
             }
             let code = if ok { exit::OK } else { exit::FAILURE };
@@ -378,6 +391,7 @@ mod tests {
             "vbridge doctor web --fix --persist",
             "vbridge host-bridge eth1 --dhcp --netplan --root-dir /tmp/x",
             "vbridge host-bridge eth1 --address 10.0.0.2/24 --gateway 10.0.0.1 --live",
+            "vbridge host-bridge --remove",
             "vbridge tap add tap0 --bridge br0",
             "vbridge tap del tap0",
             "vbridge plan f.yml --detailed-exitcode -o json",
@@ -405,6 +419,8 @@ mod tests {
             "vbridge attach web -o yaml",
             "vbridge detach web",
             "vbridge -q -v doctor",
+            "vbridge host-bridge eth1 --live --remove",
+            "vbridge host-bridge --remove --confirm",
             "vbridge frobnicate",
         ];
         for line in invalid {

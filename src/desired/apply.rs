@@ -157,7 +157,8 @@ fn apply_nic(conn: &Conn, vm: &str, c: &NicPlan, state: &StateDir) -> Result<()>
         }
         // A shut-off VM: hotplug adds the NIC to its definition only.
         (Mode::Persistent, NicAction::Add) | (Mode::Hotplug, _) => {
-            hotplug::hotplug_with(conn, vm, &target, c.want.mac.as_ref(), &nic, false).map(|_| ())
+            hotplug::hotplug_with(conn, vm, &target, c.want.mac.as_ref(), &nic, false, state)
+                .map(|_| ())
         }
         (Mode::Live, NicAction::Add) => Err(Error::not_found(format!(
             "{vm} has no such NIC to move in place (mode live moves an existing NIC)"

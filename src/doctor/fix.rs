@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// The file `--persist` writes in the sysctl.d directory.
 pub const SYSCTL_DROPIN: &str = "90-vbridge-bridge-nf.conf";
+/// The drop-in `--fix --persist` writes for bridge-nf-call-ip6tables=0.
+pub const SYSCTL_DROPIN6: &str = "90-vbridge-bridge-nf6.conf";
 
 /// How to apply.
 #[derive(Debug, Clone)]
@@ -43,6 +45,7 @@ impl Step for Action {
                 "0",
             ]),
             Action::BridgeNfOff => format!("sysctl -w {}=0", sysctl::BRIDGE_NF_CALL_IPTABLES),
+            Action::BridgeNf6Off => format!("sysctl -w {}=0", sysctl::BRIDGE_NF_CALL_IP6TABLES),
             Action::AcceptBridged { chain, bridge } => join([
                 "iptables", "-I", chain, "-i", bridge, "-o", bridge, "-j", "ACCEPT",
             ]),
@@ -62,6 +65,7 @@ impl Step for Action {
             Action::BridgeDown { bridge } => join(["ip", "link", "set", bridge, "down"]),
             Action::SetMtu { dev, mtu, .. } => join(["ip", "link", "set", dev, "mtu", &mtu.to_string()]),
             Action::BridgeNfOn => format!("sysctl -w {}=1", sysctl::BRIDGE_NF_CALL_IPTABLES),
+            Action::BridgeNf6On => format!("sysctl -w {}=1", sysctl::BRIDGE_NF_CALL_IP6TABLES),
             Action::RemoveAcceptBridged { chain, bridge } => join([
                 "iptables", "-D", chain, "-i", bridge, "-o", bridge, "-j", "ACCEPT",
             ]),
@@ -84,6 +88,8 @@ impl Step for Action {
             },
             Action::BridgeNfOff => Action::BridgeNfOn,
             Action::BridgeNfOn => Action::BridgeNfOff,
+            Action::BridgeNf6Off => Action::BridgeNf6On,
+            Action::BridgeNf6On => Action::BridgeNf6Off,
             Action::AcceptBridged { chain, bridge } => Action::RemoveAcceptBridged {
                 chain: chain.clone(),
                 bridge: bridge.clone(),
@@ -123,6 +129,9 @@ impl Action {
             | Action::BridgeDown { bridge }
             | Action::StpOff { bridge } => bridge.clone(),
             Action::BridgeNfOff | Action::BridgeNfOn => sysctl::BRIDGE_NF_CALL_IPTABLES.to_string(),
+            Action::BridgeNf6Off | Action::BridgeNf6On => {
+                sysctl::BRIDGE_NF_CALL_IP6TABLES.to_string()
+            }
             Action::AcceptBridged { chain, .. } | Action::RemoveAcceptBridged { chain, .. } => {
                 chain.clone()
             }
@@ -228,7 +237,11 @@ fn persist_hint(a: &Action, opts: &FixOptions) -> Option<String> {
                 .join(sysctl::MODULES_LOAD_FILE)
                 .display()
         )),
-        Action::BridgeNfOff => None,
+        Action::BridgeNf6Off if !opts.persist => Some(format!(
+            "lost at reboot: add --persist to write {}",
+            opts.sysctl_dir.join(SYSCTL_DROPIN6).display()
+        )),
+        Action::BridgeNfOff | Action::BridgeNf6Off => None,
         Action::AcceptBridged { .. } => Some(
             "lost at reboot: save it with your firewall's tool (`iptables-save > /etc/iptables/rules.v4` with iptables-persistent, or a firewalld direct rule)".into(),
         ),
@@ -247,6 +260,7 @@ fn persist_hint(a: &Action, opts: &FixOptions) -> Option<String> {
         Action::StartNetwork { .. } | Action::AutostartNetwork { .. } => None,
         // Undoing a fix leaves the host as it was before doctor: nothing to persist.
         Action::BridgeNfOn
+        | Action::BridgeNf6On
         | Action::RemoveAcceptBridged { .. }
         | Action::StopNetwork { .. }
         | Action::NoAutostartNetwork { .. } => None,
@@ -355,6 +369,21 @@ fn apply_one(
             }
         }
         Action::BridgeNfOn => sysctl::write(sysctl::BRIDGE_NF_CALL_IPTABLES, "1")?,
+        Action::BridgeNf6Off => {
+            let key = sysctl::BRIDGE_NF_CALL_IP6TABLES;
+            sysctl::write(key, "0")?;
+            if opts.persist {
+                // The IPv4 fix's modules-load file, when written, loads br_netfilter for both.
+                let why = format!("sets {key}=0 at boot: bridged VM frames skip ip6tables, so a FORWARD policy of DROP cannot cut off the VMs' IPv6");
+                let path = write_file(
+                    &opts.sysctl_dir,
+                    SYSCTL_DROPIN6,
+                    &sysctl::dropin(key, "0", &why),
+                )?;
+                return Ok(vec![PersistedFile { path, why }]);
+            }
+        }
+        Action::BridgeNf6On => sysctl::write(sysctl::BRIDGE_NF_CALL_IP6TABLES, "1")?,
         Action::AcceptBridged { chain, bridge } => {
             crate::validate::interface_name(bridge)?;
             firewall::run(&firewall::accept_rule_args("-I", chain, bridge))?;

@@ -12,7 +12,7 @@ mod observe;
 mod paths;
 
 pub use checks::check;
-pub use fix::{apply, persist_bridge_nf_off, plan, FixOptions, SYSCTL_DROPIN};
+pub use fix::{apply, persist_bridge_nf_off, plan, FixOptions, SYSCTL_DROPIN, SYSCTL_DROPIN6};
 pub use observe::observe;
 pub use paths::paths;
 
@@ -61,6 +61,8 @@ pub enum Action {
     StpOff { bridge: String },
     /// `net.bridge.bridge-nf-call-iptables=0` in this network namespace.
     BridgeNfOff,
+    /// `net.bridge.bridge-nf-call-ip6tables=0` in this network namespace.
+    BridgeNf6Off,
     /// `iptables -I DOCKER-USER -i BRIDGE -o BRIDGE -j ACCEPT` (Docker owns FORWARD).
     AcceptBridged { chain: String, bridge: String },
     /// `virsh net-start NAME`
@@ -79,6 +81,8 @@ pub enum Action {
     BridgeDown { bridge: String },
     /// `net.bridge.bridge-nf-call-iptables=1`
     BridgeNfOn,
+    /// `net.bridge.bridge-nf-call-ip6tables=1`
+    BridgeNf6On,
     /// `iptables -D CHAIN -i BRIDGE -o BRIDGE -j ACCEPT`
     RemoveAcceptBridged { chain: String, bridge: String },
     /// `virsh net-destroy NAME`
@@ -172,11 +176,18 @@ pub struct HostState {
     pub interfaces: BTreeMap<String, Iface>,
     /// `net.bridge.bridge-nf-call-iptables`; None when br_netfilter is not active here.
     pub bridge_nf_call_iptables: Option<u8>,
-    /// Read only when bridged frames go through iptables (the sysctl is 1).
+    /// Read only when bridged frames go through iptables (the sysctl is 1); holds nftables
+    /// too (read when either sysctl is 1).
     pub firewall: Option<Firewall>,
     /// NetworkManager, when it runs here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_manager: Option<NetworkManagerObs>,
+    /// `net.bridge.bridge-nf-call-ip6tables`.
+    #[serde(default)]
+    pub bridge_nf_call_ip6tables: Option<u8>,
+    /// ip6tables' filter table, read only when that sysctl is 1.
+    #[serde(default)]
+    pub firewall6: Option<Firewall>,
 }
 
 /// What NetworkManager's configuration says about libvirt's TAP devices.

@@ -167,13 +167,21 @@ pub fn observe_host() -> HostState {
     }
     let bridge_nf_call_iptables =
         sysctl::read(sysctl::BRIDGE_NF_CALL_IPTABLES).and_then(|v| v.parse().ok());
-    // Bridged frames meet iptables only when the sysctl is 1: skip the exec otherwise.
-    let firewall = (bridge_nf_call_iptables == Some(1)).then(firewall::observe);
+    let bridge_nf_call_ip6tables =
+        sysctl::read(sysctl::BRIDGE_NF_CALL_IP6TABLES).and_then(|v| v.parse().ok());
+    // Bridged frames meet iptables only when a sysctl is 1: skip the exec otherwise. The
+    // nftables ruleset (ip, ip6 and inet) comes with the IPv4 table.
+    let v4 = bridge_nf_call_iptables == Some(1);
+    let v6 = bridge_nf_call_ip6tables == Some(1);
+    let firewall = (v4 || v6).then(firewall::observe);
+    let firewall6 = v6.then(firewall::observe6);
     HostState {
         interfaces,
         bridge_nf_call_iptables,
         firewall,
         network_manager: observe_network_manager(),
+        bridge_nf_call_ip6tables,
+        firewall6,
     }
 }
 

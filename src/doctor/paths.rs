@@ -138,6 +138,8 @@ pub fn paths(obs: &Observation, findings: &[Finding]) -> Vec<NicPath> {
             // The LAN itself is not probed here (`vbridge verify` does that).
             let lan = if has(&["forward-drop"], &b) {
                 "fail"
+            } else if has(&["forward-drop-ipv6"], &b) {
+                "warn"
             } else {
                 "unknown"
             };
@@ -186,5 +188,54 @@ mod tests {
         );
         let db = &p.iter().find(|p| p.domain == "db").unwrap().hops;
         assert_eq!(db[1].mark, "off");
+    }
+
+    fn bridge_mark(findings: &[Finding]) -> &'static str {
+        let p = paths(&healthy(), findings);
+        let web = &p.iter().find(|p| p.domain == "web").unwrap().hops;
+        assert_eq!(web[2].kind, "bridge");
+        web[2].mark
+    }
+
+    /// Which findings mark the bridge hop "warn": a warning about STP or the bridge's MAC on
+    /// that bridge, not one on another bridge, not an info, and a failure wins.
+    #[test]
+    fn the_bridge_hop_warns_for_its_own_warnings_only() {
+        let f = |id: &'static str, subject: &str, severity: Severity| Finding {
+            id,
+            severity,
+            subject: subject.into(),
+            message: String::new(),
+            fix: String::new(),
+            action: None,
+        };
+        assert_eq!(bridge_mark(&[]), "ok");
+        for id in ["stp-forward-delay", "bridge-mac-unstable"] {
+            assert_eq!(
+                bridge_mark(&[f(id, "br0", Severity::Warning)]),
+                "warn",
+                "{id}"
+            );
+            assert_eq!(
+                bridge_mark(&[f(id, "br0", Severity::Error)]),
+                "warn",
+                "{id}"
+            );
+            assert_eq!(
+                bridge_mark(&[f(id, "br1", Severity::Warning)]),
+                "ok",
+                "{id}"
+            );
+            assert_eq!(bridge_mark(&[f(id, "br0", Severity::Info)]), "ok", "{id}");
+        }
+        assert_eq!(
+            bridge_mark(&[f("uplink-has-ip", "br0", Severity::Warning)]),
+            "ok"
+        );
+        let both = [
+            f("stp-forward-delay", "br0", Severity::Warning),
+            f("bridge-down", "br0", Severity::Error),
+        ];
+        assert_eq!(bridge_mark(&both), "fail");
     }
 }

@@ -140,6 +140,24 @@ mod tests {
         assert_eq!(f.free_pcie_root_ports, 2);
     }
 
+    /// Free ports are the ports no device's bus names, not the used ones: with three free
+    /// and one used, counting the used would say 1 (the hotplug preflight relies on this).
+    #[test]
+    fn free_root_ports_are_counted_not_used_ones() {
+        let one_used = Q35
+            .replace("bus='3' slot='0'", "bus='0' slot='9'")
+            .replace("bus='0x01' slot='0x00'", "bus='0x0a' slot='0x00'");
+        let f = facts(&one_used).unwrap();
+        assert_eq!((f.pcie_root_ports, f.free_pcie_root_ports), (4, 3));
+        // Ports 1, 2, 3 and 10 all in use: none free.
+        let all_used = one_used.replace(
+            "<disk>",
+            "<x><address type='pci' bus='0x01'/></x><y><address type='pci' bus='2'/></y><z><address type='pci' bus='0x03'/></z><disk>",
+        );
+        let f = facts(&all_used).unwrap();
+        assert_eq!((f.pcie_root_ports, f.free_pcie_root_ports), (4, 0));
+    }
+
     #[test]
     fn minimal_facts() {
         let f = facts("<domain><name>x</name></domain>").unwrap();
@@ -167,6 +185,15 @@ mod tests {
             ..DomainFacts::default()
         };
         assert!(base.hotplug_blocker().is_none());
+        // The i440fx/ACPI rule is x86's: i686 too, not aarch64 (its own rules).
+        for (arch, blocked) in [("i686", true), ("aarch64", false), ("x86_64", true)] {
+            let f = DomainFacts {
+                acpi: false,
+                arch: Some(arch.into()),
+                ..base.clone()
+            };
+            assert_eq!(f.hotplug_blocker().is_some(), blocked, "{arch}");
+        }
         let no_acpi = DomainFacts {
             acpi: false,
             ..base.clone()

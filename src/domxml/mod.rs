@@ -8,6 +8,7 @@ mod facts;
 mod options;
 mod rewrite;
 mod scan;
+mod wellformed;
 
 pub use options::{
     describe_source, element_by_mac, link_of, live_link, live_move, live_move_to, live_restore,
@@ -52,8 +53,17 @@ impl Nic {
     pub fn is_on_bridge(&self, bridge: &str) -> bool {
         self.kind == "bridge"
             && self.source.get("bridge").map(String::as_str) == Some(bridge)
-            && self.model.as_deref() == Some("virtio")
+            && self.model.as_deref().is_some_and(is_virtio_model)
     }
+}
+
+/// A virtio NIC model: plain `virtio`, or the transitional variants chosen for the guest
+/// (old guests need `virtio-transitional`), which a rewrite keeps.
+pub fn is_virtio_model(model: &str) -> bool {
+    matches!(
+        model,
+        "virtio" | "virtio-transitional" | "virtio-non-transitional"
+    )
 }
 
 /// Which interfaces to rewrite.
@@ -75,6 +85,9 @@ pub struct NicChange {
     pub changed: bool,
     pub before: Nic,
     pub after: Nic,
+    /// What the rewrite dropped from this NIC and why (a bridge NIC cannot carry it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// A rewritten document and what changed in it.
@@ -87,6 +100,11 @@ pub struct Rewritten {
 impl Rewritten {
     pub fn changed(&self) -> bool {
         self.changes.iter().any(|c| c.changed)
+    }
+
+    /// Every NIC's notes, in document order: what a person should be told.
+    pub fn notes(&self) -> Vec<String> {
+        self.changes.iter().flat_map(|c| c.notes.clone()).collect()
     }
 }
 

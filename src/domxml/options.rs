@@ -33,7 +33,7 @@ impl Target {
                 nic.kind == "direct"
                     && nic.source.get("dev").map(String::as_str) == Some(dev.as_str())
                     && nic.source.get("mode").map_or("vepa", String::as_str) == mode.as_str()
-                    && nic.model.as_deref() == Some("virtio")
+                    && nic.model.as_deref().is_some_and(super::is_virtio_model)
             }
         }
     }

@@ -40,7 +40,7 @@ impl<'a> Dest<'a> {
     pub(super) fn holds(&self, nic: &Nic) -> bool {
         nic.kind == self.kind
             && nic.source.get(self.attr).map(String::as_str) == Some(self.name)
-            && nic.model.as_deref() == Some("virtio")
+            && nic.model.as_deref().is_some_and(super::is_virtio_model)
     }
 
     /// The place in messages: a bridge by its name (as ever), a network as "network NAME".
@@ -67,18 +67,7 @@ pub(super) fn rewrite_to(xml: &str, dest: Dest, selection: &Selection) -> Result
     let nics = numbered(&elements);
 
     let selected = select(&nics, dest, selection)?;
-    for &i in &selected {
-        if let Some(why) = unconvertible(&nics[i]) {
-            let mut err = Error::unsupported(format!("{} is {why}", describe(&nics[i])));
-            err = if *selection == Selection::All {
-                err.context("cannot rewrite all interfaces")
-                    .with_hint(format!("{BY_HAND} to rewrite only the others"))
-            } else {
-                err.with_hint("choose another NIC with --mac or --index, or add one with --hotplug")
-            };
-            return Err(err);
-        }
-    }
+    refuse_unconvertible(&nics, &selected, selection)?;
 
     // Splice the new elements in, in document order.
     let layout = Layout::of(xml, &root);
@@ -90,10 +79,16 @@ pub(super) fn rewrite_to(xml: &str, dest: Dest, selection: &Selection) -> Result
         .filter(|&i| !dest.holds(&nics[i]))
         .collect::<Vec<_>>();
     to_change.sort_unstable();
+    let mut notes = vec![Vec::new(); nics.len()];
     for &i in &to_change {
         let el = elements[i];
         out.push_str(&xml[cursor..el.span.start]);
-        out.push_str(&rewrite_interface(xml, el, dest, &layout));
+        let (text, dropped) = rewrite_interface(xml, el, dest, &layout);
+        out.push_str(&text);
+        notes[i] = dropped
+            .into_iter()
+            .map(|d| format!("{}: {d}", describe(&nics[i])))
+            .collect();
         cursor = el.span.end;
     }
     out.push_str(&xml[cursor..]);
@@ -115,10 +110,45 @@ pub(super) fn rewrite_to(xml: &str, dest: Dest, selection: &Selection) -> Result
             changed: to_change.contains(&i),
             before: nics[i].clone(),
             after: after[i].clone(),
+            notes: std::mem::take(&mut notes[i]),
         })
         .collect();
     Ok(Rewritten { xml: out, changes })
 }
+
+/// Refuse the selection when a selected NIC cannot become a bridge NIC, naming every such
+/// NIC. The hint offers the others only when there are others to rewrite.
+fn refuse_unconvertible(nics: &[Nic], selected: &[usize], selection: &Selection) -> Result<()> {
+    let why: Vec<String> = selected
+        .iter()
+        .filter_map(|&i| {
+            Some(format!(
+                "{} is {}",
+                describe(&nics[i]),
+                unconvertible(&nics[i])?
+            ))
+        })
+        .collect();
+    if why.is_empty() {
+        return Ok(());
+    }
+    let others = nics.iter().any(|n| unconvertible(n).is_none());
+    let err = Error::unsupported(why.join("; "));
+    Err(match (selection, others) {
+        (Selection::All, true) => err
+            .context("cannot rewrite all interfaces")
+            .with_hint(format!("{BY_HAND} to rewrite only the others")),
+        (Selection::All, false) => err
+            .context("cannot rewrite all interfaces")
+            .with_hint(HOTPLUG_INSTEAD),
+        (_, true) => {
+            err.with_hint("choose another NIC with --mac or --index, or add one with --hotplug")
+        }
+        (_, false) => err.with_hint(HOTPLUG_INSTEAD),
+    })
+}
+
+const HOTPLUG_INSTEAD: &str = "add a NIC on the bridge with --hotplug instead";
 
 /// Zero-based indexes of the interfaces the selection names.
 fn select(nics: &[Nic], dest: Dest, selection: &Selection) -> Result<Vec<usize>> {
@@ -131,17 +161,28 @@ fn select(nics: &[Nic], dest: Dest, selection: &Selection) -> Result<Vec<usize>>
     };
     match selection {
         Selection::Mac(mac) => {
-            match nics
-                .iter()
-                .position(|n| n.mac.as_deref() == Some(mac.as_str()))
-            {
-                Some(i) => Ok(vec![i]),
-                None if nics.is_empty() => Err(no_nics()),
-                None => Err(Error::not_found(format!(
+            let found: Vec<usize> = (0..nics.len())
+                .filter(|&i| nics[i].mac.as_deref() == Some(mac.as_str()))
+                .collect();
+            match found.as_slice() {
+                [i] => Ok(vec![*i]),
+                [] if nics.is_empty() => Err(no_nics()),
+                [] => Err(Error::not_found(format!(
                     "no interface has MAC {mac}; the domain's interfaces are {}",
                     list()
                 ))
                 .with_hint("pick one of those with --mac or --index")),
+                // libvirt allows it (failover and teaming pairs share a MAC): do not guess.
+                several => Err(Error::conflict(format!(
+                    "{} interfaces have MAC {mac}: interfaces {}",
+                    several.len(),
+                    several
+                        .iter()
+                        .map(|i| (i + 1).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .with_hint("choose one of them with --index")),
             }
         }
         Selection::Index(index) => {
@@ -184,7 +225,7 @@ fn select(nics: &[Nic], dest: Dest, selection: &Selection) -> Result<Vec<usize>>
                         "no interface can be put on {bridge}: {}",
                         why.join("; ")
                     ))
-                    .with_hint("add a NIC on the bridge with --hotplug instead"))
+                    .with_hint(HOTPLUG_INSTEAD))
                 }
                 // Nothing to do; report what is already there.
                 0 => Ok(on_bridge),
@@ -221,8 +262,17 @@ fn describe(nic: &Nic) -> String {
     format!(
         "interface {} ({})",
         nic.index,
-        nic.mac.as_deref().unwrap_or("no MAC")
+        one_line(nic.mac.as_deref().unwrap_or("no MAC"))
     )
+}
+
+/// A value from the document, shown in a message that must stay on one line.
+fn one_line(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        s.escape_debug().to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 /// Why a NIC of this type cannot become a bridge NIC, or None when it can.
@@ -238,7 +288,7 @@ fn unconvertible(nic: &Nic) -> Option<String> {
         "" => "missing: the <interface> has no type attribute",
         _ => "not one vbridge knows how to convert",
     };
-    Some(format!("type '{}': {why}", nic.kind))
+    Some(format!("type '{}': {why}", one_line(&nic.kind)))
 }
 
 /// How the document lays out its lines, for the elements the rewrite adds.
@@ -351,8 +401,14 @@ fn set_attr(doc: &str, el: &Element, name: &str, value: &str, quote: char) -> St
     }
 }
 
-/// The new text of one interface element.
-fn rewrite_interface(doc: &str, el: &Element, dest: Dest, layout: &Layout) -> String {
+/// The new text of one interface element, and what was dropped from it that a person
+/// should know about.
+fn rewrite_interface(
+    doc: &str,
+    el: &Element,
+    dest: Dest,
+    layout: &Layout,
+) -> (String, Vec<String>) {
     let kind = el.attr("type").unwrap_or_default();
     let quote = el.attr_full("type").map_or('\'', |a| a.quote as char);
     let text = &doc[el.span.clone()];
@@ -408,13 +464,15 @@ fn rewrite_interface(doc: &str, el: &Element, dest: Dest, layout: &Layout) -> St
         } else {
             format!("{inner}{eol}{}", own_indent.unwrap_or_default())
         };
-        return format!("{open}{sep}{source_el}{sep}{model_el}{tail}</{}>", el.name);
+        let text = format!("{open}{sep}{source_el}{sep}{model_el}{tail}</{}>", el.name);
+        return (text, Vec::new());
     }
 
     let host_side = matches!(kind, "user" | "ethernet");
     let has_source = el.child("source").is_some();
     let has_model = el.child("model").is_some();
     let mut seen_source = false;
+    let mut notes = Vec::new();
     let mut out = open;
     if !has_source && el.child("mac").is_none() {
         out.push_str(&sep);
@@ -432,6 +490,8 @@ fn rewrite_interface(doc: &str, el: &Element, dest: Dest, layout: &Layout) -> St
                 Action::Replace(source_el.clone())
             }
             "source" => Action::Drop,
+            // The transitional variants are virtio already, chosen for the guest.
+            "model" if c.attr("type").is_some_and(super::is_virtio_model) => Action::Keep,
             "model" => {
                 // Only the start tag changes; `<model ...></model>` keeps its end tag.
                 let mut m = set_attr(doc, c, "type", "virtio", quote);
@@ -448,9 +508,33 @@ fn rewrite_interface(doc: &str, el: &Element, dest: Dest, layout: &Layout) -> St
             "script" | "downscript" => Action::Drop,
             "ip" | "route" | "backend" if host_side => Action::Drop,
             "portForward" if kind == "user" => Action::Drop,
-            "virtualport" if matches!(c.attr("type"), Some("802.1Qbg" | "802.1Qbh")) => {
+            // A network fills in (or checks) a NIC's virtualport; a Linux bridge NIC takes
+            // only the types that name a port of their own.
+            "virtualport"
+                if dest.kind == "bridge"
+                    && !matches!(c.attr("type"), Some("openvswitch" | "midonet")) =>
+            {
+                notes.push(match c.attr("type") {
+                    Some(t) => format!(
+                        "dropped <virtualport type='{}'>: a NIC on a Linux bridge takes only openvswitch or midonet ports",
+                        one_line(t)
+                    ),
+                    None => "dropped <virtualport> without a type: the network filled it in, and a NIC on a bridge must name its type".to_string(),
+                });
                 Action::Drop
             }
+            // A floor reserves bandwidth in a libvirt network: only network NICs may have one.
+            "bandwidth" if dest.kind == "bridge" => match without_floor(doc, c) {
+                Some((new, note)) => {
+                    notes.push(note);
+                    if new.is_empty() {
+                        Action::Drop
+                    } else {
+                        Action::Replace(new)
+                    }
+                }
+                None => Action::Keep,
+            },
             _ => Action::Keep,
         };
         let gap = &doc[cursor..c.span.start];
@@ -491,7 +575,62 @@ fn rewrite_interface(doc: &str, el: &Element, dest: Dest, layout: &Layout) -> St
         }
     }
     out.push_str(&doc[cursor..el.span.end]);
-    out
+    (out, notes)
+}
+
+/// `<bandwidth>` without the `floor` of its `<inbound>` and a note saying so, or None when
+/// it has none. An inbound left without an average says nothing libvirt accepts and goes; a
+/// bandwidth left without children goes too (the empty string).
+fn without_floor(doc: &str, bw: &Element) -> Option<(String, String)> {
+    let floors: Vec<&Element> = bw
+        .children_named("inbound")
+        .filter(|i| i.attr("floor").is_some())
+        .collect();
+    let first = floors.first()?;
+    let floor = one_line(first.attr("floor").unwrap_or_default());
+    let why = "only a NIC on a libvirt network can reserve a floor";
+    let note = if first.attr("average").is_some() {
+        format!("dropped floor='{floor}' from <bandwidth><inbound> ({why}); its average, peak and burst stay")
+    } else {
+        format!("dropped <bandwidth><inbound floor='{floor}'> ({why}); it set no average to keep")
+    };
+    let mut out = doc[bw.start_tag.clone()].to_string();
+    let mut cursor = bw.start_tag.end;
+    let mut removed = 0;
+    for inbound in floors {
+        let gap = &doc[cursor..inbound.span.start];
+        if inbound.attr("average").is_some() {
+            out.push_str(gap);
+            out.push_str(&remove_attr(doc, inbound, "floor"));
+            out.push_str(&doc[inbound.start_tag.end..inbound.span.end]);
+            cursor = inbound.span.end;
+        } else {
+            out.push_str(&gap[..cut_before_removed(gap)]);
+            cursor = line_rest(doc, inbound.span.end, bw.end_tag_start);
+            removed += 1;
+        }
+    }
+    if removed == bw.children.len() {
+        return Some((String::new(), note));
+    }
+    out.push_str(&doc[cursor..bw.span.end]);
+    Some((out, note))
+}
+
+/// The element's start tag without attribute `name` (and the white space before it).
+fn remove_attr(doc: &str, el: &Element, name: &str) -> String {
+    let tag = &doc[el.start_tag.clone()];
+    let Some(a) = el.attr_full(name) else {
+        return tag.to_string();
+    };
+    let name_start = a.value_span.start - el.start_tag.start;
+    // Back over `name = ` to the white space that separates it from what is before.
+    let head = &tag[..name_start];
+    let head = head.trim_end_matches(['\'', '"']).trim_end();
+    let head = head.strip_suffix('=').unwrap_or(head).trim_end();
+    let head = head.strip_suffix(name).unwrap_or(head).trim_end();
+    let value_end = a.value_span.end - el.start_tag.start + 1;
+    format!("{head}{}", &tag[value_end..])
 }
 
 #[cfg(test)]

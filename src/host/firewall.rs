@@ -12,7 +12,7 @@
 //! for some frames and not others. Conservatively, such a rule neither saves nor condemns
 //! the frames: the walk goes on, and the verdict lists it as a doubt.
 
-use crate::error::{ErrorKind, Result};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
 /// What was read of the firewall.
@@ -34,80 +34,7 @@ pub struct Firewall {
     pub error: Option<String>,
     /// nftables' forward hooks; None when not read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nft: Option<Nft>,
-}
-
-/// nftables' base chains on the forward hook of family ip and inet.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Nft {
-    #[serde(default)]
-    pub chains: Vec<NftChain>,
-    /// Why nftables was not read (`nft` not installed, failed): a note, not an error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-/// One base chain with `hook forward`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NftChain {
-    pub family: String,
-    pub table: String,
-    pub name: String,
-    /// `accept` or `drop`.
-    pub policy: String,
-    #[serde(default)]
-    pub rules: Vec<NftRule>,
-}
-
-/// One rule of such a chain, reduced to what the verdict needs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NftRule {
-    /// Interface-name matches (`iifname`, `oifname`, `ibrname`, `obrname`, `iif`, `oif`).
-    #[serde(default)]
-    pub ifaces: Vec<NftIface>,
-    /// Other matches, not evaluated (`ct state`, `ip saddr`, `@set`, ...).
-    #[serde(default)]
-    pub other: Vec<String>,
-    /// `accept`, `drop`, `reject`, `return`, `jump NAME`, `goto NAME`, `queue`; None when
-    /// the rule only counts or logs.
-    pub verdict: Option<String>,
-}
-
-/// `KEY == NAME` / `KEY != NAME` / `KEY { A, B }`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NftIface {
-    pub key: String,
-    #[serde(default)]
-    pub negated: bool,
-    pub names: Vec<String>,
-}
-
-impl NftChain {
-    /// `inet filter forward`
-    pub fn label(&self) -> String {
-        format!("{} {} {}", self.family, self.table, self.name)
-    }
-}
-
-impl NftRule {
-    /// The rule, roughly as `nft list` prints it.
-    pub fn text(&self) -> String {
-        let mut w: Vec<String> = self
-            .ifaces
-            .iter()
-            .map(|c| {
-                let names = if c.names.len() == 1 {
-                    c.names[0].clone()
-                } else {
-                    format!("{{ {} }}", c.names.join(", "))
-                };
-                format!("{}{} {names}", c.key, if c.negated { " !=" } else { "" })
-            })
-            .collect();
-        w.extend(self.other.iter().cloned());
-        w.extend(self.verdict.iter().cloned());
-        w.join(" ")
-    }
+    pub nft: Option<super::nft::Nft>,
 }
 
 /// What happens to a frame crossing a bridge.
@@ -150,7 +77,7 @@ pub fn parse(text: &str) -> Firewall {
 }
 
 /// Whether `dev` (an iptables interface match, `+` a wildcard suffix) names `bridge`.
-fn iface_matches(dev: &str, bridge: &str, wildcard: char) -> bool {
+pub(super) fn iface_matches(dev: &str, bridge: &str, wildcard: char) -> bool {
     dev == bridge
         || dev
             .strip_suffix(wildcard)
@@ -159,7 +86,7 @@ fn iface_matches(dev: &str, bridge: &str, wildcard: char) -> bool {
 
 /// Whether a rule matches the frames crossing a bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Applies {
+pub(super) enum Applies {
     All,
     None,
     /// Some of them perhaps: the first match that was not evaluated.
@@ -312,199 +239,6 @@ pub fn iptables_verdict(fw: &Firewall, bridge: &str) -> Verdict {
     }
 }
 
-/// Where an nftables base chain leaves a frame crossing `bridge`. Jumps are not followed:
-/// they are doubts.
-pub fn nft_verdict(chain: &NftChain, bridge: &str) -> Verdict {
-    let mut may_accept = Vec::new();
-    let mut may_drop = Vec::new();
-    let done = |outcome, by: String, may_accept: Vec<String>, may_drop: Vec<String>| Verdict {
-        outcome,
-        by,
-        doubts: if outcome == Outcome::Drop {
-            may_accept
-        } else {
-            may_drop
-        },
-    };
-    for r in &chain.rules {
-        let mut applies = Applies::All;
-        for c in &r.ifaces {
-            let hit = c.names.iter().any(|n| iface_matches(n, bridge, '*'));
-            if hit == c.negated {
-                applies = Applies::None;
-            }
-        }
-        if applies == Applies::None {
-            continue;
-        }
-        if !r.other.is_empty() {
-            applies = Applies::Some;
-        }
-        let all = applies == Applies::All;
-        let text = r.text();
-        match r.verdict.as_deref() {
-            Some("accept") if all => {
-                return done(Outcome::Accept, text, may_accept, may_drop);
-            }
-            Some("drop" | "reject") if all => {
-                return done(Outcome::Drop, text, may_accept, may_drop);
-            }
-            Some("accept") => may_accept.push(text),
-            Some("drop" | "reject") => may_drop.push(text),
-            // `return` in a base chain applies the policy.
-            Some("return") if all => break,
-            Some(_) => {
-                may_accept.push(format!("{text} (not followed)"));
-                may_drop.push(format!("{text} (not followed)"));
-            }
-            None => {}
-        }
-    }
-    let outcome = if chain.policy == "drop" {
-        Outcome::Drop
-    } else {
-        Outcome::Accept
-    };
-    done(
-        outcome,
-        format!("policy {}", chain.policy),
-        may_accept,
-        may_drop,
-    )
-}
-
-/// The description of a match's left side: `ct state`, `ip saddr`, `meta l4proto`.
-fn describe_left(left: &serde_json::Value) -> String {
-    match left.as_object().and_then(|o| o.iter().next()) {
-        Some((k, v)) => {
-            let inner = ["key", "field"]
-                .iter()
-                .find_map(|f| v.get(f).and_then(|x| x.as_str()));
-            let proto = v.get("protocol").and_then(|x| x.as_str());
-            [proto.unwrap_or(k.as_str()), inner.unwrap_or("")]
-                .join(" ")
-                .trim()
-                .to_string()
-        }
-        None => left.to_string(),
-    }
-}
-
-fn parse_nft_rule(exprs: &[serde_json::Value]) -> NftRule {
-    let mut r = NftRule::default();
-    for e in exprs {
-        let Some((k, v)) = e.as_object().and_then(|o| o.iter().next()) else {
-            continue;
-        };
-        match k.as_str() {
-            "match" => {
-                let key = v
-                    .pointer("/left/meta/key")
-                    .and_then(|x| x.as_str())
-                    .filter(|k| {
-                        ["iifname", "oifname", "ibrname", "obrname", "iif", "oif"].contains(k)
-                    });
-                let op = v.get("op").and_then(|x| x.as_str()).unwrap_or("==");
-                let right = v.get("right");
-                let names: Option<Vec<String>> = match right {
-                    Some(serde_json::Value::String(s)) if !s.starts_with('@') => {
-                        Some(vec![s.clone()])
-                    }
-                    Some(x) => x
-                        .get("set")
-                        .and_then(|s| s.as_array())
-                        .and_then(|a| a.iter().map(|n| n.as_str().map(str::to_string)).collect()),
-                    None => None,
-                };
-                match (key, names, op) {
-                    (Some(key), Some(names), "==" | "!=" | "in") => r.ifaces.push(NftIface {
-                        key: key.to_string(),
-                        negated: op == "!=",
-                        names,
-                    }),
-                    _ => r.other.push(describe_left(v.get("left").unwrap_or(v))),
-                }
-            }
-            "accept" | "drop" | "reject" | "return" | "queue" => r.verdict = Some(k.clone()),
-            "jump" | "goto" => {
-                let t = v.get("target").and_then(|x| x.as_str()).unwrap_or("?");
-                r.verdict = Some(format!("{k} {t}"));
-            }
-            // Statements that do not filter.
-            "counter" | "log" | "mangle" | "notrack" => {}
-            other => r.other.push(other.to_string()),
-        }
-    }
-    r
-}
-
-/// Parse `nft -j list ruleset`: the forward base chains of family ip and inet.
-pub fn parse_nft(json: &str) -> Result<Nft, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("unreadable `nft -j` output: {e}"))?;
-    let items = v
-        .get("nftables")
-        .and_then(|x| x.as_array())
-        .ok_or("`nft -j` output has no \"nftables\" list")?;
-    let s = |o: &serde_json::Value, k: &str| {
-        o.get(k)
-            .and_then(|x| x.as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let mut chains: Vec<NftChain> = Vec::new();
-    for it in items {
-        if let Some(c) = it.get("chain") {
-            let fam = s(c, "family");
-            if s(c, "hook") == "forward" && (fam == "ip" || fam == "inet") {
-                let policy = s(c, "policy");
-                chains.push(NftChain {
-                    family: fam,
-                    table: s(c, "table"),
-                    name: s(c, "name"),
-                    policy: if policy.is_empty() {
-                        "accept".into()
-                    } else {
-                        policy
-                    },
-                    rules: Vec::new(),
-                });
-            }
-        }
-    }
-    for it in items {
-        let Some(r) = it.get("rule") else { continue };
-        let key = (s(r, "family"), s(r, "table"), s(r, "chain"));
-        if let Some(c) = chains
-            .iter_mut()
-            .find(|c| (c.family.clone(), c.table.clone(), c.name.clone()) == key)
-        {
-            let exprs = r
-                .get("expr")
-                .and_then(|x| x.as_array())
-                .cloned()
-                .unwrap_or_default();
-            c.rules.push(parse_nft_rule(&exprs));
-        }
-    }
-    Ok(Nft { chains, note: None })
-}
-
-/// Read nftables with `nft -j list ruleset`. Not installed is a note, not an error.
-pub fn observe_nft() -> Nft {
-    let note = |n: String| Nft {
-        chains: Vec::new(),
-        note: Some(n),
-    };
-    match super::run_program("nft", &["-j", "list", "ruleset"]) {
-        Ok(out) => parse_nft(&out).unwrap_or_else(note),
-        Err(e) if e.kind == ErrorKind::NotFound => {
-            note("nft is not installed: nftables rules were not read".into())
-        }
-        Err(e) => note(e.message),
-    }
-}
-
 /// Split a rule into words, keeping a double-quoted comment as one.
 fn tokens(rule: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -530,13 +264,18 @@ fn tokens(rule: &str) -> Vec<String> {
 /// Read the filter table with `iptables -w 2 -S`, and nftables. Never fails: what went
 /// wrong is kept in `error` (and the policy stays unknown) or in the nft note.
 pub fn observe() -> Firewall {
-    let mut fw = observe_iptables();
-    fw.nft = Some(observe_nft());
+    let mut fw = observe_table("iptables");
+    fw.nft = Some(super::nft::observe());
     fw
 }
 
-fn observe_iptables() -> Firewall {
-    match super::run_program("iptables", &["-w", "2", "-S"]) {
+/// The IPv6 filter table, `ip6tables -w 2 -S` (nftables is read once, by [`observe`]).
+pub fn observe6() -> Firewall {
+    observe_table("ip6tables")
+}
+
+fn observe_table(program: &str) -> Firewall {
+    match super::run_program(program, &["-w", "2", "-S"]) {
         Ok(out) => parse(&out),
         Err(e) => Firewall {
             error: Some(e.message),
@@ -697,56 +436,6 @@ mod tests {
         assert!(v.doubts[0].contains("chain D not followed"), "{v:?}");
         // Unreadable: unknown.
         assert_eq!(verdict("").outcome, Outcome::Unknown);
-    }
-
-    #[test]
-    fn nft_forward_chains() {
-        let nft = parse_nft(include_str!(
-            "../../tests/data/doctor/nft-inet-forward-drop.json"
-        ))
-        .unwrap();
-        // The bridge family chain and the input chain are not ours to judge.
-        assert_eq!(nft.chains.len(), 1, "{nft:#?}");
-        let c = &nft.chains[0];
-        assert_eq!(
-            (c.label().as_str(), c.policy.as_str()),
-            ("inet filter forward", "drop")
-        );
-        let v = nft_verdict(c, "br0");
-        assert_eq!((v.outcome, v.by.as_str()), (Outcome::Drop, "policy drop"));
-        assert_eq!(v.doubts, ["ct state accept"]);
-        // An accept for the bridge before the policy saves it; ibrname too.
-        for key in ["iifname", "ibrname", "obrname"] {
-            let mut c = c.clone();
-            c.rules.insert(
-                0,
-                NftRule {
-                    ifaces: vec![NftIface {
-                        key: key.into(),
-                        negated: false,
-                        names: vec!["br*".into()],
-                    }],
-                    verdict: Some("accept".into()),
-                    ..NftRule::default()
-                },
-            );
-            assert_eq!(nft_verdict(&c, "br0").outcome, Outcome::Accept, "{key}");
-        }
-        // Policy accept with a terminal drop: dropped; after it, an accept is too late.
-        let json = r#"{"nftables":[{"chain":{"family":"ip","table":"t","name":"f","type":"filter","hook":"forward","prio":0,"policy":"accept"}},
-            {"rule":{"family":"ip","table":"t","chain":"f","expr":[{"counter":{"packets":0,"bytes":0}},{"drop":null}]}},
-            {"rule":{"family":"ip","table":"t","chain":"f","expr":[{"match":{"op":"==","left":{"meta":{"key":"oifname"}},"right":{"set":["br0","br1"]}}},{"accept":null}]}}]}"#;
-        let nft = parse_nft(json).unwrap();
-        let v = nft_verdict(&nft.chains[0], "br0");
-        assert_eq!((v.outcome, v.by.as_str()), (Outcome::Drop, "drop"));
-        assert_eq!(nft.chains[0].rules[1].text(), "oifname { br0, br1 } accept");
-        // A jump is not followed: a doubt.
-        let json = r#"{"nftables":[{"chain":{"family":"inet","table":"t","name":"f","type":"filter","hook":"forward","prio":0,"policy":"drop"}},
-            {"rule":{"family":"inet","table":"t","chain":"f","expr":[{"jump":{"target":"vms"}}]}}]}"#;
-        let v = nft_verdict(&parse_nft(json).unwrap().chains[0], "br0");
-        assert_eq!(v.outcome, Outcome::Drop);
-        assert_eq!(v.doubts, ["jump vms (not followed)"]);
-        assert!(parse_nft("not json").is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod firewall;
 pub mod neigh;
 pub mod netlink;
 pub mod netplan;
+pub mod nft;
 pub mod probe;
 mod program;
 pub mod sysctl;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 /// The sysctl that sends bridged IPv4 frames through iptables (br_netfilter).
 pub const BRIDGE_NF_CALL_IPTABLES: &str = "net.bridge.bridge-nf-call-iptables";
+/// The sysctl that sends bridged IPv6 frames through ip6tables (br_netfilter).
+pub const BRIDGE_NF_CALL_IP6TABLES: &str = "net.bridge.bridge-nf-call-ip6tables";
 
 fn proc_path(key: &str) -> PathBuf {
     Path::new("/proc/sys").join(key.replace('.', "/"))

@@ -2,7 +2,7 @@
 //! back exactly when the probe gets no answer; optionally leave the change pending.
 
 use super::pending::{self, Pending};
-use super::{leave_pending, revert_at, Options, Report};
+use super::{revert_at, Options, Report};
 use crate::error::{Error, Result};
 use crate::host::bridge::{self, LiveRequest, Net, Plan, State, Step};
 use crate::host::probe;
@@ -28,8 +28,33 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
             ..LiveOutcome::unchanged(plan, state)
         }
     } else {
+        // A record left by a run killed part-way must be removed (restored) first.
+        pending::refuse_if_pending(&o.state_dir)?;
         let mut probe = |t: IpAddr, within: Duration| probe::icmp_echo(t, Some(&o.bridge), within);
-        live(net, &req, o.probe, o.rollback_after, &mut probe)?
+        let mut journal = Journal {
+            o,
+            revert_at_ms,
+            record: None,
+        };
+        let made = live(
+            net,
+            &req,
+            o.probe,
+            o.rollback_after,
+            &mut probe,
+            &mut |plan, before| journal.open(plan, before),
+        );
+        match made {
+            Ok(outcome) => {
+                journal.finish(&outcome, &mut rep)?;
+                outcome
+            }
+            Err(e) => {
+                // `live` undid what it had done (or says what it could not).
+                journal.discard();
+                return Err(e);
+            }
+        }
     };
     rep.steps = outcome.plan.steps.describe();
     let now = crate::host::boottime_ms();
@@ -56,24 +81,95 @@ pub fn run_live(o: &Options, net: &mut dyn Net) -> Result<Report> {
     rep.probe = outcome.probe;
     rep.apply_ms = outcome.apply_ms;
     rep.rollback_ms = outcome.rollback_ms;
-    if let (Some(window), true, false) = (o.confirm_within, rep.changed, o.dry_run) {
-        let undo = outcome.plan.steps.undo();
-        let p = Pending {
+    Ok(rep)
+}
+
+/// The record of a live change in the state dir: written (and the reverter armed, with a
+/// confirm window) before the first step, so a vbridge killed part-way leaves what restores
+/// the state from before; removed when the change ends without being left pending.
+struct Journal<'a> {
+    o: &'a Options,
+    revert_at_ms: Option<u64>,
+    record: Option<Pending>,
+}
+
+impl Journal<'_> {
+    fn open(&mut self, plan: &Plan, before: &State) -> Result<()> {
+        let dir = &self.o.state_dir;
+        let mut p = Pending {
             id: pending::new_id(),
             mode: "live".into(),
-            bridge: o.bridge.clone(),
-            nic: o.nic.clone(),
-            undo,
+            bridge: self.o.bridge.clone(),
+            nic: self.o.nic.clone(),
+            undo: plan.steps.undo(),
             files: vec![],
             reload: vec![],
-            revert_at_ms: revert_at_ms.unwrap_or_default(),
+            revert_at_ms: self.revert_at_ms.unwrap_or_default(),
             reverter_pid: None,
             reverter_unit: None,
-            before: Some(outcome.before.clone()),
+            before: Some(before.clone()),
+            complete: false,
+            maker_pid: Some(std::process::id()),
         };
-        leave_pending(o, &p, &mut rep, window, |p| pending::undo_change(p, net))?;
+        pending::write(dir, &p).map_err(|e| {
+            e.context("cannot record the change before making it, so nothing was changed")
+                .with_hint("vbridge keeps the way back in its state directory: make it writable, or set VBRIDGE_STATE_DIR")
+        })?;
+        self.record = Some(p.clone());
+        if let Some(window) = self.o.confirm_within {
+            match pending::spawn_reverter(&self.o.reverter, dir, &p.id, window) {
+                Ok(r) => {
+                    p.reverter_pid = r.pid;
+                    p.reverter_unit = r.unit;
+                    let _ = pending::rewrite(dir, &p);
+                    self.record = Some(p);
+                }
+                Err(e) => {
+                    self.discard();
+                    return Err(e.context("cannot arm the confirm window, so nothing was changed"));
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(rep)
+
+    /// Remove the record, if it is still ours (a reverter may have claimed it).
+    fn discard(&mut self) {
+        let Some(mine) = self.record.take() else {
+            return;
+        };
+        let dir = &self.o.state_dir;
+        if pending::read(dir)
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.id == mine.id)
+        {
+            let _ = std::fs::remove_file(dir.join(pending::PENDING_FILE));
+        }
+    }
+
+    /// The change ended: left pending (complete) under a confirm window, else forgotten.
+    fn finish(&mut self, outcome: &LiveOutcome, rep: &mut Report) -> Result<()> {
+        match (&self.record, outcome.changed, self.o.confirm_within) {
+            (Some(p), true, Some(window)) => {
+                let p = Pending {
+                    complete: true,
+                    maker_pid: None,
+                    ..p.clone()
+                };
+                pending::rewrite(&self.o.state_dir, &p).map_err(|e| {
+                    e.context("the change is made but cannot be marked complete; it reverts when its window ends")
+                })?;
+                rep.pending = true;
+                rep.reverter_pid = p.reverter_pid;
+                rep.reverter_unit = p.reverter_unit.clone();
+                rep.confirm_within = Some(window.as_secs());
+                self.record = None;
+            }
+            _ => self.discard(),
+        }
+        Ok(())
+    }
 }
 
 /// How a live change ended.
@@ -118,6 +214,10 @@ pub struct ProbeResult {
 /// A reachability check: Ok(true) when `target` answered within `timeout`.
 pub type ProbeFn<'a> = &'a mut dyn FnMut(IpAddr, Duration) -> Result<bool>;
 
+/// What is done with the plan and the state from before, before the first step (the
+/// journal); an error stops the change before it starts.
+pub type BeforeFirstStep<'a> = &'a mut dyn FnMut(&Plan, &State) -> Result<()>;
+
 /// Plan, apply and probe. If the probe target does not answer within `rollback_after`,
 /// undo everything and report `rolled_back`. `probe_override` replaces the default gateway.
 pub fn live(
@@ -126,6 +226,7 @@ pub fn live(
     probe_override: Option<IpAddr>,
     rollback_after: Duration,
     probe: ProbeFn<'_>,
+    before_first_step: BeforeFirstStep<'_>,
 ) -> Result<LiveOutcome> {
     live_with(
         net,
@@ -133,6 +234,7 @@ pub fn live(
         probe_override,
         rollback_after,
         probe,
+        before_first_step,
     )
 }
 
@@ -144,6 +246,7 @@ pub fn live_with(
     probe_override: Option<IpAddr>,
     rollback_after: Duration,
     probe: ProbeFn<'_>,
+    before_first_step: BeforeFirstStep<'_>,
 ) -> Result<LiveOutcome> {
     let state = net.observe()?;
     let plan = make_plan(&state)?;
@@ -151,6 +254,7 @@ pub fn live_with(
     if plan.steps.is_empty() {
         return Ok(LiveOutcome::unchanged(plan, state));
     }
+    before_first_step(&plan, &state)?;
     bridge::apply_from(net, &state, &plan.steps)?;
     let target = probe_override.or(plan.probe);
     let mut result = None;
@@ -223,9 +327,47 @@ mod tests {
             None,
             Duration::from_millis(10),
             &mut probe,
+            &mut |_, _| Ok(()),
         )
         .unwrap();
         (net, out)
+    }
+
+    /// The way back is recorded before the first step, with the whole plan's undo; when it
+    /// cannot be, nothing is done.
+    #[test]
+    fn the_journal_comes_before_the_first_step() {
+        let mut net = Recorder::new(None);
+        let mut probe = |_: IpAddr, _: Duration| Ok(true);
+        let mut seen = None;
+        let out = live(
+            &mut net,
+            &req(),
+            None,
+            Duration::from_millis(10),
+            &mut probe,
+            &mut |plan, before| {
+                seen = Some((plan.steps.undo(), before.clone()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        let (undo, before) = seen.expect("called");
+        assert_eq!(undo, out.plan.steps.undo());
+        assert_eq!(before, out.before);
+
+        let mut net = Recorder::new(None);
+        let err = live(
+            &mut net,
+            &req(),
+            None,
+            Duration::from_millis(10),
+            &mut probe,
+            &mut |_, _| Err(Error::host("state dir full")),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("state dir full"));
+        assert!(net.done.is_empty(), "a step ran: {:?}", net.done);
     }
 
     #[test]

@@ -302,9 +302,35 @@ pub(crate) fn leave_pending(
     }
 }
 
-/// `host-bridge --confirm`: keep the pending change.
+/// `host-bridge --confirm`: keep the pending change. One that stopped part-way is not kept:
+/// it is undone now, and that is the error.
 pub fn confirm(state_dir: &std::path::Path) -> Result<Pending> {
+    if let Some(p) = pending::read(state_dir)?.filter(|p| !p.complete) {
+        let rec = pending::claim_and_revert(state_dir, &p.id, &mut NetlinkNet::open()?)?;
+        let hint = match rec {
+            Some(r) if r.reverted => {
+                "the links, addresses and routes are as they were before it: run the command again"
+                    .to_string()
+            }
+            Some(r) => format!(
+                "undoing it did not restore everything ({}): check `ip addr` and `ip route`",
+                r.problems.join("; ")
+            ),
+            None => "it was reverted meanwhile by its reverter".to_string(),
+        };
+        return Err(Error::conflict(format!(
+            "the host-bridge change ({} on {}) stopped part-way (the vbridge making it was killed), so it cannot be kept: it was undone",
+            p.nic, p.bridge
+        ))
+        .with_hint(hint));
+    }
     pending::confirm(state_dir)
+}
+
+/// `host-bridge --remove`: undo the pending change now (one left pending by a confirm window,
+/// or one that stopped part-way) and check the network is as it was before.
+pub fn remove(state_dir: &std::path::Path) -> Result<pending::RevertRecord> {
+    pending::remove(state_dir, &mut NetlinkNet::open()?)
 }
 
 /// The detached reverter's body (`host-bridge --revert-pending ID`).

@@ -3,6 +3,11 @@
 //! it outlives the SSH connection) undoes it when the window ends, unless `--confirm`
 //! removed the file first. The reverter claims the file with an atomic rename, so a confirm
 //! and a revert can never both win.
+//!
+//! The live way writes the same file (`complete: false`) before its first step, and arms
+//! the reverter then, so a vbridge killed part-way leaves a record that restores the state
+//! from before: the reverter when its window ends, `--confirm` (which will not keep a change
+//! that did not finish) or `--remove` at once.
 
 use crate::error::{Error, Result};
 use crate::host::backends::{FileApplier, FileStep};
@@ -43,6 +48,19 @@ pub struct Pending {
     /// The live state before the change, so the revert can be checked to restore it exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<bridge::State>,
+    /// False from before the first step until the change is made and checked: a record
+    /// still false after its vbridge is gone is a change that stopped part-way.
+    #[serde(default = "finished")]
+    pub complete: bool,
+    /// The vbridge making the change, while `complete` is false: the reverter does not act
+    /// on a change still being made (its window counts from before the first step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maker_pid: Option<u32>,
+}
+
+/// Records written before `complete` existed were written after the change.
+fn finished() -> bool {
+    true
 }
 
 /// A fresh id naming one change.
@@ -83,6 +101,16 @@ pub fn refuse_if_pending(dir: &Path) -> Result<()> {
         return Ok(());
     };
     let file = dir.join(PENDING_FILE);
+    let armed = other.reverter_pid.is_some_and(process_alive) || other.reverter_unit.is_some();
+    if !other.complete && !armed {
+        return Err(Error::conflict(format!(
+            "a host-bridge change ({} on {}) stopped part-way (the vbridge making it was killed) and is recorded in {}",
+            other.nic,
+            other.bridge,
+            file.display()
+        ))
+        .with_hint("run `vbridge host-bridge --remove` to restore the network as it was before, then retry"));
+    }
     if let Some(pid) = other.reverter_pid.filter(|p| !process_alive(*p)) {
         return Err(Error::conflict(format!(
             "a stale host-bridge change ({} on {}) is recorded in {}: its reverter (pid {pid}) is no longer running, so it will never revert by itself",
@@ -312,11 +340,33 @@ pub fn run_reverter(
         if p.id != id {
             return Ok(None);
         }
-        let Some(left) = window.checked_sub(start.elapsed()).filter(|l| !l.is_zero()) else {
-            break;
-        };
-        std::thread::sleep(left.min(Duration::from_millis(200)));
+        let left = window.checked_sub(start.elapsed()).filter(|l| !l.is_zero());
+        let making = !p.complete && p.maker_pid.is_some_and(process_alive);
+        match left {
+            None if !making => break,
+            None => std::thread::sleep(Duration::from_millis(50)),
+            Some(left) => std::thread::sleep(left.min(Duration::from_millis(200))),
+        }
     }
+    claim_and_revert(dir, id, net)
+}
+
+/// Undo the pending change now, whatever its window (`host-bridge --remove`).
+pub fn remove(dir: &Path, net: &mut dyn Net) -> Result<RevertRecord> {
+    let p = read(dir)?.ok_or_else(|| {
+        Error::not_found("no host-bridge change is pending").with_hint(
+            "it was confirmed or reverted already (see last-revert-host-bridge.json in the state directory)",
+        )
+    })?;
+    claim_and_revert(dir, &p.id, net)?.ok_or_else(|| {
+        Error::conflict("the change was confirmed or reverted as you removed it")
+            .with_hint("check `ip addr` and `ip route`")
+    })
+}
+
+/// Claim change `id` (an atomic rename: a confirm or another revert racing us finds no file),
+/// undo it and check the result against the state from before.
+pub fn claim_and_revert(dir: &Path, id: &str, net: &mut dyn Net) -> Result<Option<RevertRecord>> {
     // Claim the change; a confirm racing us finds no file.
     let claimed = dir.join(format!("reverting-{id}.json"));
     if std::fs::rename(dir.join(PENDING_FILE), &claimed).is_err() {
@@ -361,6 +411,8 @@ mod tests {
             reverter_pid: None,
             reverter_unit: None,
             before: None,
+            complete: true,
+            maker_pid: None,
         }
     }
 
@@ -419,6 +471,52 @@ mod tests {
         assert!(e.hint.as_deref().unwrap_or("").contains("--confirm"));
         confirm(dir.path()).unwrap();
         refuse_if_pending(dir.path()).unwrap();
+    }
+
+    /// A change that stopped part-way: its reverter waits while its maker still runs, and
+    /// acts once the maker is gone; without a reverter, a new change is refused with the way
+    /// out, and `remove` restores at once.
+    #[test]
+    fn a_change_that_stopped_part_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pending("e", 0);
+        p.complete = false;
+        p.maker_pid = Some(std::process::id());
+        write(dir.path(), &p).unwrap();
+        let e = refuse_if_pending(dir.path()).unwrap_err();
+        assert!(e.message.contains("stopped part-way"), "{}", e.message);
+        assert!(e.hint.as_deref().unwrap_or("").contains("--remove"));
+        // Its window is over, its maker (this process) lives: the reverter waits.
+        let waiter = {
+            let d = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                let mut net = Count(0);
+                let r = run_reverter(&d, "e", Some(Duration::ZERO), &mut net).unwrap();
+                (r, net.0)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!waiter.is_finished(), "reverted a change still being made");
+        // The maker finishes it (complete): the reverter, its window over, reverts it.
+        p.complete = true;
+        rewrite(dir.path(), &p).unwrap();
+        let (rec, n) = waiter.join().unwrap();
+        assert!(rec.unwrap().reverted);
+        assert_eq!(n, 1);
+
+        // A maker that is gone: `remove` restores now.
+        p.id = "f".into();
+        p.complete = false;
+        p.maker_pid = Some(u32::MAX - 1);
+        write(dir.path(), &p).unwrap();
+        let mut net = Count(0);
+        let rec = remove(dir.path(), &mut net).unwrap();
+        assert!(rec.reverted && net.0 == 1);
+        assert!(read(dir.path()).unwrap().is_none());
+        assert!(
+            remove(dir.path(), &mut net).is_err(),
+            "nothing left to remove"
+        );
     }
 
     #[test]

@@ -148,6 +148,9 @@ fn pending_record(
         reverter_pid: None,
         reverter_unit: None,
         before: Some(before.clone()),
+        // Recorded once the files are in place (the live half keeps its own journal).
+        complete: true,
+        maker_pid: None,
     }
 }
 

@@ -123,6 +123,8 @@ pub fn run_remove(o: &Options, net: &mut dyn Net) -> Result<Report> {
         reverter_pid: None,
         reverter_unit: None,
         before: Some(before.clone()),
+        complete: true,
+        maker_pid: None,
     };
     plan::apply_or_roll_back(&files, &mut FileApplier)?;
     let t0 = Instant::now();
@@ -154,6 +156,8 @@ pub fn run_remove(o: &Options, net: &mut dyn Net) -> Result<Report> {
         o.probe,
         o.rollback_after,
         &mut probe,
+        // --remove is itself the way back: it keeps no record of its own.
+        &mut |_, _| Ok(()),
     ) {
         Ok(out) => out,
         Err(e) => {

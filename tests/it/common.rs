@@ -160,3 +160,121 @@ pub fn assert_no_blank_line_gained(
         c.index
     );
 }
+
+/// `name` of `<name ...>`.
+fn tag_name(tag: &str) -> String {
+    tag[1..]
+        .split(|c: char| c.is_ascii_whitespace() || c == '/' || c == '>')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The child elements of one element's text, each as (name, its whole text).
+fn children(element: &str) -> Vec<(String, String)> {
+    use quick_xml::events::Event;
+    let mut r = quick_xml::Reader::from_str(element);
+    let (mut depth, mut out, mut open) = (0usize, Vec::new(), None);
+    loop {
+        let start = r.buffer_position() as usize;
+        let ev = r.read_event().expect("a rewritten interface reads back");
+        let end = r.buffer_position() as usize;
+        match ev {
+            Event::Start(_) => {
+                depth += 1;
+                if depth == 2 {
+                    open = Some((tag_name(&element[start..end]), start));
+                }
+            }
+            Event::Empty(_) if depth == 1 => out.push((
+                tag_name(&element[start..end]),
+                element[start..end].to_string(),
+            )),
+            Event::End(_) => {
+                if depth == 2 {
+                    let (name, s) = open.take().unwrap();
+                    out.push((name, element[s..end].to_string()));
+                }
+                depth -= 1;
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether a child of a NIC of type `kind` must come through a rewrite to a bridge NIC
+/// unchanged: the rule written out again, apart from the code, so a change to either shows.
+/// Some(false): it must go. None: it is replaced or may go (source, model, target, bandwidth).
+fn must_stay(kind: &str, to: &str, name: &str, text: &str) -> Option<bool> {
+    let typed =
+        |t: &str| text.contains(&format!("type='{t}'")) || text.contains(&format!("type=\"{t}\""));
+    match name {
+        // Rewritten by the NIC options (--mtu, --queues): their own goldens show how.
+        "source" | "target" | "bandwidth" | "mtu" | "driver" => None,
+        "model"
+            if ["virtio-transitional", "virtio-non-transitional"]
+                .iter()
+                .any(|t| typed(t)) =>
+        {
+            Some(true)
+        }
+        "model" => None,
+        "script" | "downscript" => Some(false),
+        "ip" | "route" | "backend" => Some(!matches!(kind, "user" | "ethernet")),
+        "portForward" => Some(kind != "user"),
+        // A network fills in or checks a virtualport: every one stays on a network NIC.
+        "virtualport" => Some(to == "network" || typed("openvswitch") || typed("midonet")),
+        _ => Some(true),
+    }
+}
+
+/// Per changed NIC of a rewrite: every child that should stay is there byte for byte, every
+/// child that should go is gone, and no `floor` is left in a bandwidth.
+#[track_caller]
+pub fn assert_children_kept(what: &str, input: &str, r: &vbridge::domxml::Rewritten) {
+    for c in r.changes.iter().filter(|c| c.changed) {
+        let before = children(&input[c.before.span.clone()]);
+        let after = children(&r.xml[c.after.span.clone()]);
+        for (name, text) in &before {
+            let kept = after.iter().any(|(_, t)| t == text);
+            match must_stay(&c.before.kind, &c.after.kind, name, text) {
+                Some(true) => assert!(kept, "{what}: interface {} lost its child {text}", c.index),
+                Some(false) => {
+                    assert!(!kept, "{what}: interface {} kept <{name}>: {text}", c.index)
+                }
+                None => {}
+            }
+        }
+        let count =
+            |list: &[(String, String)], name: &str| list.iter().filter(|(n, _)| n == name).count();
+        // One source; a model added only where there was none (several stay several).
+        assert_eq!(
+            count(&after, "source"),
+            1,
+            "{what}: interface {}: <source>",
+            c.index
+        );
+        assert_eq!(
+            count(&after, "model"),
+            count(&before, "model").max(1),
+            "{what}: interface {}: <model>",
+            c.index
+        );
+        for (_, text) in after.iter().filter(|(n, _)| n == "bandwidth") {
+            for (name, inner) in children(text) {
+                let tag = &inner[..inner.find('>').unwrap_or(inner.len())];
+                let floor = tag
+                    .split(|c: char| c.is_ascii_whitespace())
+                    .any(|w| w.starts_with("floor=") || w == "floor");
+                // Only a NIC on a libvirt network may reserve bandwidth (a floor).
+                assert!(
+                    name != "inbound" || !floor || c.after.kind == "network",
+                    "{what}: interface {} kept a bandwidth floor: {inner}",
+                    c.index
+                );
+            }
+        }
+    }
+}

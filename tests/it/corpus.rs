@@ -37,6 +37,7 @@ fn check(file: &str, input: &str, r: &Rewritten) {
     let after = domxml::nics(&r.xml).unwrap_or_else(|e| panic!("{file}: output unreadable: {e}"));
     assert_eq!(before.len(), after.len(), "{file}: NIC count changed");
     common::assert_same_outside_changes(file, input, r);
+    common::assert_children_kept(file, input, r);
     let changed: Vec<_> = r.changes.iter().filter(|c| c.changed).collect();
     for (b, a) in before.iter().zip(&after) {
         assert_eq!(b.mac, a.mac, "{file}: MAC of interface {} changed", b.index);

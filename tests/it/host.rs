@@ -1034,3 +1034,182 @@ fn tap_del_refuses_a_vms_tap_and_owner_minus_one() {
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("\n"));
 }
+
+/// `vbridge ARGS` in the host namespace under strace, SIGKILLed at the entry of its `kill_at`th
+/// `sendto` (None: only traced, every sendto written to `log`).
+fn vbridge_straced(
+    lab: &Lab,
+    state: &Path,
+    log: &Path,
+    kill_at: Option<usize>,
+    args: &[&str],
+) -> Output {
+    let env = format!("VBRIDGE_STATE_DIR={}", state.display());
+    let bin = common::vbridge_bin();
+    let inject = kill_at.map(|n| format!("inject=sendto:signal=SIGKILL:when={n}"));
+    let mut v = vec![
+        env.as_str(),
+        "strace",
+        "-o",
+        log.to_str().unwrap(),
+        "-e",
+        "trace=sendto",
+    ];
+    if let Some(i) = &inject {
+        v.extend(["-e", i.as_str()]);
+    }
+    v.push(bin.to_str().unwrap());
+    v.extend_from_slice(args);
+    lab.host.exec("env", &v)
+}
+
+/// `host-bridge --live` killed (SIGKILL) after each of its steps in turn: the record written
+/// before the first step restores the exact previous state, by whichever way comes next:
+/// the reverter when its window ends, `--confirm` (which will not keep a change that stopped
+/// part-way), or `--remove`.
+#[test]
+fn live_killed_between_steps_is_restored_exactly() {
+    let Some((lab, state)) = lab_for("live_killed_between_steps_is_restored_exactly", 24) else {
+        return;
+    };
+    let before = lab.snapshot();
+    let trace = tempfile::tempdir().unwrap();
+    let log = trace.path().join("sendto.log");
+    // One traced run, kept pending, to find which sendto calls carry the steps: the netlink
+    // requests that change something (not the GETs of observing and looking up indexes).
+    // Then `--remove` puts everything back.
+    let run = [
+        "-o",
+        "json",
+        "host-bridge",
+        "eth1",
+        "--live",
+        "--confirm-within",
+        "60",
+    ];
+    let out = vbridge_straced(&lab, state.path(), &log, None, &run);
+    let steps = ok_json(&out)["steps"].as_array().unwrap().len();
+    let calls: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("sendto("))
+        .map(str::to_string)
+        .collect();
+    let step_calls: Vec<usize> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| {
+            ["RTM_NEW", "RTM_DEL"]
+                .iter()
+                .any(|t| l.contains(&format!("nlmsg_type={t}")))
+        })
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert!(steps >= 3, "a plan of {steps} steps proves little");
+    assert_eq!(
+        step_calls.len(),
+        steps,
+        "one request per step:\n{}",
+        calls.join("\n")
+    );
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &["-o", "json", "host-bridge", "--remove"],
+    );
+    assert_eq!(ok_json(&out)["reverted"], true);
+    assert_same(&lab.snapshot(), &before, "--remove of a complete change");
+
+    let mut ways = Vec::new();
+    for done in 0..steps {
+        let way = ["reverter", "--confirm", "--remove"][done % 3];
+        let window = if way == "reverter" { "1" } else { "60" };
+        let run = [
+            "-o",
+            "json",
+            "host-bridge",
+            "eth1",
+            "--live",
+            "--confirm-within",
+            window,
+        ];
+        let out = vbridge_straced(&lab, state.path(), &log, Some(step_calls[done]), &run);
+        assert_eq!(
+            out.status.code(),
+            None,
+            "not killed at step {}: {}",
+            done + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let record: Value = serde_json::from_slice(
+            &std::fs::read(state.path().join("pending-host-bridge.json")).expect("a record"),
+        )
+        .unwrap();
+        assert_eq!(record["complete"], false, "after {done} steps");
+        match way {
+            "reverter" => {
+                let pid = record["reverter_pid"].as_u64().expect("armed") as u32;
+                wait_gone(pid, Duration::from_secs(10));
+                let rec: Value = serde_json::from_slice(
+                    &std::fs::read(state.path().join("last-revert-host-bridge.json")).unwrap(),
+                )
+                .unwrap();
+                assert_eq!(rec["reverted"], true, "after {done} steps: {rec}");
+            }
+            "--confirm" => {
+                let out = vbridge_in(&lab, state.path(), &["host-bridge", "--confirm"]);
+                let err = assert_refused(&out);
+                assert!(err.contains("stopped part-way"), "{err}");
+            }
+            _ => {
+                let out = vbridge_in(
+                    &lab,
+                    state.path(),
+                    &["-o", "json", "host-bridge", "--remove"],
+                );
+                assert_eq!(ok_json(&out)["reverted"], true, "after {done} steps");
+            }
+        }
+        assert!(!state.path().join("pending-host-bridge.json").exists());
+        assert_same(
+            &lab.snapshot(),
+            &before,
+            &format!("killed after {done} of {steps} steps, restored by {way}"),
+        );
+        ways.push(format!("{done}:{way}"));
+    }
+    eprintln!(
+        "host-bridge --live killed after each of {steps} steps, restored: {}",
+        ways.join(" ")
+    );
+
+    // Killed without a window: no reverter, and the next change is refused until --remove.
+    let out = vbridge_straced(
+        &lab,
+        state.path(),
+        &log,
+        Some(step_calls[1]),
+        &["host-bridge", "eth1", "--live"],
+    );
+    assert_eq!(out.status.code(), None);
+    let err = assert_refused(&vbridge_in(
+        &lab,
+        state.path(),
+        &["host-bridge", "eth1", "--live"],
+    ));
+    assert!(
+        err.contains("stopped part-way") && err.contains("--remove"),
+        "{err}"
+    );
+    let out = vbridge_in(
+        &lab,
+        state.path(),
+        &["-o", "json", "host-bridge", "--remove"],
+    );
+    assert_eq!(ok_json(&out)["reverted"], true);
+    assert_same(
+        &lab.snapshot(),
+        &before,
+        "killed without a window, then --remove",
+    );
+}

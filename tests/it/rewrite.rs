@@ -68,6 +68,7 @@ fn target(bridge: &str, extra: &Extra) -> Result<Target> {
 /// byte-identical, every MAC is kept, and every changed NIC is on the target.
 fn check_invariants(case: &str, input: &str, target: &Target, r: &Rewritten) {
     common::assert_same_outside_changes(case, input, r);
+    common::assert_children_kept(case, input, r);
     let before = domxml::nics(input).unwrap();
     let after = domxml::nics(&r.xml).unwrap();
     assert_eq!(before.len(), after.len(), "{case}");
@@ -137,6 +138,9 @@ fn summary(r: &Rewritten) -> String {
             c.after.model.as_deref().unwrap_or("-"),
             if c.changed { "" } else { " (unchanged)" }
         ));
+        for n in &c.notes {
+            s.push_str(&format!("  note: {n}\n"));
+        }
     }
     s
 }

@@ -309,30 +309,61 @@ fn a_concurrent_edit_is_detected_not_overwritten() {
     );
 }
 
+/// Two attaches planned from the same definition: the second finds, under the domain's
+/// lock, the change the first made, and reports it unchanged with no backup, so the two
+/// reports count one change between them.
+#[test]
+fn a_change_made_meanwhile_by_another_vbridge_is_reported_unchanged() {
+    let c = conn();
+    let tmp = StateTmp::new();
+    let first = attach::plan(&c, &["db".into()], &opts(Selection::Auto)).unwrap();
+    let second = attach::plan(&c, &["db".into()], &opts(Selection::Auto)).unwrap();
+    let a = attach::apply(&c, first, &tmp.state);
+    let b = attach::apply(&c, second, &tmp.state);
+    assert!(a.ok() && b.ok(), "{:?} {:?}", a.domains, b.domains);
+    let (a, b) = (&a.domains[0], &b.domains[0]);
+    assert_eq!(a.outcome, vbridge::report::Outcome::Changed);
+    assert_eq!(b.outcome, vbridge::report::Outcome::Unchanged);
+    assert!(!b.changed && b.backup.is_none());
+    assert_eq!(backups(&tmp.state, "db"), 1, "one backup for one change");
+    let lock_dir = tmp.dir.path().join("locks");
+    assert_eq!(std::fs::read_dir(lock_dir).unwrap().count(), 1);
+}
+
 /// The test driver has no virDomainAttachDeviceFlags: the hotplug itself is proven in the
 /// lab; here, what is decided before libvirt is called.
 #[test]
 fn hotplug_refusals_before_libvirt() {
     let c = conn();
+    let tmp = StateTmp::new();
+    let st = &tmp.state;
     let before = c.domain("media").unwrap().persistent_xml().unwrap();
     // A MAC that belongs to a NIC not on the bridge is refused, nothing changes.
     let br0 = br("br0");
-    let err =
-        hotplug::hotplug(&c, "media", &br0, Some(&mac("52:54:00:3a:10:03")), false).unwrap_err();
+    let err = hotplug::hotplug(
+        &c,
+        "media",
+        &br0,
+        Some(&mac("52:54:00:3a:10:03")),
+        false,
+        st,
+    )
+    .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Conflict);
     assert!(err.message.contains("52:54:00:3a:10:03"), "{}", err.message);
     // The NIC already there with that MAC on br0: nothing to do, no libvirt call.
-    let same = hotplug::hotplug(&c, "nas", &br0, Some(&mac("52:54:00:3a:10:05")), false).unwrap();
+    let same =
+        hotplug::hotplug(&c, "nas", &br0, Some(&mac("52:54:00:3a:10:05")), false, st).unwrap();
     assert!(!same.changed);
     // Dry run shows the device XML, derived MAC and all.
-    let dry = hotplug::hotplug(&c, "nas", &br0, None, true).unwrap();
+    let dry = hotplug::hotplug(&c, "nas", &br0, None, true, st).unwrap();
     let uuid = c.domain("nas").unwrap().uuid().unwrap();
     let derived = hotplug::derive_mac(&uuid, &br0);
     assert!(dry.changed && dry.diff.as_deref().unwrap().contains(derived.as_str()));
     assert_eq!(c.domain("media").unwrap().persistent_xml().unwrap(), before);
     // detach of an absent MAC is success with no change.
     assert!(
-        !hotplug::detach(&c, "nas", &mac("52:54:00:00:00:09"), false)
+        !hotplug::detach(&c, "nas", &mac("52:54:00:00:00:09"), false, st)
             .unwrap()
             .changed
     );
@@ -442,7 +473,7 @@ fn bad_input_changes_nothing() {
             "hotplug bad MAC",
             ErrorKind::InvalidInput,
             Mac::parse("01:00:5e:00:00:01")
-                .and_then(|m| hotplug::hotplug(&c, "db", &br("br0"), Some(&m), false))
+                .and_then(|m| hotplug::hotplug(&c, "db", &br("br0"), Some(&m), false, &tmp.state))
                 .unwrap_err(),
         ),
         (
@@ -958,7 +989,14 @@ fn a_bridge_libvirt_owns_is_refused_by_net_define_and_warned_about_by_attach() {
 #[test]
 fn hotplug_onto_a_bridge_libvirt_owns_is_warned_about_and_its_hint_is_quoted() {
     let c = conn();
-    let r = hotplug::hotplug_many(&c, &["web".into()], &br("virbr0"), None, true);
+    let r = hotplug::hotplug_many(
+        &c,
+        &["web".into()],
+        &br("virbr0"),
+        None,
+        true,
+        &StateTmp::new().state,
+    );
     let notes = &r.domains[0].notes;
     assert!(
         notes
@@ -967,14 +1005,28 @@ fn hotplug_onto_a_bridge_libvirt_owns_is_warned_about_and_its_hint_is_quoted() {
         "{notes:?}"
     );
     // br0 is no libvirt network's bridge: no such note.
-    let r = hotplug::hotplug_many(&c, &["web".into()], &br("br0"), None, true);
+    let r = hotplug::hotplug_many(
+        &c,
+        &["web".into()],
+        &br("br0"),
+        None,
+        true,
+        &StateTmp::new().state,
+    );
     assert!(!r.domains[0]
         .notes
         .iter()
         .any(|n| n.contains("belongs to libvirt network")));
     // A MAC already used by a NIC elsewhere: the suggested command is pasteable.
     let taken = Mac::parse("52:54:00:3a:10:01").unwrap();
-    let r = hotplug::hotplug_many(&c, &["web".into()], &br("br0"), Some(&taken), true);
+    let r = hotplug::hotplug_many(
+        &c,
+        &["web".into()],
+        &br("br0"),
+        Some(&taken),
+        true,
+        &StateTmp::new().state,
+    );
     let hint = r.domains[0].error.as_ref().unwrap().hint.clone().unwrap();
     assert!(
         hint.contains("vbridge attach web --mac 52:54:00:3a:10:01 --bridge br0"),
@@ -1047,7 +1099,16 @@ fn attach_and_hotplug_onto_a_libvirt_network() {
     let m = mac("52:54:00:3a:10:44");
     let target = Target::Network("default".into());
     let opts = NicOptions::default();
-    let h = hotplug::hotplug_with(&c, "media", &target, Some(&m), &opts, true).unwrap();
+    let h = hotplug::hotplug_with(
+        &c,
+        "media",
+        &target,
+        Some(&m),
+        &opts,
+        true,
+        &StateTmp::new().state,
+    )
+    .unwrap();
     assert!(h.changed, "{h:?}");
     let diff = h.diff.as_deref().unwrap_or_default();
     assert!(
@@ -1070,6 +1131,7 @@ fn attach_and_hotplug_onto_a_libvirt_network() {
         Some(&mac("52:54:00:3a:10:02")),
         &opts,
         false,
+        &StateTmp::new().state,
     )
     .unwrap();
     assert!(!h.changed, "{h:?}");
@@ -1081,6 +1143,7 @@ fn attach_and_hotplug_onto_a_libvirt_network() {
         Some(&mac("52:54:00:3a:10:03")),
         &opts,
         false,
+        &StateTmp::new().state,
     )
     .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict);
@@ -1098,6 +1161,7 @@ fn attach_and_hotplug_onto_a_libvirt_network() {
         None,
         &opts,
         false,
+        &StateTmp::new().state,
     )
     .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound, "{e:?}");

@@ -91,7 +91,10 @@ pub(super) fn domain_checks(
                 }
             }
             if matches!(nic.kind.as_str(), "bridge" | "network" | "user" | "direct")
-                && nic.model.as_deref() != Some("virtio")
+                && !nic
+                    .model
+                    .as_deref()
+                    .is_some_and(crate::domxml::is_virtio_model)
             {
                 let model = nic
                     .model
@@ -231,6 +234,46 @@ mod tests {
                 "virsh net-autostart br0-network"
             ]
         );
+    }
+
+    /// Which VMs and NICs the info findings name (mutants of these conditions passed).
+    #[test]
+    fn nat_only_and_model_findings_name_the_right_nics() {
+        let ids = |o: &crate::doctor::Observation, name: &str| -> Vec<&'static str> {
+            check(o)
+                .iter()
+                .filter(|f| f.subject == name)
+                .map(|f| f.id)
+                .collect()
+        };
+        let mut o = healthy();
+        let name = o.domains[0].name.clone();
+        let nic = |kind: &str, model: Option<&str>| NicObs {
+            mac: Some("52:54:00:00:00:99".into()),
+            kind: kind.into(),
+            model: model.map(Into::into),
+            ..NicObs::default()
+        };
+        // A direct (macvtap) NIC is on the LAN: not "NAT only".
+        o.domains[0].nics = vec![nic("direct", Some("virtio"))];
+        assert!(
+            !ids(&o, &name).contains(&"vm-nat-only"),
+            "{:?}",
+            ids(&o, &name)
+        );
+        // A user NIC alone is.
+        o.domains[0].nics = vec![nic("user", Some("virtio"))];
+        assert!(ids(&o, &name).contains(&"vm-nat-only"));
+        // A VM without NICs is neither NAT-only nor anything else.
+        o.domains[0].nics.clear();
+        assert!(!ids(&o, &name).contains(&"vm-nat-only"));
+        // Model advice only for NICs whose model matters, and not for the virtio variants.
+        o.domains[0].nics = vec![nic("hostdev", None)];
+        assert!(!ids(&o, &name).contains(&"model-not-virtio"));
+        o.domains[0].nics = vec![nic("user", Some("virtio-transitional"))];
+        assert!(!ids(&o, &name).contains(&"model-not-virtio"));
+        o.domains[0].nics = vec![nic("user", Some("e1000"))];
+        assert!(ids(&o, &name).contains(&"model-not-virtio"));
     }
 
     #[test]

@@ -1,14 +1,113 @@
 //! Whether the firewall drops bridged frames: with `bridge-nf-call-iptables=1`, iptables'
-//! FORWARD chain and nftables' forward hooks see every frame that crosses a bridge.
+//! FORWARD chain and nftables' ip/inet forward hooks see every IPv4 frame that crosses a
+//! bridge; with `bridge-nf-call-ip6tables=1`, ip6tables' FORWARD and the ip6/inet hooks see
+//! every IPv6 one. A drop of IPv4 cuts the VMs off (an error); a drop of IPv6 only (Docker
+//! sets ip6tables' FORWARD policy to DROP on IPv6 hosts) leaves IPv4 working and breaks
+//! the VMs' IPv6 (a warning: many LANs have none).
 
 use super::{finding, Need};
 use crate::doctor::{
     Action, Finding, HostState, Severity, MODULES_LOAD_DIR, SYSCTL_DIR, SYSCTL_DROPIN,
+    SYSCTL_DROPIN6,
 };
-use crate::host::firewall::{self, Outcome};
+use crate::host::firewall::{self, Firewall, Outcome};
+use crate::host::nft::{nft_verdict, Nft, NftChain};
 use crate::host::sysctl::MODULES_LOAD_FILE;
 use crate::shell::{join, quote};
 use std::collections::BTreeMap;
+
+/// The nftables forward chains that see frames of `family` (`ip` or `ip6`; `inet` sees
+/// both). iptables-nft keeps its filter table as nft's `FAMILY filter` with base chain
+/// FORWARD: when `iptables -S` (`ip6tables -S`) was read, that chain has been judged
+/// already, in its own words.
+fn forward_chains<'a>(nft: &'a Nft, table: &Firewall, family: &str) -> Vec<&'a NftChain> {
+    let read = table.error.is_none() && table.forward_policy.is_some();
+    nft.chains
+        .iter()
+        .filter(|c| c.family == family || c.family == "inet")
+        .filter(|c| !(read && c.family == family && c.table == "filter" && c.name == "FORWARD"))
+        .collect()
+}
+
+/// The bridges VMs need that exist as bridges here.
+fn needed_bridges<'a>(host: &HostState, needs: &'a BTreeMap<String, Need>) -> Vec<&'a str> {
+    needs
+        .keys()
+        .map(String::as_str)
+        .filter(|b| host.interfaces.get(*b).is_some_and(|i| i.is_bridge))
+        .collect()
+}
+
+/// With `bridge-nf-call-ip6tables=1`: does ip6tables or an ip6/inet forward chain drop the
+/// IPv6 frames crossing a bridge VMs need?
+pub(super) fn firewall6_checks(
+    out: &mut Vec<Finding>,
+    host: &HostState,
+    needs: &BTreeMap<String, Need>,
+) {
+    if host.bridge_nf_call_ip6tables != Some(1) {
+        return;
+    }
+    let key = crate::host::sysctl::BRIDGE_NF_CALL_IP6TABLES;
+    let fw6 = host.firewall6.clone().unwrap_or_default();
+    let nft = host
+        .firewall
+        .as_ref()
+        .and_then(|f| f.nft.clone())
+        .unwrap_or_default();
+    let chains = forward_chains(&nft, &fw6, "ip6");
+    for b in needed_bridges(host, needs) {
+        let mut drops = Vec::new();
+        let mut doubts = Vec::new();
+        let v = firewall::iptables_verdict(&fw6, b);
+        if v.outcome == Outcome::Drop {
+            drops.push(if v.by.starts_with("policy") {
+                format!("ip6tables FORWARD {}", v.by)
+            } else {
+                format!("ip6tables rule `{}`", v.by)
+            });
+            doubts.extend(v.doubts.iter().map(|d| format!("`{d}`")));
+        }
+        for c in &chains {
+            let v = nft_verdict(&nft, c, b);
+            if v.outcome == Outcome::Drop {
+                drops.push(format!("nftables chain {} ({})", c.label(), v.by));
+                doubts.extend(v.doubts.iter().map(|d| format!("`{d}` in {}", c.label())));
+            }
+        }
+        if drops.is_empty() {
+            continue;
+        }
+        let allow = format!("`ip6tables -I FORWARD -i {b} -o {b} -j ACCEPT`");
+        let (fix, action) = if fw6.docker {
+            (
+                format!("Docker manages ip6tables' FORWARD and needs {key}=1 for its own IPv6 bridges, so --fix changes nothing here; allow {b}'s frames with `ip6tables -I DOCKER-USER -i {b} -o {b} -j ACCEPT` (Docker never flushes DOCKER-USER) and save it with your firewall"),
+                None,
+            )
+        } else {
+            (
+                format!("--fix sets {key}=0: bridged IPv6 frames then skip ip6tables and nftables' ip6/inet forward chains, as on a switch; --persist also writes {SYSCTL_DIR}/{SYSCTL_DROPIN6}. Or keep filtering bridged frames and allow the VMs: {allow}"),
+                Some(Action::BridgeNf6Off),
+            )
+        };
+        let doubt = if doubts.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (uncertain: earlier rules this check cannot evaluate may accept part of the traffic: {})",
+                doubts.join("; ")
+            )
+        };
+        out.push(finding(
+            "forward-drop-ipv6",
+            Severity::Warning,
+            b,
+            format!("IPv6 frames crossing {b} pass through the firewall ({key}=1) and it drops them: {}{doubt}: the VMs' IPv6 (router advertisements, SLAAC, DHCPv6, neighbour discovery) dies while IPv4 may still work", drops.join(" and ")),
+            fix,
+            action,
+        ));
+    }
+}
 
 pub(super) fn firewall_checks(
     out: &mut Vec<Finding>,
@@ -18,11 +117,7 @@ pub(super) fn firewall_checks(
     if host.bridge_nf_call_iptables != Some(1) {
         return; // bridged frames never meet iptables
     }
-    let bridges: Vec<&str> = needs
-        .keys()
-        .map(String::as_str)
-        .filter(|b| host.interfaces.get(*b).is_some_and(|i| i.is_bridge))
-        .collect();
+    let bridges = needed_bridges(host, needs);
     if bridges.is_empty() {
         return;
     }
@@ -31,17 +126,7 @@ pub(super) fn firewall_checks(
     let nft = fw.nft.clone().unwrap_or_default();
     // iptables-nft keeps its filter table as nft's `ip filter` with base chain FORWARD: when
     // `iptables -S` was read, that chain has been judged already, in its own words.
-    let nft_chains: Vec<_> = nft
-        .chains
-        .iter()
-        .filter(|c| {
-            !(fw.error.is_none()
-                && fw.forward_policy.is_some()
-                && c.family == "ip"
-                && c.table == "filter"
-                && c.name == "FORWARD")
-        })
-        .collect();
+    let nft_chains = forward_chains(&nft, &fw, "ip");
     let mut dropping = false;
     let mut notes: Vec<String> = Vec::new();
     for b in &bridges {
@@ -66,7 +151,7 @@ pub(super) fn firewall_checks(
             ),
         }
         for c in &nft_chains {
-            let v = firewall::nft_verdict(c, b);
+            let v = nft_verdict(&nft, c, b);
             if v.outcome == Outcome::Drop {
                 drops.push(format!("nftables chain {} ({})", c.label(), v.by));
                 doubts.extend(v.doubts.iter().map(|d| format!("`{d}` in {}", c.label())));
@@ -316,8 +401,8 @@ mod tests {
         );
     }
 
-    fn nft(json: &str) -> crate::host::firewall::Nft {
-        crate::host::firewall::parse_nft(json).unwrap()
+    fn nft(json: &str) -> crate::host::nft::Nft {
+        crate::host::nft::parse_nft(json).unwrap()
     }
 
     #[test]
@@ -362,9 +447,9 @@ mod tests {
     #[test]
     fn nft_not_installed_is_a_note() {
         let mut o = healthy();
-        host(&mut o).firewall.as_mut().unwrap().nft = Some(crate::host::firewall::Nft {
-            chains: Vec::new(),
+        host(&mut o).firewall.as_mut().unwrap().nft = Some(crate::host::nft::Nft {
             note: Some("nft is not installed: nftables rules were not read".into()),
+            ..Default::default()
         });
         no_error_but_info_names(&o, "nft is not installed");
     }
@@ -377,5 +462,118 @@ mod tests {
             ..Firewall::default()
         });
         no_error_but_info_names(&o, "could not be read");
+    }
+
+    /// With bridge-nf-call-ip6tables=1 and ip6tables' FORWARD dropping (Docker on an IPv6
+    /// host): a warning with the IPv6 sysctl as the fix, the LAN hop drawn as a warning.
+    fn ipv6_on(o: &mut Observation, rules: &str) {
+        host(o).bridge_nf_call_ip6tables = Some(1);
+        host(o).firewall6 = Some(crate::host::firewall::parse(rules));
+    }
+
+    #[test]
+    fn ipv6_forward_drop_is_a_warning_with_its_own_fix() {
+        let mut o = healthy();
+        ipv6_on(&mut o, "-P FORWARD DROP\n");
+        let f = check(&o);
+        assert!(errors(&f).is_empty(), "IPv4 still works: {f:#?}");
+        let w = find(&f, "forward-drop-ipv6");
+        assert_eq!((w.severity, w.subject.as_str()), (Severity::Warning, "br0"));
+        assert!(
+            w.message.contains("ip6tables FORWARD policy DROP"),
+            "{}",
+            w.message
+        );
+        assert_eq!(w.action, Some(Action::BridgeNf6Off));
+        assert!(w.fix.contains("90-vbridge-bridge-nf6.conf"), "{}", w.fix);
+        let p = paths(&o, &f);
+        let web = &p.iter().find(|p| p.domain == "web").unwrap().hops;
+        assert_eq!((web[4].kind, web[4].mark), ("lan", "warn"));
+        // Accepting br0's frames first, or the sysctl at 0: nothing to say.
+        ipv6_on(
+            &mut o,
+            "-P FORWARD DROP\n-A FORWARD -i br0 -o br0 -j ACCEPT\n",
+        );
+        assert!(!check(&o).iter().any(|f| f.id == "forward-drop-ipv6"));
+        ipv6_on(&mut o, "-P FORWARD DROP\n");
+        host(&mut o).bridge_nf_call_ip6tables = Some(0);
+        assert!(!check(&o).iter().any(|f| f.id == "forward-drop-ipv6"));
+        // Under Docker (DOCKER-USER in ip6tables) the sysctl stays: a rule, by hand.
+        ipv6_on(
+            &mut o,
+            "-P FORWARD DROP\n-N DOCKER-USER\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -j RETURN\n",
+        );
+        let w = find(&check(&o), "forward-drop-ipv6").clone();
+        assert_eq!(w.action, None);
+        assert!(
+            w.fix
+                .contains("ip6tables -I DOCKER-USER -i br0 -o br0 -j ACCEPT"),
+            "{}",
+            w.fix
+        );
+    }
+
+    #[test]
+    fn nft_ip6_chains_count_for_ipv6_only_and_inet_for_both() {
+        let chain = |family: &str| {
+            format!(
+                r#"{{"nftables":[{{"chain":{{"family":"{family}","table":"t","name":"fwd","type":"filter","hook":"forward","prio":0,"policy":"drop"}}}}]}}"#
+            )
+        };
+        let mut o = healthy();
+        ipv6_on(&mut o, "-P FORWARD ACCEPT\n");
+        host(&mut o).firewall.as_mut().unwrap().nft = Some(nft(&chain("ip6")));
+        let f = check(&o);
+        assert!(
+            errors(&f).is_empty(),
+            "an ip6 chain never sees IPv4: {f:#?}"
+        );
+        let w = find(&f, "forward-drop-ipv6");
+        assert!(
+            w.message.contains("nftables chain ip6 t fwd (policy drop)"),
+            "{}",
+            w.message
+        );
+        host(&mut o).firewall.as_mut().unwrap().nft = Some(nft(&chain("inet")));
+        let f = check(&o);
+        assert_eq!(errors(&f), [("forward-drop", "br0")]);
+        assert!(f.iter().any(|f| f.id == "forward-drop-ipv6"));
+    }
+
+    /// iptables-nft's `ip filter FORWARD` is left to `iptables -S` only when that was read (a
+    /// policy came back); otherwise nftables' view of it is judged.
+    #[test]
+    fn nft_judges_iptables_nft_forward_when_iptables_said_nothing() {
+        let json = r#"{"nftables":[{"chain":{"family":"ip","table":"filter","name":"FORWARD","type":"filter","hook":"forward","prio":0,"policy":"drop"}}]}"#;
+        let mut o = healthy();
+        host(&mut o).firewall = Some(Firewall {
+            nft: Some(nft(json)),
+            ..Firewall::default()
+        });
+        let f = check(&o);
+        let d = only_error(&f, "forward-drop", "br0");
+        assert!(
+            d.message.contains("nftables chain ip filter FORWARD"),
+            "{}",
+            d.message
+        );
+    }
+
+    /// A jump to a chain that accepts the bridge's frames saves them from the policy.
+    #[test]
+    fn nft_jumps_are_followed_by_the_check() {
+        let json = r#"{"nftables":[
+            {"chain":{"family":"inet","table":"t","name":"fwd","type":"filter","hook":"forward","prio":0,"policy":"drop"}},
+            {"rule":{"family":"inet","table":"t","chain":"fwd","expr":[{"jump":{"target":"vms"}}]}},
+            {"chain":{"family":"inet","table":"t","name":"vms"}},
+            {"rule":{"family":"inet","table":"t","chain":"vms","expr":[{"match":{"op":"==","left":{"meta":{"key":"oifname"}},"right":"br0"}},{"accept":null}]}}]}"#;
+        let mut o = healthy();
+        host(&mut o).firewall.as_mut().unwrap().nft = Some(nft(json));
+        assert!(errors(&check(&o)).is_empty());
+        let dropping = json.replace(r#"{"accept":null}"#, r#"{"drop":null}"#);
+        host(&mut o).firewall.as_mut().unwrap().nft = Some(nft(&dropping));
+        let f = check(&o);
+        let d = only_error(&f, "forward-drop", "br0");
+        assert!(d.message.contains("(in chain vms)"), "{}", d.message);
     }
 }

@@ -86,6 +86,7 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
             mtu::mtu_checks(&mut out, obs, host, &needs);
             firewall::firewall_checks(&mut out, host, &needs);
             network_manager::network_manager_checks(&mut out, host);
+            firewall::firewall6_checks(&mut out, host, &needs);
         }
         None => {
             let why = obs
@@ -102,6 +103,12 @@ pub fn check(obs: &Observation) -> Vec<Finding> {
             ));
         }
     }
+    tidy(out)
+}
+
+/// Worst first, then by id and subject; a finding two checks made alike (same id, subject
+/// and message) is said once.
+fn tidy(mut out: Vec<Finding>) -> Vec<Finding> {
     out.sort_by(|a, b| (a.severity, a.id, &a.subject).cmp(&(b.severity, b.id, &b.subject)));
     out.dedup_by(|a, b| a.id == b.id && a.subject == b.subject && a.message == b.message);
     out
@@ -144,6 +151,42 @@ pub(super) mod fixture {
     pub fn only_error<'a>(f: &'a [Finding], id: &str, subject: &str) -> &'a Finding {
         assert_eq!(errors(f), [(id, subject)]);
         find(f, id)
+    }
+}
+
+#[cfg(test)]
+mod tidy_tests {
+    use super::*;
+
+    fn f(id: &'static str, severity: Severity, subject: &str, message: &str) -> Finding {
+        finding(id, severity, subject, message.into(), "fix".into(), None)
+    }
+
+    #[test]
+    fn findings_are_ordered_and_said_once() {
+        let out = tidy(vec![
+            f("b", Severity::Info, "br0", "m"),
+            f("a", Severity::Error, "br0", "m"),
+            f("b", Severity::Info, "br0", "m"),
+            // Alike in all but one of id, subject, message: all kept.
+            f("b", Severity::Info, "br1", "m"),
+            f("c", Severity::Info, "br0", "m"),
+            f("b", Severity::Info, "br0", "other"),
+        ]);
+        let seen: Vec<_> = out
+            .iter()
+            .map(|f| (f.id, f.subject.as_str(), f.message.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a", "br0", "m"),
+                ("b", "br0", "m"),
+                ("b", "br0", "other"),
+                ("b", "br1", "m"),
+                ("c", "br0", "m"),
+            ]
+        );
     }
 }
 

@@ -291,6 +291,13 @@ impl Daemon {
         self.pid().map(descendants).unwrap_or_default()
     }
 
+    /// libvirtd's own pid (tini's child), while it runs.
+    pub fn libvirtd_pid(&self) -> Option<u32> {
+        self.processes().into_iter().find(|&p| {
+            fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "libvirtd")
+        })
+    }
+
     /// Stop libvirtd (SIGTERM to tini, which forwards it), wait, and kill by pid whatever of
     /// its process tree is left. Keeps the warm capabilities cache for the next lab.
     pub fn stop(&mut self) {

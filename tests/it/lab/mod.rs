@@ -30,6 +30,8 @@
 //!   `wait_console(&str, marker, Duration) -> Option<String>`,
 //!   `wait_console_from(&str, marker, from: usize, Duration) -> Option<(String, usize)>`.
 //! - `define_nat_network(label) -> String`, `nat_prefix() -> String` (10.78.N.).
+//! - `kill_libvirtd()` (SIGKILL, as a crash; `libvirtd_pid()` + `kill_libvirtd_pid(pid)` to
+//!   kill without a /proc walk in between), `restart_libvirtd()` (on the same state).
 //! - `ping_from_lan(&str) -> bool`, `wait_ping(&str, Duration) -> bool`, `leases() -> String`,
 //!   `bridge_ports() -> Vec<String>`, `addr(u8) -> String`, `processes() -> Vec<u32>`,
 //!   `peak_rss_kib() -> u64`, `trace() -> Trace`; `lab::assert_nothing_left(&Trace)`,
@@ -177,6 +179,42 @@ impl Lab {
     /// `qemu:///system?socket=<run dir>/libvirt-sock`
     pub fn uri(&self) -> &str {
         &self.daemon().uri
+    }
+
+    /// libvirtd's own pid (finding it walks /proc: take it before a kill that must be quick).
+    pub fn libvirtd_pid(&self) -> u32 {
+        self.daemon().libvirtd_pid().expect("libvirtd runs")
+    }
+
+    /// SIGKILL libvirtd itself, as a crash would end it (tini, its parent, then exits).
+    pub fn kill_libvirtd(&self) {
+        self.kill_libvirtd_pid(self.libvirtd_pid());
+    }
+
+    /// [`Lab::kill_libvirtd`] with its pid taken beforehand ([`Lab::libvirtd_pid`]).
+    pub fn kill_libvirtd_pid(&self, pid: u32) {
+        // SAFETY: kill(2) on the pid of libvirtd in this lab's own process tree.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let t0 = Instant::now();
+        while alive(pid) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "libvirtd survived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Start libvirtd again on the lab's state (its definitions on disk), as after a crash.
+    pub fn restart_libvirtd(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.stop();
+        }
+        self.daemon = Some(Daemon::start(
+            &self.host,
+            self.dir.path(),
+            &assets::cache_dir(),
+        ));
     }
 
     fn daemon(&self) -> &Daemon {
