@@ -8,6 +8,7 @@ mod facts;
 mod options;
 mod rewrite;
 mod scan;
+mod select;
 mod wellformed;
 
 pub use options::{

@@ -12,6 +12,8 @@
 //! for some frames and not others. Conservatively, such a rule neither saves nor condemns
 //! the frames: the walk goes on, and the verdict lists it as a doubt.
 
+use super::verdict::{iface_matches, Applies};
+pub use super::verdict::{Outcome, Verdict};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
@@ -37,27 +39,6 @@ pub struct Firewall {
     pub nft: Option<super::nft::Nft>,
 }
 
-/// What happens to a frame crossing a bridge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Accept,
-    Drop,
-    /// The chain could not be read.
-    Unknown,
-}
-
-/// The verdict of one chain (FORWARD with what it jumps to, or one nft base chain).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub outcome: Outcome,
-    /// What decided it: `policy DROP`, or the rule (`-A FORWARD -j DROP`).
-    pub by: String,
-    /// Rules before it whose effect on the frames could not be decided (conditional
-    /// matches, chains not followed, queues): for a drop, ones that may accept some of the
-    /// frames; for an accept, ones that may drop some.
-    pub doubts: Vec<String>,
-}
-
 /// Parse `iptables -S` output (filter table).
 pub fn parse(text: &str) -> Firewall {
     let mut fw = Firewall::default();
@@ -74,23 +55,6 @@ pub fn parse(text: &str) -> Firewall {
         }
     }
     fw
-}
-
-/// Whether `dev` (an iptables interface match, `+` a wildcard suffix) names `bridge`.
-pub(super) fn iface_matches(dev: &str, bridge: &str, wildcard: char) -> bool {
-    dev == bridge
-        || dev
-            .strip_suffix(wildcard)
-            .is_some_and(|p| bridge.starts_with(p))
-}
-
-/// Whether a rule matches the frames crossing a bridge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Applies {
-    All,
-    None,
-    /// Some of them perhaps: the first match that was not evaluated.
-    Some,
 }
 
 /// A rule's target: `(true, X)` for `-g X`, `(false, X)` for `-j X`.

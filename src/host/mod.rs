@@ -20,6 +20,7 @@ mod program;
 pub mod sysctl;
 pub mod sysfs;
 pub mod tun;
+pub mod verdict;
 
 pub use program::{program_output, run_program, run_program_with_input};
 

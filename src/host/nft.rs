@@ -4,7 +4,7 @@
 //! verdict are pure functions; the verdict follows jumps to a bounded depth as the iptables
 //! walk follows user chains (see [`super::firewall`] for what "applies" means).
 
-use super::firewall::{iface_matches, Applies, Outcome, Verdict};
+use super::verdict::{iface_matches, Applies, Outcome, Verdict};
 use crate::error::ErrorKind;
 use serde::{Deserialize, Serialize};
 
