@@ -114,6 +114,21 @@ impl Drop for Holder {
     }
 }
 
+/// A daemon's log (`F` and `F.err`): its last lines on stderr when the test fails.
+struct LogTailOnPanic(std::path::PathBuf);
+
+impl Drop for LogTailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.0).unwrap_or_default()
+                + &std::fs::read_to_string(self.0.with_extension("err")).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(150)..].join("\n");
+            eprintln!("--- the last lines of {}:\n{tail}", self.0.display());
+        }
+    }
+}
+
 /// Bind an empty directory over the other stacks' configuration, so the host's own files
 /// cannot leak into the test (and `auto` sees only the test's stack).
 const HIDE_OTHERS: &str = "empty=\"$1\"
@@ -329,16 +344,16 @@ fn ifupdown2_persist_apply_and_remove_in_a_namespace() {
     let j = ok_json(&h.vbridge(state.path(), &windowed));
     assert_eq!(j["pending"], true, "{j}");
     assert!(host.ip(&["link", "show", NIC]).contains("master br0"));
-    let gone = wait_for(20, || {
+    let reverted = wait_for(20, || {
         state.path().join("last-revert-host-bridge.json").exists()
             && !state.path().join("pending-host-bridge.json").exists()
     });
-    assert!(gone, "the reverter did not run");
+    assert!(reverted, "the reverter did not run");
     let rec: Value = serde_json::from_slice(
         &std::fs::read(state.path().join("last-revert-host-bridge.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(rec["reverted"], true, "{rec}");
+    assert_eq!(rec["reverted"], true, "{rec:#}");
     assert_same(
         &net_snapshot(&host),
         &before,
@@ -420,12 +435,18 @@ mount -t tmpfs tmpfs /run/dbus"
     });
     assert!(bus, "no D-Bus socket");
     let log = dir.path().join("networkd.log");
+    // Debug level with times: on a failure, its tail says what networkd did and when.
     h.spawn(
         "systemd-networkd",
-        "/lib/systemd/systemd-networkd",
-        &[],
+        "env",
+        &[
+            "SYSTEMD_LOG_LEVEL=debug",
+            "SYSTEMD_LOG_TIME=1",
+            "/lib/systemd/systemd-networkd",
+        ],
         &log,
     );
+    let _tail = LogTailOnPanic(log.clone());
     let configured = wait_for(20, || {
         host.ip(&["-4", "addr", "show", NIC]).contains(&addr)
             && host.ip(&["route"]).contains(&format!("default via {gw}"))
@@ -523,7 +544,7 @@ mount -t tmpfs tmpfs /run/dbus"
         &std::fs::read(state.path().join("last-revert-host-bridge.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(rec["reverted"], true, "{rec}");
+    assert_eq!(rec["reverted"], true, "{rec:#}");
     std::thread::sleep(Duration::from_secs(1));
     assert_same(
         &net_snapshot(&host),
@@ -952,7 +973,7 @@ mount -t tmpfs tmpfs /run/NetworkManager"
         &std::fs::read(state.path().join("last-revert-host-bridge.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(rec["reverted"], true, "{rec}\n{}", nm_log());
+    assert_eq!(rec["reverted"], true, "{rec:#}\n{}", nm_log());
     settled("revert");
     assert_same(
         &net_snapshot(&host),
