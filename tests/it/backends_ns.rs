@@ -157,6 +157,29 @@ fn user_addr(subnet: u8) -> (String, String) {
     )
 }
 
+/// Milliseconds since the Unix epoch, the clock of the reverter's record.
+fn now_ms() -> u64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    d.unwrap().as_millis() as u64
+}
+
+/// The reverter's record of this window's revert: written after `since_ms` (a record of an
+/// earlier window in the same state directory is not this one's), the pending file gone.
+fn revert_record(state: &Path, since_ms: u64) -> Value {
+    let file = state.join("last-revert-host-bridge.json");
+    let mut rec = Value::Null;
+    let done = wait_for(40, || {
+        rec = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        rec["at_ms"].as_u64().is_some_and(|t| t >= since_ms)
+            && !state.join("pending-host-bridge.json").exists()
+    });
+    assert!(done, "the reverter did not run (last record: {rec})");
+    rec
+}
+
 /// `DEV`'s MTU in `ns`.
 fn mtu_of(ns: &Netns, dev: &str) -> u32 {
     let o = ns.exec("cat", &[&format!("/sys/class/net/{dev}/mtu")]);
@@ -184,6 +207,7 @@ fn mtu_from_the_files_then_reverted(
     assert_ne!(nic_mtu, 9000);
     let mut args = persist.to_vec();
     args.extend_from_slice(&["--mtu", "9000", "--confirm-within", "8"]);
+    let since = now_ms();
     let j = ok_json(&h.vbridge(state, &args));
     assert_eq!(j["pending"], true, "{j}");
     let t = std::time::Instant::now();
@@ -203,11 +227,8 @@ fn mtu_from_the_files_then_reverted(
         t.elapsed()
     );
     assert!(host.ip(&["link", "show", NIC]).contains("master br0"));
-    let reverted = wait_for(20, || {
-        state.join("last-revert-host-bridge.json").exists()
-            && !state.join("pending-host-bridge.json").exists()
-    });
-    assert!(reverted, "the reverter did not run");
+    let rec = revert_record(state, since);
+    assert_eq!(rec["reverted"], true, "{rec:#}");
     assert!(
         wait_for(5, || mtu_of(host, NIC) == nic_mtu),
         "the reverter left {NIC} at mtu {}",
@@ -341,18 +362,11 @@ fn ifupdown2_persist_apply_and_remove_in_a_namespace() {
     // Under a confirm window nobody confirms: the reverter puts files and network back.
     let mut windowed = persist.to_vec();
     windowed.extend_from_slice(&["--confirm-within", "2"]);
+    let since = now_ms();
     let j = ok_json(&h.vbridge(state.path(), &windowed));
     assert_eq!(j["pending"], true, "{j}");
     assert!(host.ip(&["link", "show", NIC]).contains("master br0"));
-    let reverted = wait_for(20, || {
-        state.path().join("last-revert-host-bridge.json").exists()
-            && !state.path().join("pending-host-bridge.json").exists()
-    });
-    assert!(reverted, "the reverter did not run");
-    let rec: Value = serde_json::from_slice(
-        &std::fs::read(state.path().join("last-revert-host-bridge.json")).unwrap(),
-    )
-    .unwrap();
+    let rec = revert_record(state.path(), since);
     assert_eq!(rec["reverted"], true, "{rec:#}");
     assert_same(
         &net_snapshot(&host),
@@ -509,7 +523,13 @@ mount -t tmpfs tmpfs /run/dbus"
         let r = h.run("networkctl", args);
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     }
-    std::thread::sleep(Duration::from_secs(2));
+    // Once networkd has configured the NIC from the user's file (a reconfigure answers
+    // before it starts; a fixed pause is too short on a loaded host).
+    let configured = wait_for(20, || {
+        let o = h.run("networkctl", &["list", "--no-legend", NIC]);
+        String::from_utf8_lossy(&o.stdout).split_whitespace().last() == Some("configured")
+    });
+    assert!(configured, "networkd did not configure {NIC} again");
     assert_same(
         &net_snapshot(&host),
         &before,
@@ -522,6 +542,7 @@ mount -t tmpfs tmpfs /run/dbus"
     // networkd reload them, and puts the NIC back as it was.
     let mut windowed = persist.to_vec();
     windowed.extend_from_slice(&["--confirm-within", "3"]);
+    let since = now_ms();
     let out = h.vbridge(state.path(), &windowed);
     if !out.status.success() {
         let l = std::fs::read_to_string(&log).unwrap_or_default()
@@ -535,15 +556,7 @@ mount -t tmpfs tmpfs /run/dbus"
     }
     let j = ok_json(&out);
     assert_eq!(j["pending"], true, "{j}");
-    let reverted = wait_for(20, || {
-        state.path().join("last-revert-host-bridge.json").exists()
-            && !state.path().join("pending-host-bridge.json").exists()
-    });
-    assert!(reverted, "the reverter did not run");
-    let rec: Value = serde_json::from_slice(
-        &std::fs::read(state.path().join("last-revert-host-bridge.json")).unwrap(),
-    )
-    .unwrap();
+    let rec = revert_record(state.path(), since);
     assert_eq!(rec["reverted"], true, "{rec:#}");
     std::thread::sleep(Duration::from_secs(1));
     assert_same(
@@ -962,17 +975,10 @@ mount -t tmpfs tmpfs /run/NetworkManager"
     // NetworkManager reload, and the NIC is back as it was.
     let mut windowed = persist.to_vec();
     windowed.extend_from_slice(&["--confirm-within", "3"]);
+    let since = now_ms();
     let j = ok_json(&h.vbridge(state.path(), &windowed));
     assert_eq!(j["pending"], true, "{j}");
-    let reverted = wait_for(20, || {
-        state.path().join("last-revert-host-bridge.json").exists()
-            && !state.path().join("pending-host-bridge.json").exists()
-    });
-    assert!(reverted, "the reverter did not run");
-    let rec: Value = serde_json::from_slice(
-        &std::fs::read(state.path().join("last-revert-host-bridge.json")).unwrap(),
-    )
-    .unwrap();
+    let rec = revert_record(state.path(), since);
     assert_eq!(rec["reverted"], true, "{rec:#}\n{}", nm_log());
     settled("revert");
     assert_same(
