@@ -10,7 +10,7 @@
 //! that did not finish) or `--remove` at once.
 
 use crate::error::{Error, Result};
-use crate::host::backends::{FileApplier, FileStep};
+use crate::host::backends::{self, FileApplier, FileStep};
 use crate::host::bridge::{self, Net, Step};
 use crate::host::{now_ms, run_program};
 use crate::plan::Applier;
@@ -266,6 +266,27 @@ fn spawn_setsid(program: &Path, dir: &Path, args: &[&str]) -> Result<Started> {
     })
 }
 
+/// How many times the NIC and the bridge are put back from an observation: the stack may
+/// undo part of it as it reacts (networkd configures a NIC anew when its bridge goes).
+const RESTORE_ROUNDS: usize = 3;
+
+/// The NIC and the bridge once the stack that `reload` told has finished with them: no
+/// change for [`bridge::QUIET`], and networkd (when told) not at work on them.
+pub(crate) fn observe_settled(
+    net: &mut dyn Net,
+    nic: &str,
+    bridge: &str,
+    reload: &[Vec<String>],
+) -> Result<bridge::State> {
+    let devs = [nic, bridge];
+    let networkd = backends::tells_networkd(reload);
+    let mut busy = |s: &bridge::State| {
+        let there: Vec<&str> = devs.into_iter().filter(|d| s.link(d).is_some()).collect();
+        networkd && backends::networkd::busy_with(&there)
+    };
+    bridge::settle(net, &devs, &mut busy, bridge::QUIET, bridge::SETTLE_MAX)
+}
+
 /// Undo a change, whatever its mode: the files put back, the stack reloaded, the live undo
 /// steps run; then the NIC and bridge are compared with (and, after a stack's reload, put
 /// back to) what was observed before. Returns what is not as before; empty means restored.
@@ -288,19 +309,44 @@ pub fn undo_change(p: &Pending, net: &mut dyn Net) -> Vec<String> {
     let Some(before) = &p.before else {
         return problems;
     };
-    // A stack applied the change: it has no undo list, so the NIC and the bridge are put
-    // back from the observation (the reload above may have done part of it already).
-    if p.undo.is_empty() && !(p.files.is_empty() && p.reload.is_empty()) {
-        match net.observe() {
-            Ok(now) => {
-                let steps = bridge::plan_restore(before, &now, &p.nic, &p.bridge);
-                problems.extend(bridge::revert(net, &steps).into_iter().map(|e| e.message));
-            }
-            Err(e) => problems.push(e.message),
+    // A reloaded stack acts after its reload returned: observe, restore and compare only
+    // once it has finished, or a half-done state is taken for its result.
+    let observe = |net: &mut dyn Net| {
+        if p.reload.is_empty() {
+            net.observe()
+        } else {
+            observe_settled(net, &p.nic, &p.bridge, &p.reload)
         }
+    };
+    // A stack applied the change: it has no undo list, so the NIC and the bridge are put
+    // back from the observation (the reload above may have done part of it already), again
+    // while the stack's reaction to those steps undoes some of it. A step that failed
+    // counts only if the end result is not as before.
+    let restore = p.undo.is_empty() && !(p.files.is_empty() && p.reload.is_empty());
+    let mut failed_steps: Vec<String> = Vec::new();
+    let mut now = observe(net);
+    for _ in 0..RESTORE_ROUNDS {
+        let steps = match (&now, restore) {
+            (Ok(s), true) => bridge::plan_restore(before, s, &p.nic, &p.bridge),
+            _ => break,
+        };
+        if steps.is_empty() {
+            break;
+        }
+        failed_steps = bridge::revert(net, &steps)
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        now = observe(net);
     }
-    match net.observe() {
-        Ok(now) => problems.extend(bridge::differences_on(before, &now, &[&p.nic, &p.bridge])),
+    match now {
+        Ok(now) => {
+            let left = bridge::differences_on(before, &now, &[&p.nic, &p.bridge]);
+            if !left.is_empty() {
+                problems.extend(failed_steps);
+            }
+            problems.extend(left);
+        }
         Err(e) => problems.push(format!("cannot observe the result: {}", e.message)),
     }
     problems
@@ -516,6 +562,60 @@ mod tests {
         assert!(
             remove(dir.path(), &mut net).is_err(),
             "nothing left to remove"
+        );
+    }
+
+    /// A stack that reacts to the restore, as networkd reconfiguring a NIC that left its
+    /// bridge can: once the bridge is gone it drops the NIC's default route, once.
+    struct Reacting {
+        sim: crate::host::bridge::fixtures::Sim,
+        reacted: bool,
+    }
+
+    impl Net for Reacting {
+        fn observe(&mut self) -> Result<bridge::State> {
+            self.sim.observe()
+        }
+        fn apply_step(
+            &mut self,
+            s: &Step,
+        ) -> std::result::Result<(), crate::host::netlink::NlError> {
+            self.sim.apply_step(s)?;
+            if matches!(s, Step::DeleteBridge { .. }) && !self.reacted {
+                self.reacted = true;
+                let routes = &mut self.sim.state.routes;
+                routes.retain(|r| !(r.dev == "eth1" && r.is_default()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn what_a_reloaded_stack_undoes_of_the_restore_is_restored_again() {
+        use crate::host::bridge::fixtures::{host, req, Sim};
+        let mut sim = Sim::new(host());
+        let before = sim.state.clone();
+        // The stack made br0 from its files: no undo list, a reload and the state before.
+        for s in &bridge::plan_live(&before, &req()).unwrap().steps.steps {
+            sim.apply_step(s).unwrap();
+        }
+        let mut p = pending("s", 0);
+        p.undo = vec![];
+        p.reload = vec![vec!["true".into()]];
+        p.before = Some(before.clone());
+        let mut net = Reacting {
+            sim,
+            reacted: false,
+        };
+        let problems = undo_change(&p, &mut net);
+        assert!(net.reacted);
+        assert_eq!(problems, Vec::<String>::new());
+        let now = net.sim.state;
+        assert!(now.link("br0").is_none());
+        assert!(now.routes_of("eth1").any(|r| r.is_default()));
+        assert_eq!(
+            bridge::differences_on(&before, &now, &["eth1", "br0"]),
+            Vec::<String>::new()
         );
     }
 

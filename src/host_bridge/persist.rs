@@ -231,6 +231,13 @@ fn apply_files(
         rep.rollback_ms = Some(r0.elapsed().as_millis() as u64);
         return Err(e);
     }
+    // The bridge is there, but the stack may still be setting its addresses and routes
+    // (networkd adds the gateway's route after the address): the probe, the report and
+    // whatever the user runs next see what the stack made once it has finished.
+    if let Err(e) = pending::observe_settled(net, &o.nic, &o.bridge, cmds) {
+        let r = put_back(net);
+        return Err(e.with_hint(restored_hint(r)));
+    }
     if let Some(t) = target {
         let p0 = Instant::now();
         let answered = match probe::icmp_echo(t, Some(&o.bridge), o.rollback_after) {

@@ -142,6 +142,11 @@ pub fn run_remove(o: &Options, net: &mut dyn Net) -> Result<Report> {
             }
         }
         wait_for_bridge_gone(net, &o.bridge, o.rollback_after);
+        // What the stack leaves is taken apart below: once it has finished with it.
+        if let Err(e) = pending::observe_settled(net, &rep.nic, &o.bridge, &after_remove) {
+            let problems = pending::undo_change(&record, net);
+            return Err(put_back_hint(e, &problems));
+        }
     }
     // The NIC found before: the stack may have released it from the bridge already.
     let nic = (!rep.nic.is_empty()).then_some(rep.nic.clone());
@@ -204,6 +209,12 @@ pub fn run_remove(o: &Options, net: &mut dyn Net) -> Result<Report> {
             ));
         }
         return Ok(rep);
+    }
+    // A stack that had files reacts to the live change even when not reloaded (networkd
+    // drops a NIC that left its bridge and reads it again): the result and whatever the
+    // user runs next (the note's `networkctl reconfigure`) find it done.
+    if !found.is_empty() && root.as_path() == std::path::Path::new("/") {
+        let _ = pending::observe_settled(net, &rep.nic, &o.bridge, &after_remove);
     }
     let now_differs = net
         .observe()

@@ -114,6 +114,21 @@ impl Drop for Holder {
     }
 }
 
+/// A daemon's log (`F` and `F.err`): its last lines on stderr when the test fails.
+struct LogTailOnPanic(std::path::PathBuf);
+
+impl Drop for LogTailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.0).unwrap_or_default()
+                + &std::fs::read_to_string(self.0.with_extension("err")).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(150)..].join("\n");
+            eprintln!("--- the last lines of {}:\n{tail}", self.0.display());
+        }
+    }
+}
+
 /// Bind an empty directory over the other stacks' configuration, so the host's own files
 /// cannot leak into the test (and `auto` sees only the test's stack).
 const HIDE_OTHERS: &str = "empty=\"$1\"
@@ -140,6 +155,29 @@ fn user_addr(subnet: u8) -> (String, String) {
         topology::addr(subnet, 9, true),
         topology::addr(subnet, 1, false),
     )
+}
+
+/// Milliseconds since the Unix epoch, the clock of the reverter's record.
+fn now_ms() -> u64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    d.unwrap().as_millis() as u64
+}
+
+/// The reverter's record of this window's revert: written after `since_ms` (a record of an
+/// earlier window in the same state directory is not this one's), the pending file gone.
+fn revert_record(state: &Path, since_ms: u64) -> Value {
+    let file = state.join("last-revert-host-bridge.json");
+    let mut rec = Value::Null;
+    let done = wait_for(40, || {
+        rec = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        rec["at_ms"].as_u64().is_some_and(|t| t >= since_ms)
+            && !state.join("pending-host-bridge.json").exists()
+    });
+    assert!(done, "the reverter did not run (last record: {rec})");
+    rec
 }
 
 /// `DEV`'s MTU in `ns`.
@@ -169,6 +207,7 @@ fn mtu_from_the_files_then_reverted(
     assert_ne!(nic_mtu, 9000);
     let mut args = persist.to_vec();
     args.extend_from_slice(&["--mtu", "9000", "--confirm-within", "8"]);
+    let since = now_ms();
     let j = ok_json(&h.vbridge(state, &args));
     assert_eq!(j["pending"], true, "{j}");
     let t = std::time::Instant::now();
@@ -188,11 +227,8 @@ fn mtu_from_the_files_then_reverted(
         t.elapsed()
     );
     assert!(host.ip(&["link", "show", NIC]).contains("master br0"));
-    let reverted = wait_for(20, || {
-        state.join("last-revert-host-bridge.json").exists()
-            && !state.join("pending-host-bridge.json").exists()
-    });
-    assert!(reverted, "the reverter did not run");
+    let rec = revert_record(state, since);
+    assert_eq!(rec["reverted"], true, "{rec:#}");
     assert!(
         wait_for(5, || mtu_of(host, NIC) == nic_mtu),
         "the reverter left {NIC} at mtu {}",
@@ -326,19 +362,12 @@ fn ifupdown2_persist_apply_and_remove_in_a_namespace() {
     // Under a confirm window nobody confirms: the reverter puts files and network back.
     let mut windowed = persist.to_vec();
     windowed.extend_from_slice(&["--confirm-within", "2"]);
+    let since = now_ms();
     let j = ok_json(&h.vbridge(state.path(), &windowed));
     assert_eq!(j["pending"], true, "{j}");
     assert!(host.ip(&["link", "show", NIC]).contains("master br0"));
-    let gone = wait_for(20, || {
-        state.path().join("last-revert-host-bridge.json").exists()
-            && !state.path().join("pending-host-bridge.json").exists()
-    });
-    assert!(gone, "the reverter did not run");
-    let rec: Value = serde_json::from_slice(
-        &std::fs::read(state.path().join("last-revert-host-bridge.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(rec["reverted"], true, "{rec}");
+    let rec = revert_record(state.path(), since);
+    assert_eq!(rec["reverted"], true, "{rec:#}");
     assert_same(
         &net_snapshot(&host),
         &before,
@@ -420,12 +449,18 @@ mount -t tmpfs tmpfs /run/dbus"
     });
     assert!(bus, "no D-Bus socket");
     let log = dir.path().join("networkd.log");
+    // Debug level with times: on a failure, its tail says what networkd did and when.
     h.spawn(
         "systemd-networkd",
-        "/lib/systemd/systemd-networkd",
-        &[],
+        "env",
+        &[
+            "SYSTEMD_LOG_LEVEL=debug",
+            "SYSTEMD_LOG_TIME=1",
+            "/lib/systemd/systemd-networkd",
+        ],
         &log,
     );
+    let _tail = LogTailOnPanic(log.clone());
     let configured = wait_for(20, || {
         host.ip(&["-4", "addr", "show", NIC]).contains(&addr)
             && host.ip(&["route"]).contains(&format!("default via {gw}"))
@@ -488,7 +523,13 @@ mount -t tmpfs tmpfs /run/dbus"
         let r = h.run("networkctl", args);
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     }
-    std::thread::sleep(Duration::from_secs(2));
+    // Once networkd has configured the NIC from the user's file (a reconfigure answers
+    // before it starts; a fixed pause is too short on a loaded host).
+    let configured = wait_for(20, || {
+        let o = h.run("networkctl", &["list", "--no-legend", NIC]);
+        String::from_utf8_lossy(&o.stdout).split_whitespace().last() == Some("configured")
+    });
+    assert!(configured, "networkd did not configure {NIC} again");
     assert_same(
         &net_snapshot(&host),
         &before,
@@ -501,6 +542,7 @@ mount -t tmpfs tmpfs /run/dbus"
     // networkd reload them, and puts the NIC back as it was.
     let mut windowed = persist.to_vec();
     windowed.extend_from_slice(&["--confirm-within", "3"]);
+    let since = now_ms();
     let out = h.vbridge(state.path(), &windowed);
     if !out.status.success() {
         let l = std::fs::read_to_string(&log).unwrap_or_default()
@@ -514,16 +556,8 @@ mount -t tmpfs tmpfs /run/dbus"
     }
     let j = ok_json(&out);
     assert_eq!(j["pending"], true, "{j}");
-    let reverted = wait_for(20, || {
-        state.path().join("last-revert-host-bridge.json").exists()
-            && !state.path().join("pending-host-bridge.json").exists()
-    });
-    assert!(reverted, "the reverter did not run");
-    let rec: Value = serde_json::from_slice(
-        &std::fs::read(state.path().join("last-revert-host-bridge.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(rec["reverted"], true, "{rec}");
+    let rec = revert_record(state.path(), since);
+    assert_eq!(rec["reverted"], true, "{rec:#}");
     std::thread::sleep(Duration::from_secs(1));
     assert_same(
         &net_snapshot(&host),
@@ -941,18 +975,11 @@ mount -t tmpfs tmpfs /run/NetworkManager"
     // NetworkManager reload, and the NIC is back as it was.
     let mut windowed = persist.to_vec();
     windowed.extend_from_slice(&["--confirm-within", "3"]);
+    let since = now_ms();
     let j = ok_json(&h.vbridge(state.path(), &windowed));
     assert_eq!(j["pending"], true, "{j}");
-    let reverted = wait_for(20, || {
-        state.path().join("last-revert-host-bridge.json").exists()
-            && !state.path().join("pending-host-bridge.json").exists()
-    });
-    assert!(reverted, "the reverter did not run");
-    let rec: Value = serde_json::from_slice(
-        &std::fs::read(state.path().join("last-revert-host-bridge.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(rec["reverted"], true, "{rec}\n{}", nm_log());
+    let rec = revert_record(state.path(), since);
+    assert_eq!(rec["reverted"], true, "{rec:#}\n{}", nm_log());
     settled("revert");
     assert_same(
         &net_snapshot(&host),

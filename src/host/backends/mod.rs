@@ -123,6 +123,17 @@ impl Backend {
     }
 }
 
+/// Whether these reload programs hand the files to networkd: its own `networkctl`, or
+/// `netplan apply` (networkd renders netplan on servers).
+pub fn tells_networkd(cmds: &[Vec<String>]) -> bool {
+    cmds.iter().any(|c| {
+        matches!(
+            c.first().map(String::as_str),
+            Some("networkctl" | "netplan")
+        )
+    })
+}
+
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

@@ -7,6 +7,7 @@ use super::{
     create, delete_ours, glob_match, ini_entries, ini_get, list_dir, under, Config, FileStep, MARK,
 };
 use crate::error::{Error, Result};
+use crate::host::run_program;
 use crate::plan::Plan;
 use std::path::{Path, PathBuf};
 
@@ -231,6 +232,51 @@ pub fn validate(root: &Path, cfg: &Config, plan: &Plan<FileStep>) -> Result<()> 
     check_precedence(root, cfg, &network_files(root))
 }
 
+/// Whether networkd is still at work on one of `links` (by name, links the kernel has): it
+/// does not know the link yet (it drops a NIC that leaves a bridge and reads it again), it
+/// was told to configure it anew and has not started (`pending`, `initialized`), or an
+/// address or route of it is requested, being set or being removed. `networkctl list
+/// --json=short` asks networkd itself over D-Bus, so a reload or reconfigure asked before
+/// is already in its answer. False when networkd cannot be asked (not running, not
+/// installed): then only quiet counts.
+pub fn busy_with(links: &[&str]) -> bool {
+    run_program("networkctl", &["list", "--json=short"]).is_ok_and(|out| busy_in(&out, links))
+}
+
+/// [`busy_with`] on networkd's answer (pure).
+pub(crate) fn busy_in(json: &str, links: &[&str]) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return false;
+    };
+    let Some(ifaces) = v["Interfaces"].as_array() else {
+        return false;
+    };
+    let name = |i: &serde_json::Value| i["Name"].as_str().map(str::to_string);
+    let known: Vec<String> = ifaces.iter().filter_map(name).collect();
+    if links.iter().any(|l| !known.iter().any(|k| k == l)) {
+        return true;
+    }
+    let mine = ifaces
+        .iter()
+        .filter(|i| i["Name"].as_str().is_some_and(|n| links.contains(&n)));
+    let in_flight = |c: &serde_json::Value| {
+        c["ConfigState"].as_str().is_some_and(|s| {
+            s.split(',')
+                .any(|f| matches!(f, "requesting" | "configuring" | "removing"))
+        })
+    };
+    mine.into_iter().any(|i| {
+        matches!(
+            i["AdministrativeState"].as_str(),
+            Some("pending" | "initialized")
+        ) || ["Addresses", "Routes"]
+            .iter()
+            .filter_map(|k| i[*k].as_array())
+            .flatten()
+            .any(in_flight)
+    })
+}
+
 /// vbridge's files for `bridge` removed.
 pub fn remove(root: &Path, bridge: &str) -> Result<Plan<FileStep>> {
     let p = prefix(bridge);
@@ -249,4 +295,51 @@ pub fn remove(root: &Path, bridge: &str) -> Result<Plan<FileStep>> {
         }
     }
     Ok(Plan::new(steps))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::busy_in;
+
+    /// networkd's answer (`networkctl list --json=short`, systemd 252), cut to what counts.
+    fn answer(admin: &str, route_state: &str) -> String {
+        format!(
+            r#"{{"Interfaces":[
+            {{"Index":1,"Name":"lo","AdministrativeState":"unmanaged"}},
+            {{"Index":2,"Name":"enp9s0","AdministrativeState":"{admin}",
+              "Addresses":[{{"Family":2,"ConfigSource":"static","ConfigState":"configured"}}],
+              "Routes":[{{"Family":2,"ConfigSource":"static","ConfigState":"{route_state}"}}]}},
+            {{"Index":3,"Name":"br9","AdministrativeState":"initialized"}}]}}"#
+        )
+    }
+
+    #[test]
+    fn busy_while_a_link_waits_or_a_setting_is_in_flight() {
+        let devs = ["enp9s0"];
+        assert!(!busy_in(&answer("configured", "configured"), &devs));
+        // Waiting for an RA is how a link can stay "configuring": not busy by itself.
+        assert!(!busy_in(&answer("configuring", "configured"), &devs));
+        assert!(!busy_in(&answer("failed", "configured,marked"), &devs));
+        assert!(busy_in(&answer("initialized", "configured"), &devs));
+        assert!(busy_in(&answer("pending", "configured"), &devs));
+        assert!(busy_in(&answer("configuring", "requesting"), &devs));
+        assert!(busy_in(
+            &answer("configured", "configuring,configured"),
+            &devs
+        ));
+        assert!(busy_in(&answer("configured", "removing"), &devs));
+        // Another link's state does not count; nor does an answer that is not networkd's.
+        assert!(!busy_in(
+            &answer("configured", "configured"),
+            &["enp9s0", "lo"]
+        ));
+        assert!(busy_in(&answer("configured", "configured"), &["br9"]));
+        // A link the kernel has and networkd has not read (yet).
+        assert!(busy_in(
+            &answer("configured", "configured"),
+            &["enp9s0", "br0"]
+        ));
+        assert!(!busy_in("not json", &devs));
+        assert!(!busy_in("{}", &devs));
+    }
 }

@@ -6,6 +6,7 @@ mod apply;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod plan;
+mod settle;
 mod unbridge;
 
 pub use apply::{
@@ -13,6 +14,7 @@ pub use apply::{
     revert, rollback, Net, NetlinkNet,
 };
 pub use plan::{check_names, check_request, plan_live};
+pub use settle::{settle, QUIET, SETTLE_MAX};
 pub use unbridge::{plan_restore, plan_unbridge};
 
 use super::{Addr, Link, Route};
