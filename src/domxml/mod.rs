@@ -277,6 +277,22 @@ mod tests {
     }
 
     #[test]
+    fn nics_and_facts_from_one_parse() {
+        let (n, f) = nics_and_facts(TWO).unwrap();
+        assert_eq!(n, nics(TWO).unwrap());
+        assert_eq!(f, facts(TWO).unwrap());
+        assert_eq!(n.len(), 2);
+    }
+
+    #[test]
+    fn line_endings() {
+        assert_eq!(eol_of("\n<a/>"), Some("\n"));
+        assert_eq!(eol_of("<a/>\r\n"), Some("\r\n"));
+        assert_eq!(eol_of("\r\n"), Some("\r\n"));
+        assert_eq!(eol_of("<a/>"), None);
+    }
+
+    #[test]
     fn on_bridge() {
         let mut n = nics(TWO).unwrap().remove(0);
         assert!(!n.is_on_bridge("br0"));

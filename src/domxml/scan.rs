@@ -497,6 +497,33 @@ mod tests {
         );
     }
 
+    /// Each refusal of a start tag says the column of what is wrong.
+    #[test]
+    fn start_tag_offences_say_their_column() {
+        for (tag, column) in [
+            ("<a x=1/>", 6),
+            ("<a x='1' y='a<b'/>", 14),
+            ("<a x='1' x='2'/>", 10),
+            ("<a x/>", 4),
+            ("<a x ='1'y='2'/>", 10),
+            ("<a  x = \"&bogus;\"/>", 10),
+            ("<a\n  1='x'/>", 3),
+        ] {
+            let err = parse(tag).unwrap_err();
+            let at = if tag.contains('\n') {
+                format!("line 2, column {column} ")
+            } else {
+                format!("line 1, column {column} ")
+            };
+            assert!(err.message.contains(&at), "{tag}: {}", err.message);
+        }
+        // An entity whose text breaks a rule is blamed where it is used.
+        let d = "<!DOCTYPE d [<!ENTITY e '<b>'>]><d>ok &e;</d>";
+        assert!(parse(d).unwrap_err().message.contains("column 39 "), "{d}");
+        let d = "<!DOCTYPE d [<!ENTITY e '<b/>'>]><d><x y=' &e;'/></d>";
+        assert!(parse(d).unwrap_err().message.contains("column 44 "), "{d}");
+    }
+
     /// An entity's text is checked where it is used, as libxml2 checks it.
     #[test]
     fn entities_are_checked_where_they_are_used() {

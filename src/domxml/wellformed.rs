@@ -400,7 +400,11 @@ impl<'a> Dtd<'a> {
                     return Ok(());
                 }
                 Some(b'\'' | b'"') => {
-                    self.literal()?;
+                    let at = self.i + 1;
+                    if let Some(p) = self.literal()?.find('<') {
+                        // An attribute's default value is an attribute value: no '<'.
+                        return Err((at + p, "malformed DOCTYPE: '<' in a quoted value".into()));
+                    }
                 }
                 Some(b'<') => return self.err("'<' inside a declaration"),
                 Some(_) => {
@@ -476,8 +480,8 @@ pub(super) fn check_doctype(raw: &str) -> Result<Vec<Entity>, Offence> {
                     return d.err("a comment is not closed");
                 };
                 let body = &d.rest()[..end];
-                if body.contains("--") || body.ends_with('-') {
-                    return d.err("'--' inside a comment");
+                if let Some(p) = body.find("--").or(body.ends_with('-').then(|| end - 1)) {
+                    return Err((d.i + p, "malformed DOCTYPE: '--' inside a comment".into()));
                 }
                 d.i += end + 3;
             } else if d.rest().starts_with("<?") {
@@ -599,6 +603,51 @@ mod tests {
         assert_eq!(expand_char_refs("&#60;b&#x3E;&bad"), "<b>&bad");
         assert_eq!(check_char_data("a]]>", none).unwrap_err().0, 1);
         assert!(check_char_data("a]] >", none).is_ok());
+    }
+
+    /// Offences are placed where they are: the column a person is sent to.
+    #[test]
+    fn offsets_point_at_the_offence() {
+        let none: &[Entity] = &[];
+        assert_eq!(
+            check_refs("ok &amp; &#65; x&bogus;", none).unwrap_err().0,
+            16
+        );
+        assert_eq!(check_refs("&lt;&#0;", none).unwrap_err().0, 4);
+        assert_eq!(check_char_data("&amp;ab]]>", none).unwrap_err().0, 7);
+        assert_eq!(expand_char_refs("a&#65;b&#x42;c&#;d"), "aAbBc&#;d");
+        assert_eq!(check_comment("<!-- a -- b -->").unwrap_err().0, 7);
+        assert_eq!(check_comment("<!-- x --->").unwrap_err().0, 7);
+        assert_eq!(check_pi("<?1x?>").unwrap_err().0, 2);
+        for (decl, at) in [
+            ("<?xml version='1.0'encoding='x'?>", 19),
+            ("<?xml version='1.0' encoding=x?>", 29),
+            ("<?xml version='1.0' encoding='x?>", 29),
+            ("<?xml version='1.0' foo='x'?>", 24),
+            ("<?xml version='1.0' standalone='maybe'?>", 31),
+            ("<?xml version  =  '1.0' encoding='-x'?>", 33),
+            ("<?xml encoding='x' version='1.0'?>", 15),
+            ("<?xml version='1.0' =?>", 20),
+        ] {
+            assert_eq!(check_decl(decl).unwrap_err().0, at, "{decl}");
+        }
+        for (dtd, at) in [
+            ("<!DOCTYPE d [<!ENTITY a 'x%p;'>]>", 26),
+            ("<!DOCTYPE d [<!ENTITY a 'x& y;'>]>", 26),
+            ("<!DOCTYPE d [<!ENTITY  %  p 'x' junk>]>", 32),
+            ("<!DOCTYPE d [<!ENTITY a SYSTEM 'x' NDATA>]>", 40),
+            ("<!DOCTYPE d [<!ATTLIST d a CDATA 'a<b'>]>", 35),
+            ("<!DOCTYPE d [<?pi x?><?xml x?>]>", 21),
+            ("<!DOCTYPE d [<!-- a--b -->]>", 19),
+            ("<!DOCTYPE d [<!-- ab --->]>", 21),
+            ("<!DOCTYPE d [%p]>", 15),
+        ] {
+            assert_eq!(check_doctype(dtd).unwrap_err().0, at, "{dtd}");
+        }
+        // The declarations between stay readable: a PUBLIC id with and without a URI.
+        assert!(check_doctype("<!DOCTYPE d [<!NOTATION n PUBLIC 'p' 'u'>]>").is_ok());
+        assert!(check_doctype("<!DOCTYPE d PUBLIC 'p'>").is_err());
+        assert!(check_doctype("<!DOCTYPE d [<!ENTITY e PUBLIC 'p' 'u'>]>").is_ok());
     }
 
     #[test]

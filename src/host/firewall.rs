@@ -369,6 +369,57 @@ mod tests {
         assert_eq!(v.doubts, ["-A X -j DROP"]);
     }
 
+    /// RETURN, queues, targets that are not chains, and gotos: each as iptables runs them.
+    #[test]
+    fn returns_queues_and_gotos() {
+        // An unconditional RETURN in FORWARD ends it: the policy decides, the DROP after it
+        // never runs.
+        let v = verdict("-P FORWARD ACCEPT\n-A FORWARD -j RETURN\n-A FORWARD -j DROP\n");
+        assert_eq!(
+            (v.outcome, v.by.as_str()),
+            (Outcome::Accept, "policy ACCEPT")
+        );
+        // A conditional one may skip the DROP: a drop with a doubt.
+        let v = verdict("-P FORWARD ACCEPT\n-A FORWARD -p udp -j RETURN\n-A FORWARD -j DROP\n");
+        assert_eq!(v.outcome, Outcome::Drop);
+        assert_eq!(v.doubts, ["-A FORWARD -p udp -j RETURN"]);
+        // A queue may do either: a doubt both ways.
+        let q = "-A FORWARD -j NFQUEUE --queue-num 1";
+        let v = verdict(&format!("-P FORWARD DROP\n{q}\n"));
+        assert_eq!(
+            (v.outcome, v.doubts.as_slice()),
+            (Outcome::Drop, [q.to_string()].as_slice())
+        );
+        let v = verdict(&format!("-P FORWARD ACCEPT\n{q}\n"));
+        assert_eq!(
+            (v.outcome, v.doubts.as_slice()),
+            (Outcome::Accept, [q.to_string()].as_slice())
+        );
+        // A target that is no chain of the table (LOG, a chain not listed) decides nothing.
+        let v = verdict("-P FORWARD ACCEPT\n-A FORWARD -j LOG\n-A FORWARD -j GONE\n");
+        assert_eq!((v.outcome, v.doubts.len()), (Outcome::Accept, 0));
+        // A goto to a chain that falls through ends FORWARD (the policy); a jump returns.
+        let chain = "-N X\n-A X -s 10.0.0.0/8 -j ACCEPT\n";
+        let v = verdict(&format!(
+            "-P FORWARD ACCEPT\n{chain}-A FORWARD -g X\n-A FORWARD -j DROP\n"
+        ));
+        assert_eq!(v.outcome, Outcome::Accept);
+        let v = verdict(&format!(
+            "-P FORWARD ACCEPT\n{chain}-A FORWARD -j X\n-A FORWARD -j DROP\n"
+        ));
+        assert_eq!(v.outcome, Outcome::Drop);
+        // A conditional goto may not be taken: the rules after it still run.
+        let v = verdict(&format!(
+            "-P FORWARD ACCEPT\n{chain}-A FORWARD -p tcp -g X\n-A FORWARD -j DROP\n"
+        ));
+        assert_eq!(v.outcome, Outcome::Drop);
+        // An interface match with the `+` wildcard of another bridge name does not apply.
+        let v = verdict("-P FORWARD ACCEPT\n-A FORWARD -i virbr+ -j DROP\n");
+        assert_eq!(v.outcome, Outcome::Accept);
+        let v = verdict("-P FORWARD ACCEPT\n-A FORWARD -i br+ -j DROP\n");
+        assert_eq!(v.outcome, Outcome::Drop);
+    }
+
     #[test]
     fn user_chains_are_followed() {
         // Old Docker: DOCKER-USER returns, the policy drops.

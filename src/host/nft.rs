@@ -459,6 +459,45 @@ mod tests {
         assert_eq!(doubts, ["accept (in chain vms)"]);
     }
 
+    /// Conditional verdicts are doubts; unconditional ones decide, `return` included.
+    #[test]
+    fn conditions_return_and_sets() {
+        let (accept, drop, ret) = (
+            r#"{"accept":null}"#,
+            r#"{"drop":null}"#,
+            r#"{"return":null}"#,
+        );
+        let cond = |v: &str| format!("{CT},{v}");
+        // A conditional drop under policy accept: accepted, with the doubt.
+        let nft = ruleset("accept", &[&cond(drop)], &[]);
+        let (outcome, _, doubts) = verdict_of(&nft);
+        assert_eq!(outcome, Outcome::Accept);
+        assert_eq!(doubts, ["ct state drop"]);
+        // A conditional accept under policy drop: dropped, with the doubt.
+        let nft = ruleset("drop", &[&cond(accept)], &[]);
+        assert_eq!(verdict_of(&nft).2, ["ct state accept"]);
+        // An unconditional return ends the base chain: the policy, not the drop after it.
+        let nft = ruleset("accept", &[ret, drop], &[]);
+        assert_eq!(
+            verdict_of(&nft),
+            (Outcome::Accept, "policy accept".to_string(), vec![])
+        );
+        // A conditional return may skip the drop: dropped, with the doubt.
+        let nft = ruleset("accept", &[&cond(ret), drop], &[]);
+        let (outcome, by, doubts) = verdict_of(&nft);
+        assert_eq!((outcome, by.as_str()), (Outcome::Drop, "drop"));
+        assert_eq!(doubts, ["ct state return"]);
+        // An unconditional reject decides like a drop.
+        let nft = ruleset("accept", &[r#"{"reject":null}"#], &[]);
+        assert_eq!(verdict_of(&nft).0, Outcome::Drop);
+        // An interface named by a set reference (@ifs) cannot be evaluated: a condition.
+        let at_set = r#"{"match":{"op":"==","left":{"meta":{"key":"iifname"}},"right":"@ifs"}}"#;
+        let nft = ruleset("drop", &[&format!("{at_set},{accept}")], &[]);
+        let (outcome, _, doubts) = verdict_of(&nft);
+        assert_eq!(outcome, Outcome::Drop);
+        assert_eq!(doubts.len(), 1, "{doubts:?}");
+    }
+
     #[test]
     fn jumps_are_followed_only_so_deep() {
         let to = |n: &str| format!(r#"{{"jump":{{"target":"{n}"}}}}"#);

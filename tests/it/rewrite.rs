@@ -272,3 +272,40 @@ fn rewriting_twice_changes_nothing_more() {
         assert_eq!(once.xml, twice.xml, "{case}");
     }
 }
+
+/// What a rewrite drops reaches the person running `attach --xml`: in JSON, and on stderr
+/// beside the document in text mode.
+#[test]
+fn xml_mode_reports_what_was_dropped() {
+    let input = cases_dir().join("floor-dropped/in.xml");
+    let bin = common::vbridge_bin();
+    let out = std::process::Command::new(&bin)
+        .args(["-o", "json", "attach", "--xml"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notes = j["notes"].as_array().expect("notes");
+    assert_eq!(notes.len(), 1, "{j}");
+    assert!(notes[0].as_str().unwrap().contains("floor='200'"), "{j}");
+    let out = std::process::Command::new(&bin)
+        .args(["attach", "--xml"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let expected = fs::read_to_string(cases_dir().join("floor-dropped/out.xml")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("vbridge: note: interface 1"), "{err}");
+    // A rewrite that drops nothing has no notes at all.
+    let r = rewrite(
+        &fs::read_to_string(cases_dir().join("crlf/in.xml")).unwrap(),
+        "br0",
+        &Selection::All,
+    )
+    .unwrap();
+    assert!(r.notes().is_empty());
+    let r = rewrite(&fs::read_to_string(&input).unwrap(), "br0", &Selection::All).unwrap();
+    assert_eq!(r.notes(), r.changes[0].notes);
+}
