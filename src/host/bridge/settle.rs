@@ -89,14 +89,17 @@ mod tests {
     fn settles_once_the_devices_stop_changing() {
         let mut net = busy_net(4);
         let quiet = Duration::from_millis(50);
+        let t = Instant::now();
         let s = settle(&mut net, &["eth1"], &mut |_| false, quiet, SETTLE_MAX).unwrap();
-        // Every change seen, then a quiet spell of several polls.
+        // Every change seen, then at least one more look and a whole quiet spell (how many
+        // polls fit in it depends on how the machine schedules the sleeps: not asserted).
         assert_eq!(net.changes, 0);
         assert_eq!(
             s.addrs_of("eth1").count(),
             host().addrs_of("eth1").count() + 4
         );
-        assert!(net.observed >= 4 + 5, "{}", net.observed);
+        assert!(net.observed > 4 + 1, "{}", net.observed);
+        assert!(t.elapsed() >= quiet);
     }
 
     #[test]
