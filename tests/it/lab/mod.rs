@@ -516,6 +516,12 @@ pub fn assert_nothing_left(t: &Trace) {
             left.push(format!("netns {ns}"));
         }
     }
+    // A process the teardown ended may still be on its way out (its command line already
+    // gone, its state not yet Z) on a loaded machine: give it a few seconds to finish dying.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for &pid in &t.pids {
         if alive(pid) {
             left.push(format!("process {pid} ({})", cmdline(pid)));
