@@ -4,6 +4,7 @@
 //! ([`scan`]); reading takes values from it and editing splices new text into the original
 //! string at those ranges, so everything not edited stays byte-identical.
 
+mod dest;
 mod facts;
 mod options;
 mod rewrite;

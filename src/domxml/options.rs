@@ -3,7 +3,8 @@
 //! (new source, `<link state>`). Every edit splices into the element's own text, as the
 //! bridge rewrite does, so what is not asked for stays byte-identical.
 
-use super::rewrite::{rewrite_to, Dest};
+use super::dest::Dest;
+use super::rewrite::rewrite_to;
 use super::scan::{self, Element};
 use super::{eol_of, interfaces, nic_from, numbered, Nic, NicChange, Rewritten, Selection};
 use crate::error::{Error, Result};

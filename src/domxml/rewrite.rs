@@ -1,56 +1,13 @@
 //! Rewriting selected `<interface>` elements to virtio NICs on a host bridge (or a libvirt
 //! network), splicing new text into the original document so nothing else changes.
 
+use super::dest::Dest;
 use super::scan::Element;
 use super::select::{describe, one_line, refuse_unconvertible, select};
-use super::{eol_of, interfaces, nics_of, numbered, Nic, NicChange, Rewritten, Selection};
+use super::{eol_of, interfaces, nics_of, numbered, NicChange, Rewritten, Selection};
 use crate::error::{Error, Result};
 use crate::validate::BridgeName;
 use crate::xml::escape;
-
-/// Where rewritten NICs go: the `type` they get and the `<source>` attribute that names
-/// the place. A libvirt network is a bridge behind a name, so both share every rule of the
-/// rewrite (what goes, what stays, the layout); only the type and the source differ.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Dest<'a> {
-    kind: &'static str,
-    attr: &'static str,
-    name: &'a str,
-}
-
-impl<'a> Dest<'a> {
-    pub(super) fn bridge(name: &'a str) -> Dest<'a> {
-        Dest {
-            kind: "bridge",
-            attr: "bridge",
-            name,
-        }
-    }
-
-    pub(super) fn network(name: &'a str) -> Dest<'a> {
-        Dest {
-            kind: "network",
-            attr: "network",
-            name,
-        }
-    }
-
-    /// Already a virtio NIC there.
-    pub(super) fn holds(&self, nic: &Nic) -> bool {
-        nic.kind == self.kind
-            && nic.source.get(self.attr).map(String::as_str) == Some(self.name)
-            && nic.model.as_deref().is_some_and(super::is_virtio_model)
-    }
-
-    /// The place in messages: a bridge by its name (as ever), a network as "network NAME".
-    pub(super) fn label(&self) -> String {
-        if self.kind == "bridge" {
-            self.name.to_string()
-        } else {
-            format!("{} {}", self.kind, self.name)
-        }
-    }
-}
 
 pub(super) fn rewrite_to_bridge(
     xml: &str,

@@ -1,7 +1,7 @@
 //! Which `<interface>` elements a rewrite takes (by MAC, index, all, or the one that is not
 //! there yet), and the refusals that name every NIC that cannot be converted.
 
-use super::rewrite::Dest;
+use super::dest::Dest;
 use super::{Nic, Selection};
 use crate::error::{Error, Result};
 
