@@ -684,9 +684,15 @@ mod tests {
             "<?xml version='1.0' version='1.0'?>",
             "<?xml version=1.0?>",
             "<?xml version='1.0' foo='x'?>",
+            "<?xml version='1.x'?>",
+            "<?xml version='1.'?>",
+            "<?xml version ?>",
+            "<?xml version= ?>",
         ] {
             assert!(check_decl(bad).is_err(), "{bad}");
         }
+        let e = check_decl("<?xml version 1.0?>").unwrap_err();
+        assert_eq!(e, (14, "malformed XML declaration".to_string()));
     }
 
     #[test]
