@@ -6,12 +6,6 @@ use crate::common;
 use crate::lab::{self, GuestSpec, Lab, Nic};
 use vbridge::domxml;
 
-/// virsh ends its output with a newline of its own: compare documents without it.
-fn inactive(lab: &Lab, dom: &str) -> String {
-    let x = lab.virsh_ok(&["dumpxml", "--inactive", "--security-info", dom]);
-    x.trim_end().to_string()
-}
-
 fn live(lab: &Lab, dom: &str) -> String {
     lab.virsh_ok(&["dumpxml", dom]).trim_end().to_string()
 }
@@ -76,7 +70,7 @@ fn lab_net_define_twice_and_attach_with_backup_and_undo() {
         running: false,
         ..GuestSpec::new("off", vec![Nic::Xml(nic.into())])
     });
-    let original = inactive(&lab, &dom);
+    let original = lab.inactive_xml(&dom);
     let (out, r) = lab.vbridge_json(state.path(), &["attach", &dom]);
     assert!(out.status.success(), "{r}");
     let d = &r["domains"][0];
@@ -86,7 +80,7 @@ fn lab_net_define_twice_and_attach_with_backup_and_undo() {
         std::fs::read_to_string(backup).unwrap().trim_end(),
         original
     );
-    let now = inactive(&lab, &dom);
+    let now = lab.inactive_xml(&dom);
     let nics = domxml::nics(&now).unwrap();
     assert_eq!(nics.len(), 1, "{now}");
     assert!(nics[0].is_on_bridge("br0"), "{now}");
@@ -97,7 +91,7 @@ fn lab_net_define_twice_and_attach_with_backup_and_undo() {
     assert_eq!(again["domains"][0]["changed"], false, "{again}");
     let (out, u) = lab.vbridge_json(state.path(), &["undo", &dom]);
     assert!(out.status.success(), "{u}");
-    assert_eq!(inactive(&lab, &dom), original);
+    assert_eq!(lab.inactive_xml(&dom), original);
 
     // The VM now starts on br0 for real once attached again.
     lab.vbridge_json(state.path(), &["attach", &dom]);
@@ -131,7 +125,7 @@ fn lab_hotplug_into_running_vm_live_and_config_once() {
     assert!(mac.starts_with("52:54:00:"));
 
     let live_nics = domxml::nics(&live(&lab, &dom)).unwrap();
-    let conf_nics = domxml::nics(&inactive(&lab, &dom)).unwrap();
+    let conf_nics = domxml::nics(&lab.inactive_xml(&dom)).unwrap();
     assert_eq!(live_nics.len(), 1);
     assert_eq!(conf_nics.len(), 1);
     assert_eq!(live_nics[0].mac.as_deref(), Some(mac.as_str()));
@@ -162,12 +156,12 @@ fn lab_hotplug_into_running_vm_live_and_config_once() {
     let (_, again) = lab.vbridge_json(state.path(), &["attach", &dom, "--hotplug"]);
     assert_eq!(again["domains"][0]["changed"], false, "{again}");
     assert_eq!(domxml::nics(&live(&lab, &dom)).unwrap().len(), 1);
-    assert_eq!(domxml::nics(&inactive(&lab, &dom)).unwrap().len(), 1);
+    assert_eq!(domxml::nics(&lab.inactive_xml(&dom)).unwrap().len(), 1);
 
     // detach takes it out of the config at once (the live unplug needs the guest's ACPI ack).
     let (out, d) = lab.vbridge_json(state.path(), &["detach", &dom, "--mac", &mac]);
     assert!(out.status.success(), "{d}");
-    assert_eq!(domxml::nics(&inactive(&lab, &dom)).unwrap().len(), 0);
+    assert_eq!(domxml::nics(&lab.inactive_xml(&dom)).unwrap().len(), 0);
     lab::finish(lab, "core");
 }
 
@@ -182,7 +176,7 @@ fn lab_hotplug_refused_without_acpi_changes_nothing() {
         acpi: false,
         ..GuestSpec::new("na", vec![])
     });
-    let (before_live, before_conf) = (live(&lab, &dom), inactive(&lab, &dom));
+    let (before_live, before_conf) = (live(&lab, &dom), lab.inactive_xml(&dom));
     let (out, r) = lab.vbridge_json(state.path(), &["attach", &dom, "--hotplug"]);
     assert_eq!(out.status.code(), Some(1), "{r}");
     let msg = r["domains"][0]["error"]["message"]
@@ -190,13 +184,13 @@ fn lab_hotplug_refused_without_acpi_changes_nothing() {
         .unwrap_or_default();
     assert!(msg.contains("without <acpi/>"), "{r}");
     assert_eq!(live(&lab, &dom), before_live);
-    assert_eq!(inactive(&lab, &dom), before_conf);
+    assert_eq!(lab.inactive_xml(&dom), before_conf);
 
     // Shut off, the same command adds the NIC to the config only.
     lab.virsh_ok(&["destroy", &dom]);
     let (out, r) = lab.vbridge_json(state.path(), &["attach", &dom, "--hotplug"]);
     assert!(out.status.success(), "{r}");
-    let conf = domxml::nics(&inactive(&lab, &dom)).unwrap();
+    let conf = domxml::nics(&lab.inactive_xml(&dom)).unwrap();
     assert_eq!(conf.len(), 1);
     assert!(conf[0].is_on_bridge("br0"));
     lab::finish(lab, "core");
@@ -231,7 +225,7 @@ fn lab_hotplug_on_q35_until_no_root_port_is_free() {
             .free_pcie_root_ports,
         0
     );
-    let before = (live(&lab, &dom), inactive(&lab, &dom));
+    let before = (live(&lab, &dom), lab.inactive_xml(&dom));
     let (out, r) = lab.vbridge_json(
         state.path(),
         &["attach", &dom, "--hotplug", "--mac", "52:54:00:35:01:00"],
@@ -241,6 +235,6 @@ fn lab_hotplug_on_q35_until_no_root_port_is_free() {
         .as_str()
         .unwrap_or_default();
     assert!(msg.contains("pcie-root-port"), "{r}");
-    assert_eq!((live(&lab, &dom), inactive(&lab, &dom)), before);
+    assert_eq!((live(&lab, &dom), lab.inactive_xml(&dom)), before);
     lab::finish(lab, "core");
 }

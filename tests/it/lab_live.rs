@@ -20,17 +20,6 @@ fn start(name: &str) -> Lab {
     lab
 }
 
-/// The persistent definition as libvirt prints it (what a backup holds).
-fn inactive(lab: &Lab, dom: &str) -> String {
-    lab.virsh_ok(&["dumpxml", "--inactive", "--security-info", dom])
-}
-
-fn live_nic(lab: &Lab, dom: &str) -> domxml::Nic {
-    let nics = domxml::nics(&lab.virsh_ok(&["dumpxml", dom])).unwrap();
-    assert_eq!(nics.len(), 1, "{nics:?}");
-    nics.into_iter().next().unwrap()
-}
-
 /// The live `<interface>` element as libvirt prints it.
 fn live_element(lab: &Lab, dom: &str) -> String {
     let xml = lab.virsh_ok(&["dumpxml", dom]);
@@ -82,7 +71,7 @@ fn lab_live_move_flap_and_revert() {
     assert!(nat_ip.starts_with(&lab.nat_prefix()), "{nat_ip}");
     let on_nat = live_element(&lab, &dom);
     let (alias, address) = alias_and_address(&on_nat);
-    let mac = live_nic(&lab, &dom).mac.unwrap();
+    let mac = lab.live_nic(&dom).mac.unwrap();
 
     // 1. Without the flap: the NIC is on br0, the guest never asks again.
     let (out, r) = lab.vbridge_json(
@@ -93,7 +82,7 @@ fn lab_live_move_flap_and_revert() {
     let d = &r["domains"][0];
     assert_eq!(d["live"]["moved"][0]["to"], "bridge br0", "{r}");
     assert_eq!(d["live"]["flap_ms"], 0, "{r}");
-    let n = live_nic(&lab, &dom);
+    let n = lab.live_nic(&dom);
     assert_eq!(
         (n.kind.as_str(), n.source.get("bridge").map(String::as_str)),
         ("bridge", Some("br0"))
@@ -113,41 +102,18 @@ fn lab_live_move_flap_and_revert() {
     lab.virsh_ok(&["update-device", &dom, back.to_str().unwrap(), "--live"]);
     let (out, u) = lab.vbridge_json(state.path(), &["undo", &dom]);
     assert!(out.status.success(), "{u}");
-    assert_eq!(live_nic(&lab, &dom).kind, "network");
+    assert_eq!(lab.live_nic(&dom).kind, "network");
 
     // 2. A bridge that leads nowhere: verify fails, everything goes back, with a flap.
-    lab.host.ip(&["link", "add", "brdead", "type", "bridge"]);
-    lab.host.ip(&["link", "set", "brdead", "up"]);
-    let before = inactive(&lab, &dom);
     seen = lab.console(&dom).len();
-    let t = Instant::now();
-    let (out, r) = lab.vbridge_json(
-        state.path(),
-        &[
-            "attach",
-            &dom,
-            "--live",
-            "--bridge",
-            "brdead",
-            "--verify-within",
-            "4",
-        ],
-    );
-    let took = t.elapsed();
-    assert_eq!(out.status.code(), Some(1), "{r}");
+    let (r, took) = lab.live_move_to_dead_bridge(state.path(), &dom);
     let d = &r["domains"][0];
-    assert_eq!(d["live"]["reverted"], true, "{r}");
     let msg = d["error"]["message"].as_str().unwrap_or_default();
     assert!(
         msg.contains("no LAN address answered") && msg.contains("moved back"),
         "{r}"
     );
-    assert_eq!(
-        inactive(&lab, &dom),
-        before,
-        "the definition is not what it was"
-    );
-    let n = live_nic(&lab, &dom);
+    let n = lab.live_nic(&dom);
     assert_eq!(n.kind, "network", "{n:?}");
     assert_eq!(n.source.get("network"), Some(&net), "{n:?}");
     assert_eq!(
@@ -169,15 +135,15 @@ fn lab_live_move_flap_and_revert() {
     );
 
     // A bridge that does not exist: refused before anything changes.
-    let before = inactive(&lab, &dom);
+    let before = lab.inactive_xml(&dom);
     let (out, r) = lab.vbridge_json(
         state.path(),
         &["attach", &dom, "--live", "--bridge", "nobr9"],
     );
     assert_eq!(out.status.code(), Some(1), "{r}");
     assert!(r.to_string().contains("nobr9 does not exist"), "{r}");
-    assert_eq!(inactive(&lab, &dom), before);
-    assert_eq!(live_nic(&lab, &dom).kind, "network");
+    assert_eq!(lab.inactive_xml(&dom), before);
+    assert_eq!(lab.live_nic(&dom).kind, "network");
 
     // 3. The real move, with the flap and verification (the defaults).
     let from = lab.console(&dom).len().max(seen);
@@ -212,7 +178,7 @@ fn lab_live_move_flap_and_revert() {
         );
         assert!(lab.wait_ping(&lan_ip, Duration::from_secs(5)));
     });
-    let n = live_nic(&lab, &dom);
+    let n = lab.live_nic(&dom);
     assert_eq!(n.source.get("bridge").map(String::as_str), Some("br0"));
     assert_eq!(n.mac.as_deref(), Some(mac.as_str()));
     assert_eq!(
@@ -220,7 +186,7 @@ fn lab_live_move_flap_and_revert() {
         (alias, address),
         "same alias and PCI address"
     );
-    assert!(domxml::nics(&inactive(&lab, &dom)).unwrap()[0].is_on_bridge("br0"));
+    assert!(domxml::nics(&lab.inactive_xml(&dom)).unwrap()[0].is_on_bridge("br0"));
 
     // 4. Idempotent.
     let (out, r) = lab.vbridge_json(state.path(), &["attach", &dom, "--live"]);
@@ -314,7 +280,7 @@ fn lab_mtu_chain_and_queues_seen_by_the_guest() {
         ping: Some((router.clone(), 8972)),
         ..GuestSpec::new("mq", vec![Nic::bridge(lab.bridge)])
     });
-    let before = inactive(&lab, &dom);
+    let before = lab.inactive_xml(&dom);
     for (args, says) in [
         (vec!["--queues", "3"], "more than"),
         (vec!["--queues", "0"], "at least one"),
@@ -327,7 +293,7 @@ fn lab_mtu_chain_and_queues_seen_by_the_guest() {
         assert!(r.to_string().contains(says), "{args:?}: {r}");
     }
     assert_eq!(
-        inactive(&lab, &dom),
+        lab.inactive_xml(&dom),
         before,
         "a refusal changed the definition"
     );
@@ -344,7 +310,7 @@ fn lab_mtu_chain_and_queues_seen_by_the_guest() {
         r["domains"][0]["interfaces"][0]["after"]["queues"], 2,
         "{r}"
     );
-    let conf = domxml::nics(&inactive(&lab, &dom)).unwrap();
+    let conf = domxml::nics(&lab.inactive_xml(&dom)).unwrap();
     assert_eq!((conf[0].mtu, conf[0].queues), (Some(9000), Some(2)));
 
     let t = Instant::now();
@@ -358,7 +324,7 @@ fn lab_mtu_chain_and_queues_seen_by_the_guest() {
     assert!(line.contains("mtu=9000"), "{line}");
     assert!(line.contains("rxq=2 txq=2"), "{line}");
     let ip = lab.wait_console(&dom, "LEASE ip=", BOOT).unwrap();
-    let tap = live_nic(&lab, &dom).target_dev.unwrap();
+    let tap = lab.live_nic(&dom).target_dev.unwrap();
     let sys = |dev: &str| {
         lab.host
             .exec("cat", &[&format!("/sys/class/net/{dev}/mtu")])
@@ -471,7 +437,7 @@ fn lab_macvtap_on_a_dedicated_uplink() {
         &["attach", &dom, "--direct", "uplink0", "--mode", "bridge"],
     );
     assert!(out.status.success(), "{r}");
-    let conf = domxml::nics(&inactive(&lab, &dom)).unwrap();
+    let conf = domxml::nics(&lab.inactive_xml(&dom)).unwrap();
     assert_eq!(conf[0].kind, "direct");
     assert_eq!(
         conf[0].source.get("dev").map(String::as_str),
@@ -494,7 +460,7 @@ fn lab_macvtap_on_a_dedicated_uplink() {
         lab.wait_ping(&ip, Duration::from_secs(10)),
         "the LAN cannot ping {ip}"
     );
-    let n = live_nic(&lab, &dom);
+    let n = lab.live_nic(&dom);
     eprintln!(
         "[{name}] boot to LAN lease on macvtap {:?} ({ip}, {:?} on uplink0); the LAN pings it",
         t.elapsed(),
@@ -510,15 +476,15 @@ fn lab_macvtap_on_a_dedicated_uplink() {
         "{r}"
     );
 
-    let before = inactive(&lab, &dom);
+    let before = lab.inactive_xml(&dom);
     let (out, r) = lab.vbridge_json(state.path(), &["attach", &dom, "--live"]);
     assert_eq!(out.status.code(), Some(1), "{r}");
     let msg = r["domains"][0]["error"]["message"]
         .as_str()
         .unwrap_or_default();
     assert!(msg.contains("type 'direct'"), "{r}");
-    assert_eq!(inactive(&lab, &dom), before);
-    assert_eq!(live_nic(&lab, &dom).kind, "direct");
+    assert_eq!(lab.inactive_xml(&dom), before);
+    assert_eq!(lab.live_nic(&dom).kind, "direct");
     lab::finish(lab, &format!("[{name}]"));
 }
 
@@ -556,14 +522,14 @@ fn lab_live_move_onto_a_bridge_mode_network() {
     assert_eq!(d["live"]["moved"][0]["to"], "network br0-network", "{r}");
     let ip = d["live"]["verified"][0]["ip"].as_str().unwrap_or_default();
     assert!(in_lan_pool(&lab, ip), "not a LAN lease: {r}");
-    let n = live_nic(&lab, &dom);
+    let n = lab.live_nic(&dom);
     assert_eq!(
         n.source.get("network").map(String::as_str),
         Some("br0-network"),
         "{n:?}"
     );
     assert!(lab.bridge_ports().contains(n.target_dev.as_ref().unwrap()));
-    let def = domxml::nics(&inactive(&lab, &dom)).unwrap();
+    let def = domxml::nics(&lab.inactive_xml(&dom)).unwrap();
     assert_eq!(
         (
             def[0].kind.as_str(),

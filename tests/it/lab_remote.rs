@@ -26,10 +26,6 @@ fn remote(lab: &Lab, uri: &str, state: &Path, args: &[&str]) -> (Output, serde_j
     (out, json)
 }
 
-fn inactive(lab: &Lab, dom: &str) -> String {
-    lab.virsh_ok(&["dumpxml", "--inactive", "--security-info", dom])
-}
-
 #[test]
 fn lab_remote_over_qemu_ssh() {
     if !common::require_root("lab_remote_over_qemu_ssh") {
@@ -56,15 +52,15 @@ fn lab_remote_over_qemu_ssh() {
         running: false,
         ..GuestSpec::new("off", vec![Nic::Xml(user.into())])
     });
-    let original = inactive(&lab, &off);
+    let original = lab.inactive_xml(&off);
     let (out, r) = remote(&lab, &uri, state.path(), &["attach", &off]);
     assert!(out.status.success(), "{r}");
     assert_eq!(r["domains"][0]["changed"], true, "{r}");
-    let nics = domxml::nics(&inactive(&lab, &off)).unwrap();
+    let nics = domxml::nics(&lab.inactive_xml(&off)).unwrap();
     assert!(nics[0].is_on_bridge("br0"), "{nics:?}");
     let (out, u) = remote(&lab, &uri, state.path(), &["undo", &off]);
     assert!(out.status.success(), "{u}");
-    assert_eq!(inactive(&lab, &off), original);
+    assert_eq!(lab.inactive_xml(&off), original);
 
     // hotplug into a running VM, then verify through libvirt's address sources.
     let hp = lab.define_guest(GuestSpec::new("hp", vec![]));
@@ -107,7 +103,7 @@ fn lab_remote_over_qemu_ssh() {
     assert_eq!(a["changes"], 1, "{a}");
     let (_, a2) = remote(&lab, &uri, state.path(), &["apply", f]);
     assert_eq!(a2["changes"], 0, "{a2}");
-    assert!(domxml::nics(&inactive(&lab, &off)).unwrap()[0].is_on_bridge("br0"));
+    assert!(domxml::nics(&lab.inactive_xml(&off)).unwrap()[0].is_on_bridge("br0"));
 
     drop(sshd);
     lab::finish(lab, "remote");
@@ -144,7 +140,7 @@ fn lab_remote_live_over_qemu_ssh() {
             || live[0].source.get("bridge").map(String::as_str) == Some("br0"),
         "{live:?}"
     );
-    assert!(domxml::nics(&inactive(&lab, &dom)).unwrap()[0].is_on_bridge("br0"));
+    assert!(domxml::nics(&lab.inactive_xml(&dom)).unwrap()[0].is_on_bridge("br0"));
     drop(sshd);
     lab::finish(lab, "remote-live");
 }
@@ -218,17 +214,17 @@ fn lab_ansible_module() {
         );
         (out.status.success(), text)
     };
-    let before = inactive(&lab, &dom);
+    let before = lab.inactive_xml(&dom);
     let (ok, out) = play(&good, &["--check", "--diff"]);
     assert!(ok && out.contains("changed=1"), "{out}");
     assert!(
         out.contains("52:54:00:79:00:01"),
         "diff mode shows the plan: {out}"
     );
-    assert_eq!(inactive(&lab, &dom), before, "check mode changed the VM");
+    assert_eq!(lab.inactive_xml(&dom), before, "check mode changed the VM");
     let (ok, out) = play(&good, &[]);
     assert!(ok && out.contains("changed=1"), "{out}");
-    assert!(domxml::nics(&inactive(&lab, &dom)).unwrap()[0].is_on_bridge("br0"));
+    assert!(domxml::nics(&lab.inactive_xml(&dom)).unwrap()[0].is_on_bridge("br0"));
     let (ok, out) = play(&good, &[]);
     assert!(ok && out.contains("changed=0"), "{out}");
     let (ok, out) = play(&bad, &[]);

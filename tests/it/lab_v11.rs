@@ -38,11 +38,6 @@ fn start(name: &str) -> Lab {
     lab
 }
 
-fn inactive(lab: &Lab, dom: &str) -> String {
-    let x = lab.virsh_ok(&["dumpxml", "--inactive", "--security-info", dom]);
-    x.trim_end().to_string()
-}
-
 fn wait_lease(lab: &Lab, dom: &str, from: usize, limit: Duration) -> String {
     lab.wait_console_from(dom, "LEASE ip=", from, limit)
         .map(|(ip, _)| ip)
@@ -100,11 +95,11 @@ fn lab_v11_net_define_attach_power_cycle_verify_doctor_undo() {
     let nic = "    <interface type='user'>\n      <mac address='52:54:00:77:11:01'/>\n      \
                <model type='e1000'/>\n    </interface>\n";
     let dom = lab.define_guest(GuestSpec::new("pc", vec![Nic::Xml(nic.into())]));
-    let original = inactive(&lab, &dom);
+    let original = lab.inactive_xml(&dom);
     let (out, r) = lab.vbridge_json(state.path(), &["attach", &dom]);
     assert!(out.status.success(), "{r}");
     assert_eq!(r["domains"][0]["changed"], true, "{r}");
-    let conf = domxml::nics(&inactive(&lab, &dom)).unwrap();
+    let conf = domxml::nics(&lab.inactive_xml(&dom)).unwrap();
     assert_eq!(conf.len(), 1, "{r}");
     assert!(conf[0].is_on_bridge("br0"), "{r}");
     assert_eq!(conf[0].mac.as_deref(), Some("52:54:00:77:11:01"));
@@ -133,7 +128,7 @@ fn lab_v11_net_define_attach_power_cycle_verify_doctor_undo() {
     // Undo: the exact definition from before the attach.
     let (out, u) = lab.vbridge_json(state.path(), &["undo", &dom]);
     assert!(out.status.success(), "{u}");
-    assert_eq!(inactive(&lab, &dom), original);
+    assert_eq!(lab.inactive_xml(&dom), original);
     lab::finish(lab, "v11cycle");
 }
 
@@ -156,7 +151,7 @@ fn lab_v11_hotplug_lease_verify_and_detach() {
     let live = domxml::nics(&lab.virsh_ok(&["dumpxml", &dom])).unwrap();
     assert_eq!(live.len(), 1);
     assert!(live[0].is_on_bridge("br0"));
-    assert_eq!(domxml::nics(&inactive(&lab, &dom)).unwrap().len(), 1);
+    assert_eq!(domxml::nics(&lab.inactive_xml(&dom)).unwrap().len(), 1);
     let tap = live[0].target_dev.clone().expect("a tap in the live XML");
     assert!(lab.bridge_ports().contains(&tap), "{tap} not on br0");
     let ip = wait_lease(&lab, &dom, 0, Duration::from_secs(30));
@@ -168,17 +163,11 @@ fn lab_v11_hotplug_lease_verify_and_detach() {
 
     let (out, d) = lab.vbridge_json(state.path(), &["detach", &dom, "--mac", &mac]);
     assert!(out.status.success(), "{d}");
-    assert_eq!(domxml::nics(&inactive(&lab, &dom)).unwrap().len(), 0);
+    assert_eq!(domxml::nics(&lab.inactive_xml(&dom)).unwrap().len(), 0);
     lab::finish(lab, "v11hot");
 }
 
 /// The running NIC as libvirt 11.3 prints it.
-fn live_nic(lab: &Lab, dom: &str) -> domxml::Nic {
-    let nics = domxml::nics(&lab.virsh_ok(&["dumpxml", dom])).unwrap();
-    assert_eq!(nics.len(), 1, "{nics:?}");
-    nics.into_iter().next().unwrap()
-}
-
 /// `attach --live` on 11.3, with a guest whose DHCP client runs only on link-up on a libvirt
 /// NAT network: moved to a bridge that leads nowhere it comes back by itself (the definition
 /// byte-equal, the NIC on the NAT network with its link up: a NAT lease again); moved to br0
@@ -202,35 +191,11 @@ fn lab_v11_live_move_revert_flap_lease_verify() {
         .unwrap_or_else(|| panic!("no NAT lease; console:\n{}", lab.console(&dom)));
     assert!(nat_ip.starts_with(&lab.nat_prefix()), "{nat_ip}");
     eprintln!("[{name}] boot to NAT lease {:?} ({nat_ip})", t.elapsed());
-    let mac = live_nic(&lab, &dom).mac.unwrap();
+    let mac = lab.live_nic(&dom).mac.unwrap();
 
     // A bridge with no uplink and no DHCP: verify fails, everything goes back, link up.
-    lab.host.ip(&["link", "add", "brdead", "type", "bridge"]);
-    lab.host.ip(&["link", "set", "brdead", "up"]);
-    let before = inactive(&lab, &dom);
-    let t = Instant::now();
-    let (out, r) = lab.vbridge_json(
-        state.path(),
-        &[
-            "attach",
-            &dom,
-            "--live",
-            "--bridge",
-            "brdead",
-            "--verify-within",
-            "4",
-        ],
-    );
-    let took = t.elapsed();
-    assert_eq!(out.status.code(), Some(1), "{r}");
-    let d = &r["domains"][0];
-    assert_eq!(d["live"]["reverted"], true, "{r}");
-    assert_eq!(
-        inactive(&lab, &dom),
-        before,
-        "the definition is not what it was"
-    );
-    let n = live_nic(&lab, &dom);
+    let (_, took) = lab.live_move_to_dead_bridge(state.path(), &dom);
+    let n = lab.live_nic(&dom);
     assert_eq!(n.kind, "network", "{n:?}");
     assert_eq!(n.source.get("network"), Some(&net), "{n:?}");
     let live = lab.virsh_ok(&["dumpxml", &dom]);
@@ -265,10 +230,10 @@ fn lab_v11_live_move_revert_flap_lease_verify() {
     assert_eq!(d["live"]["verified"][0]["ip"], lan_ip.as_str(), "{r}");
     assert_eq!(d["live"]["verified"][0]["mac"], mac.as_str(), "{r}");
     assert!(lab.leases().contains(&lan_ip), "{}", lab.leases());
-    let n = live_nic(&lab, &dom);
+    let n = lab.live_nic(&dom);
     assert_eq!(n.source.get("bridge").map(String::as_str), Some("br0"));
     assert!(lab.bridge_ports().contains(n.target_dev.as_ref().unwrap()));
-    assert!(domxml::nics(&inactive(&lab, &dom)).unwrap()[0].is_on_bridge("br0"));
+    assert!(domxml::nics(&lab.inactive_xml(&dom)).unwrap()[0].is_on_bridge("br0"));
     eprintln!(
         "[{name}] live move + flap -> LAN lease {lan_ip}, verified; the call, verify included, {call:?}"
     );

@@ -238,6 +238,55 @@ impl Lab {
         run_status("virsh", &v)
     }
 
+    /// The persistent definition as libvirt prints it (what a backup holds), without the
+    /// newline virsh adds of its own.
+    pub fn inactive_xml(&self, dom: &str) -> String {
+        let x = self.virsh_ok(&["dumpxml", "--inactive", "--security-info", dom]);
+        x.trim_end().to_string()
+    }
+
+    /// The one NIC of domain `dom`, from its live XML.
+    pub fn live_nic(&self, dom: &str) -> vbridge::domxml::Nic {
+        let nics = vbridge::domxml::nics(&self.virsh_ok(&["dumpxml", dom])).unwrap();
+        assert_eq!(nics.len(), 1, "{nics:?}");
+        nics.into_iter().next().unwrap()
+    }
+
+    /// `attach --live` of running `dom` onto a bridge that leads nowhere (`brdead`, made here:
+    /// no uplink, no DHCP): it must fail with the move reverted and the definition as it was.
+    /// Returns the report and how long the call took.
+    pub fn live_move_to_dead_bridge(
+        &self,
+        state: &Path,
+        dom: &str,
+    ) -> (serde_json::Value, Duration) {
+        self.host.ip(&["link", "add", "brdead", "type", "bridge"]);
+        self.host.ip(&["link", "set", "brdead", "up"]);
+        let before = self.inactive_xml(dom);
+        let t = Instant::now();
+        let (out, r) = self.vbridge_json(
+            state,
+            &[
+                "attach",
+                dom,
+                "--live",
+                "--bridge",
+                "brdead",
+                "--verify-within",
+                "4",
+            ],
+        );
+        let took = t.elapsed();
+        assert_eq!(out.status.code(), Some(1), "{r}");
+        assert_eq!(r["domains"][0]["live"]["reverted"], true, "{r}");
+        assert_eq!(
+            self.inactive_xml(dom),
+            before,
+            "the definition is not what it was"
+        );
+        (r, took)
+    }
+
     /// `virsh -c URI ARGS...`; panics with its stderr unless it succeeds; returns stdout.
     pub fn virsh_ok(&self, args: &[&str]) -> String {
         let out = self.virsh(args);
