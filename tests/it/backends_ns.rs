@@ -180,6 +180,33 @@ fn revert_record(state: &Path, since_ms: u64) -> Value {
     rec
 }
 
+/// After the reverter ran: the namespace and the file tree as before the change, and the
+/// reverter process gone.
+fn assert_reverted(
+    host: &Netns,
+    before: &Value,
+    root: &Path,
+    files_before: &std::collections::BTreeMap<String, (u32, Vec<u8>)>,
+    j: &Value,
+) {
+    assert_same(
+        &net_snapshot(host),
+        before,
+        "the reverter did not restore the namespace",
+    );
+    assert_eq!(
+        &snapshot(root),
+        files_before,
+        "the reverter did not restore the files"
+    );
+    if let Some(pid) = j["reverter_pid"].as_u64() {
+        assert!(
+            wait_for(5, || !crate::lab::alive(pid as u32)),
+            "reverter {pid} lingers"
+        );
+    }
+}
+
 /// `DEV`'s MTU in `ns`.
 fn mtu_of(ns: &Netns, dev: &str) -> u32 {
     let o = ns.exec("cat", &[&format!("/sys/class/net/{dev}/mtu")]);
@@ -235,22 +262,7 @@ fn mtu_from_the_files_then_reverted(
         mtu_of(host, NIC)
     );
     settle();
-    assert_same(
-        &net_snapshot(host),
-        before,
-        "the reverter did not restore the namespace",
-    );
-    assert_eq!(
-        snapshot(root),
-        files_before,
-        "the reverter did not restore the files"
-    );
-    if let Some(pid) = j["reverter_pid"].as_u64() {
-        assert!(
-            wait_for(5, || !crate::lab::alive(pid as u32)),
-            "reverter {pid} lingers"
-        );
-    }
+    assert_reverted(host, before, root, &files_before, &j);
 }
 
 /// ifupdown2 with vbridge's stanza for real: `ifup -a` brings the NIC up as the user's
@@ -368,22 +380,7 @@ fn ifupdown2_persist_apply_and_remove_in_a_namespace() {
     assert!(host.ip(&["link", "show", NIC]).contains("master br0"));
     let rec = revert_record(state.path(), since);
     assert_eq!(rec["reverted"], true, "{rec:#}");
-    assert_same(
-        &net_snapshot(&host),
-        &before,
-        "the reverter did not restore the namespace",
-    );
-    assert_eq!(
-        snapshot(root.path()),
-        files_before,
-        "the reverter did not restore the files"
-    );
-    if let Some(pid) = j["reverter_pid"].as_u64() {
-        assert!(
-            wait_for(5, || !crate::lab::alive(pid as u32)),
-            "reverter {pid} lingers"
-        );
-    }
+    assert_reverted(&host, &before, root.path(), &files_before, &j);
     let pause = || std::thread::sleep(Duration::from_secs(1));
     mtu_from_the_files_then_reverted(
         &h,
@@ -559,22 +556,7 @@ mount -t tmpfs tmpfs /run/dbus"
     let rec = revert_record(state.path(), since);
     assert_eq!(rec["reverted"], true, "{rec:#}");
     std::thread::sleep(Duration::from_secs(1));
-    assert_same(
-        &net_snapshot(&host),
-        &before,
-        "the reverter did not restore the namespace",
-    );
-    assert_eq!(
-        snapshot(root.path()),
-        files_before,
-        "the reverter did not restore the files"
-    );
-    if let Some(pid) = j["reverter_pid"].as_u64() {
-        assert!(
-            wait_for(5, || !crate::lab::alive(pid as u32)),
-            "reverter {pid} lingers"
-        );
-    }
+    assert_reverted(&host, &before, root.path(), &files_before, &j);
     let pause = || std::thread::sleep(Duration::from_secs(1));
     mtu_from_the_files_then_reverted(
         &h,
@@ -981,22 +963,7 @@ mount -t tmpfs tmpfs /run/NetworkManager"
     let rec = revert_record(state.path(), since);
     assert_eq!(rec["reverted"], true, "{rec:#}\n{}", nm_log());
     settled("revert");
-    assert_same(
-        &net_snapshot(&host),
-        &before,
-        "the reverter did not restore the namespace",
-    );
-    assert_eq!(
-        snapshot(root.path()),
-        files_before,
-        "the reverter did not restore the files"
-    );
-    if let Some(pid) = j["reverter_pid"].as_u64() {
-        assert!(
-            wait_for(5, || !crate::lab::alive(pid as u32)),
-            "reverter {pid} lingers"
-        );
-    }
+    assert_reverted(&host, &before, root.path(), &files_before, &j);
     mtu_from_the_files_then_reverted(
         &h,
         &host,
