@@ -63,23 +63,7 @@ impl Daemon {
             copy_xml(src, &caps);
         }
 
-        let conf = dir.join("libvirtd.conf");
-        fs::write(
-            &conf,
-            format!(
-                "unix_sock_dir = \"{run}\"\nauth_unix_ro = \"none\"\nauth_unix_rw = \"none\"\n\
-                 log_outputs = \"3:file:{run}/libvirtd.log\"\n",
-                run = run_dir.display()
-            ),
-        )
-        .unwrap();
-        // Root, no cgroups, no security driver, no virtlogd: the least a lab needs.
-        fs::write(
-            etc.join("qemu.conf"),
-            "user = \"root\"\ngroup = \"root\"\ndynamic_ownership = 0\n\
-             security_driver = \"none\"\ncgroup_controllers = [ ]\nstdio_handler = \"file\"\n",
-        )
-        .unwrap();
+        let conf = write_confs(dir, &run_dir, &etc, "");
 
         let binds = [
             (&etc, "/etc/libvirt"),
@@ -160,25 +144,9 @@ impl Daemon {
         }
         // Only this libvirt's own cache: QEMU 7.2's would be thrown away, and overwritten.
         copy_xml(caps_store, &caps);
-        let conf = dir.join("libvirtd.conf");
-        fs::write(
-            &conf,
-            format!(
-                "unix_sock_dir = \"{run}\"\nauth_unix_ro = \"none\"\nauth_unix_rw = \"none\"\n\
-                 log_outputs = \"3:file:{run}/libvirtd.log\"\n",
-                run = run_dir.display()
-            ),
-        )
-        .unwrap();
         // As for the system daemon, plus no private /dev per guest: measured to be what
         // keeps QEMU from starting when libvirtd runs chrooted.
-        fs::write(
-            etc.join("qemu.conf"),
-            "user = \"root\"\ngroup = \"root\"\ndynamic_ownership = 0\n\
-             security_driver = \"none\"\ncgroup_controllers = [ ]\nstdio_handler = \"file\"\n\
-             namespaces = [ ]\n",
-        )
-        .unwrap();
+        let conf = write_confs(dir, &run_dir, &etc, "namespaces = [ ]\n");
 
         let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
         let tmp = std::env::temp_dir();
@@ -542,4 +510,29 @@ fn tail(p: &Path) -> String {
     let lines: Vec<&str> = s.lines().collect();
     let from = lines.len().saturating_sub(20);
     format!("--- {} ---\n{}", p.display(), lines[from..].join("\n"))
+}
+
+/// libvirtd.conf (its socket and log in `run_dir`, no auth) in `dir`, and qemu.conf in `etc`:
+/// root, no cgroups, no security driver, no virtlogd (the least a lab needs), then `qemu_extra`.
+/// Returns libvirtd.conf's path.
+fn write_confs(dir: &Path, run_dir: &Path, etc: &Path, qemu_extra: &str) -> std::path::PathBuf {
+    let conf = dir.join("libvirtd.conf");
+    fs::write(
+        &conf,
+        format!(
+            "unix_sock_dir = \"{run}\"\nauth_unix_ro = \"none\"\nauth_unix_rw = \"none\"\n\
+             log_outputs = \"3:file:{run}/libvirtd.log\"\n",
+            run = run_dir.display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        etc.join("qemu.conf"),
+        format!(
+            "user = \"root\"\ngroup = \"root\"\ndynamic_ownership = 0\n\
+             security_driver = \"none\"\ncgroup_controllers = [ ]\nstdio_handler = \"file\"\n{qemu_extra}"
+        ),
+    )
+    .unwrap();
+    conf
 }
