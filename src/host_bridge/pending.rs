@@ -298,15 +298,20 @@ pub fn undo_change(p: &Pending, net: &mut dyn Net) -> Vec<String> {
             problems.push(e.message);
         }
     }
+    // A reload the stack refuses for a moment (`networkctl reconfigure` while networkd has
+    // not yet enumerated the link: "Link 2 not known") is judged like a failed restore step:
+    // by the end result, when there is a state from before to compare with.
+    let mut failed_reloads: Vec<String> = Vec::new();
     for c in &p.reload {
         if let Some((program, args)) = c.split_first() {
             if let Err(e) = run_program(program, args) {
-                problems.push(e.message);
+                failed_reloads.push(e.message);
             }
         }
     }
     problems.extend(bridge::revert(net, &p.undo).into_iter().map(|e| e.message));
     let Some(before) = &p.before else {
+        problems.extend(failed_reloads);
         return problems;
     };
     // A reloaded stack acts after its reload returned: observe, restore and compare only
@@ -343,11 +348,15 @@ pub fn undo_change(p: &Pending, net: &mut dyn Net) -> Vec<String> {
         Ok(now) => {
             let left = bridge::differences_on(before, &now, &[&p.nic, &p.bridge]);
             if !left.is_empty() {
+                problems.extend(failed_reloads);
                 problems.extend(failed_steps);
             }
             problems.extend(left);
         }
-        Err(e) => problems.push(format!("cannot observe the result: {}", e.message)),
+        Err(e) => {
+            problems.extend(failed_reloads);
+            problems.push(format!("cannot observe the result: {}", e.message));
+        }
     }
     problems
 }
